@@ -1,0 +1,117 @@
+"""Profile the GPU compress stages and the fast load of one shape (torch profiler tables), for tuning."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.synth import SHAPES, lora_tensors, write_adapter_dir
+
+
+def main(shape: str = "65B", density: float = 0.1) -> None:
+    from compeft import api
+    from compeft.codecs import get_codec
+    from compeft.container import container_path, read_bytes
+    from compeft.fastload import load_bytes
+    from compeft.sparsify import ternarize
+    from compeft.taskvector import build_task_vector
+
+    dev = torch.device("cuda")
+    tensors = lora_tensors(SHAPES[shape], seed=0, device=dev)
+    tv = build_task_vector(tensors, dev)
+    codec = get_codec("golomb")
+    segs = [r.numel for r in tv.records]
+    for _ in range(2):
+        tern = ternarize(tv.tau, density)
+        codec.encode(tern.signs, segs)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        tern = ternarize(tv.tau, density)
+        codec.encode(tern.signs, segs)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_adapter_dir(Path(tmp) / "a", {k: v.cpu() for k, v in tensors.items()}, SHAPES[shape])
+        del tensors, tv, tern
+        api.compress(src, Path(tmp) / "art", density=density, device="cuda")
+        host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
+    for _ in range(3):
+        load_bytes(host, dev, verify=False)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    load_bytes(host, dev, verify=False)
+    torch.cuda.synchronize()
+    print(f"load {1e3 * (time.perf_counter() - t):.2f} ms")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        load_bytes(host, dev, verify=False)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+    stages(host, dev)
+
+
+def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
+    """Median host-side time of each stage of fastload.load_bytes (the device is synchronized once, at the end)."""
+    import gc
+    import statistics
+
+    from compeft.codecs import get_codec
+    from compeft.document import check_document
+    from compeft.container import parse_container
+    from compeft.fastload import value_table, views_of
+
+    rows: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        gc.disable()
+        t = [time.perf_counter()]
+        c = parse_container(host, Path("<memory>"), verify=False)
+        t.append(time.perf_counter())
+        recs0 = c.doc["tensors"]
+        values = value_table(c.doc["scale"], 0.0, torch.bfloat16).to(dev)
+        flat, finish = get_codec(c.doc["codec"]).decode_values_deferred(c.payload, c.doc["d"], dev, values)
+        t.append(time.perf_counter())
+        records = check_document(c)
+        t.append(time.perf_counter())
+        out = views_of(flat, records)
+        t.append(time.perf_counter())
+        finish()
+        t.append(time.perf_counter())
+        gc.enable()
+        for name, a, b in zip(["parse container", "launch decode", "check_document", "views", "wait + checks"], t, t[1:]):
+            rows.setdefault(name, []).append(b - a)
+        rows.setdefault("total", []).append(t[-1] - t[0])
+        del out, flat, recs0
+    for name, v in rows.items():
+        print(f"stage {name:16s} {1e3 * statistics.median(v):7.2f} ms")
+    import cProfile
+    import pstats
+
+    from compeft.fastload import load_bytes
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(5):
+        load_bytes(host, dev, verify=False)
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    for flag in (True, False):
+        v = []
+        for _ in range(repeats):
+            if flag:
+                gc.enable()
+            torch.cuda.synchronize()
+            a = time.perf_counter()
+            load_bytes(host, dev, verify=False)
+            torch.cuda.synchronize()
+            v.append(time.perf_counter() - a)
+        print(f"load_bytes median {1e3 * statistics.median(v):.2f} ms, min {1e3 * min(v):.2f} ms ({'gc on outside' if flag else 'repeat'})")
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:2] or ["65B"]), *(float(x) for x in sys.argv[2:3]))

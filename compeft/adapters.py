@@ -1,0 +1,196 @@
+"""Read and write PEFT adapter directories (safetensors only) and classify their tensors.
+
+Which tensors form the task vector and which are carried is decided by key name alone:
+a key with a path component ``lora_A``/``lora_B``/``lora_embedding_A``/``lora_embedding_B`` is a
+delta from θ_init = 0, a key with a component ``ia3_l`` a delta from θ_init = 1; every other tensor
+(``modules_to_save`` heads, saved ``base_layer`` weights, DoRA magnitudes) is carried bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compeft.errors import AdapterFormatError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MAX_CONFIG_BYTES = 1 << 20
+
+# key component -> θ_init of that delta tensor
+DELTA_COMPONENTS: Mapping[str, float] = {
+    "lora_A": 0.0,
+    "lora_B": 0.0,
+    "lora_embedding_A": 0.0,
+    "lora_embedding_B": 0.0,
+    "ia3_l": 1.0,
+}
+DELTA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SUPPORTED_PEFT_TYPES = ("LORA", "IA3")
+DTYPE_NAMES: Mapping[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+DTYPES_BY_NAME: Mapping[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The safetensors name of a torch dtype (F32, BF16, ...)."""
+    try:
+        return DTYPE_NAMES[dtype]
+    except KeyError:
+        raise AdapterFormatError(f"unsupported tensor dtype {dtype}") from None
+
+
+def theta_init_of(key: str) -> float | None:
+    """θ_init of a delta tensor, or None when the tensor is carried."""
+    for part in key.split("."):
+        if part in DELTA_COMPONENTS:
+            return DELTA_COMPONENTS[part]
+    return None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def refuse_pickles(directory: Path, wanted: str) -> None:
+    """Raise when a directory offers only pickled weights where safetensors are required."""
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise AdapterFormatError(
+            f"{directory}: has {', '.join(pickles)} but no {wanted}; pickle files are never loaded "
+            "(convert them to safetensors first)"
+        )
+
+
+def read_config(path: Path) -> dict:
+    """Parse a JSON config file with a size cap, as a one-line error on failure."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise AdapterFormatError(f"{path}: missing") from None
+    if size > MAX_CONFIG_BYTES:
+        raise AdapterFormatError(f"{path}: {size} bytes, larger than the {MAX_CONFIG_BYTES}-byte cap")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AdapterFormatError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise AdapterFormatError(f"{path}: expected a JSON object")
+    return data
+
+
+def detect_peft_type(config: Mapping) -> str:
+    """The adapter kind as the registry records it: LORA, DORA or IA3 (others as peft names them)."""
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type == "LORA" and config.get("use_dora"):
+        return "DORA"
+    return peft_type or "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A PEFT adapter read from disk: its config, its tensors (file key names) and source hashes."""
+
+    path: Path
+    config: dict
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    source_sha256: dict[str, str]
+    weights_bytes: int
+
+    @property
+    def peft_type(self) -> str:
+        return detect_peft_type(self.config)
+
+    @property
+    def base_model(self) -> str | None:
+        return self.config.get("base_model_name_or_path") or None
+
+
+def find_adapter_files(path: Path) -> tuple[Path, Path]:
+    """The config and weights files of an adapter directory, or a one-line error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AdapterFormatError(f"{path}: not a directory")
+    config, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        refuse_pickles(path, ADAPTER_WEIGHTS)
+        raise AdapterFormatError(f"{path}: no {ADAPTER_WEIGHTS} (not a PEFT adapter directory)")
+    if not config.is_file():
+        raise AdapterFormatError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
+    return config, weights
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, with format errors as one line naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise AdapterFormatError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def read_adapter(path: str | Path) -> Adapter:
+    """Read a PEFT adapter directory and check that its delta tensors can be compressed."""
+    config_path, weights_path = find_adapter_files(Path(path))
+    config = read_config(config_path)
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type not in SUPPORTED_PEFT_TYPES:
+        raise AdapterFormatError(
+            f"{config_path}: peft_type {config.get('peft_type')!r} is not supported "
+            f"(supported: {', '.join(SUPPORTED_PEFT_TYPES)}, DoRA as LORA with use_dora)"
+        )
+    tensors = load_safetensors(weights_path)
+    check_delta_tensors(tensors, weights_path)
+    return Adapter(
+        path=Path(path),
+        config=config,
+        tensors=tensors,
+        source_sha256={ADAPTER_CONFIG: sha256_file(config_path), ADAPTER_WEIGHTS: sha256_file(weights_path)},
+        weights_bytes=weights_path.stat().st_size,
+    )
+
+
+def check_delta_tensors(tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Every delta tensor must be fp32/fp16/bf16 and finite; there must be at least one."""
+    deltas = [k for k in tensors if theta_init_of(k) is not None]
+    if not deltas:
+        raise AdapterFormatError(f"{source}: no LoRA or (IA)3 delta tensors found")
+    for key in deltas:
+        t = tensors[key]
+        if t.dtype not in DELTA_DTYPES:
+            raise AdapterFormatError(f"{source}: tensor {key} has dtype {t.dtype}; expected fp32, fp16 or bf16")
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise AdapterFormatError(f"{source}: tensor {key} contains NaN or Inf")
+
+
+def write_adapter(path: Path, config_bytes: bytes, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write a standard PEFT adapter directory (config copied byte for byte)."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / ADAPTER_CONFIG).write_bytes(config_bytes)
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt"})

@@ -1,0 +1,147 @@
+"""The ternary pattern of one density, bound to the live model tensors, and the in-place α update.
+
+The pattern comes from a real artifact compressed at α = 1 (so its bytes are the codec's bytes and
+its pattern is exactly what ``decompress`` will reconstruct); for each α the update writes
+θ = θ_init + s·t with s = float32(α·σ) into the model: one ``mul``/``add`` kernel per tensor, with
+the int8 pattern and (where θ_init ≠ 0) a float32 θ_init kept on the model's device. The arithmetic
+is the one ``compeft.load``/``decompress`` use (float32, then cast), so scores match the artifact.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from compeft.calibrate.model import LoadedModel
+from compeft.errors import CalibrationError
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One delta tensor: the live tensor to write, its int8 pattern and its θ_init (None means 0)."""
+
+    name: str
+    target: torch.Tensor = field(repr=False)
+    pattern: torch.Tensor = field(repr=False)
+    init: torch.Tensor | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DensityPattern:
+    """Everything the sweep needs at one density: σ, kept count, the artifact's bytes and the slots."""
+
+    density: float
+    sigma: float  # float32 σ as stored in the artifact
+    kept: int
+    d: int
+    bytes_artifact: int
+    payload_bytes: int
+    slots: tuple[Slot, ...] = field(repr=False)
+    build_seconds: float
+
+    def scale(self, alpha: float) -> float:
+        """s = float32(α·σ), as compress stores it."""
+        from compeft.api import scale_of
+
+        return scale_of(alpha, self.sigma)[1]
+
+    def apply(self, alpha: float) -> float:
+        """Write θ_init + s·t into every live tensor in place; returns s."""
+        s = self.scale(alpha)
+        with torch.no_grad():
+            for slot in self.slots:
+                if slot.init is None:
+                    torch.mul(slot.pattern, s, out=slot.target)
+                else:
+                    torch.add(slot.init, slot.pattern, alpha=s, out=slot.target)
+        return s
+
+
+InitSource = Callable[[str], torch.Tensor]
+
+
+def bind_pattern(
+    density: float,
+    artifact: Path,
+    loaded: LoadedModel,
+    base_tensor: InitSource | None,
+    init_cache: dict[str, torch.Tensor],
+    build_seconds: float,
+) -> DensityPattern:
+    """Decode the artifact's ternary on the model's device and bind each record to its live tensor."""
+    from compeft.api import decode_ternary, open_artifact
+
+    container, records = open_artifact(artifact)
+    ternary = decode_ternary(container, loaded.device)
+    slots = []
+    for rec in records:
+        target = loaded.live.get(rec.name)
+        if target is None:
+            raise CalibrationError(f"{artifact}: tensor {rec.name} has no counterpart in the loaded model")
+        if target.numel() != rec.numel:
+            raise CalibrationError(f"{artifact}: tensor {rec.name} has {rec.numel} entries, the model's has {target.numel()}")
+        pattern = ternary[rec.offset : rec.offset + rec.numel].reshape(target.shape).to(target.device)
+        init: torch.Tensor | None = None
+        if base_tensor is not None:  # full fine-tune: θ_init is the base tensor
+            if rec.name not in init_cache:
+                init_cache[rec.name] = base_tensor(rec.name).to(device=target.device, dtype=torch.float32).reshape(target.shape)
+            init = init_cache[rec.name]
+        elif rec.theta_init:
+            key = f"{rec.name}@{rec.theta_init}"
+            if key not in init_cache:
+                init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
+            init = init_cache[key]
+        slots.append(Slot(rec.name, target, pattern, init))
+    doc = container.doc
+    return DensityPattern(
+        density=density,
+        sigma=float(doc["sigma"]),
+        kept=int(doc["kept"]),
+        d=int(doc["d"]),
+        bytes_artifact=int(container.file_bytes),
+        payload_bytes=int(container.payload.numel()),
+        slots=tuple(slots),
+        build_seconds=build_seconds,
+    )
+
+
+class PatternFactory:
+    """Makes the DensityPattern of each density: compress at α = 1 into a scratch dir, decode, bind."""
+
+    def __init__(self, src: Path, loaded: LoadedModel, *, base_dir: Path | None, codec: str, workdir: Path | None = None) -> None:
+        self.src = src
+        self.loaded = loaded
+        self.base_dir = base_dir  # set for full fine-tunes only
+        self.codec = codec
+        self._tmp = tempfile.TemporaryDirectory(prefix="compeft-calibrate-", dir=workdir)
+        self._init_cache: dict[str, torch.Tensor] = {}
+        self._base_ckpt = None
+
+    def _base_tensor(self, name: str) -> torch.Tensor:
+        from compeft.checkpoint import Checkpoint
+
+        if self._base_ckpt is None:
+            self._base_ckpt = Checkpoint(self.base_dir)
+        return self._base_ckpt.get(name)
+
+    def pattern(self, density: float) -> DensityPattern:
+        """The bound pattern of one density (a fresh α = 1 artifact in the scratch directory)."""
+        import compeft
+
+        start = time.perf_counter()
+        path = Path(self._tmp.name) / f"k{density:g}"
+        compeft.compress(self.src, path, density=density, alpha=1.0, codec=self.codec, device=self.loaded.device,
+                         base=self.base_dir, overwrite=True)
+        base_tensor = self._base_tensor if self.base_dir is not None else None
+        pat = bind_pattern(density, path, self.loaded, base_tensor, self._init_cache, 0.0)
+        return replace(pat, build_seconds=time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Drop the θ_init tensors and the scratch artifacts."""
+        self._init_cache.clear()
+        self._tmp.cleanup()

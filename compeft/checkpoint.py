@@ -1,0 +1,86 @@
+"""Lazy, per-tensor access to a Hugging Face model directory (single or sharded safetensors)."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from compeft.adapters import DTYPES_BY_NAME, read_config, refuse_pickles
+from compeft.errors import AdapterFormatError
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+class Checkpoint:
+    """Tensor names, dtypes and shapes of a model directory, with tensors read one at a time."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise AdapterFormatError(f"{self.directory}: not a directory")
+        self._handles: dict[Path, object] = {}
+
+    @cached_property
+    def weight_map(self) -> dict[str, Path]:
+        index, single = self.directory / INDEX, self.directory / WEIGHTS
+        if index.is_file():
+            data = read_config(index).get("weight_map")
+            if not isinstance(data, dict) or not data:
+                raise AdapterFormatError(f"{index}: no weight_map")
+            mapping = {}
+            for name, file in data.items():
+                if not isinstance(file, str) or Path(file).name != file or not file.endswith(".safetensors"):
+                    raise AdapterFormatError(f"{index}: tensor {name!r} points at an invalid shard name {file!r}")
+                if not (self.directory / file).is_file():
+                    raise AdapterFormatError(f"{index}: shard {file} is missing")
+                mapping[name] = self.directory / file
+            return mapping
+        if single.is_file():
+            return {name: single for name in self._handle(single).keys()}
+        refuse_pickles(self.directory, f"{WEIGHTS} or {INDEX}")
+        raise AdapterFormatError(f"{self.directory}: no {WEIGHTS} or {INDEX} (not a safetensors model directory)")
+
+    def _handle(self, file: Path):
+        from safetensors import SafetensorError, safe_open
+
+        if file not in self._handles:
+            try:
+                self._handles[file] = safe_open(str(file), framework="pt")
+            except (SafetensorError, OSError) as err:
+                raise AdapterFormatError(f"{file}: not a readable safetensors file ({err})") from err
+        return self._handles[file]
+
+    def names(self) -> list[str]:
+        return sorted(self.weight_map)
+
+    def files(self) -> list[Path]:
+        return sorted(set(self.weight_map.values()))
+
+    def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+        """dtype and shape of a tensor, read from the shard header only."""
+        sl = self._handle(self.weight_map[name]).get_slice(name)
+        dtype = DTYPES_BY_NAME.get(sl.get_dtype())
+        if dtype is None:
+            raise AdapterFormatError(f"{self.weight_map[name]}: tensor {name} has unsupported dtype {sl.get_dtype()}")
+        return dtype, tuple(sl.get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import SafetensorError
+
+        file = self.weight_map[name]
+        try:
+            return self._handle(file).get_tensor(name)
+        except (SafetensorError, OSError) as err:
+            raise AdapterFormatError(f"{file}: cannot read tensor {name} ({err})") from err
+
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files())
+
+
+def index_document(weight_map: dict[str, str], total_size: int) -> str:
+    """The text of a model.safetensors.index.json."""
+    return json.dumps({"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}, indent=2)

@@ -1,0 +1,167 @@
+"""The ``compeft`` command: a thin layer over compeft.api; other commands are delegated lazily.
+
+Exit codes: 0 ok, 2 bad usage or bad input, 1 internal error. Errors are one line on stderr;
+``--debug`` (anywhere on the line) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from compeft.errors import CompeftError
+
+# command -> (module, function): loaded only when used, so `compeft compress` never imports
+# Prefect, SQLAlchemy or lm-eval.
+DELEGATED: dict[str, tuple[str, str]] = {
+    "calibrate": ("compeft.calibrate.cli", "calibrate_main"),
+    "registry": ("storage.cli", "registry_main"),
+    "db": ("storage.cli", "db_main"),
+    "catalog": ("flows.cli", "catalog_main"),
+}
+
+
+class UsageError(CompeftError):
+    exit_code = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors are one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="compeft", description="ComPEFT compression of PEFT adapters and fine-tune residuals.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+
+    p = sub.add_parser("compress", help="compress an adapter (or, with --base, a full fine-tune)")
+    p.add_argument("src", help="PEFT adapter directory (or fine-tuned model directory with --base)")
+    p.add_argument("dst", help="new artifact directory")
+    p.add_argument("--density", type=float, default=0.1, help="fraction k of entries kept (0 < k <= 1; default 0.1)")
+    p.add_argument("--alpha", type=float, default=1.0, help="scale factor α; kept entries become ±α·σ (default 1.0)")
+    p.add_argument("--codec", default="golomb", help="payload codec: golomb (default, smallest) or bitmask (2 bits/param)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--base", default=None, metavar="BASE_DIR", help="base model directory: compress a full fine-tune residual")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("decompress", help="write a PEFT adapter (or, with --base, a full model) from an artifact")
+    p.add_argument("src", help="artifact directory")
+    p.add_argument("dst", help="new output directory")
+    p.add_argument("--base", default=None, metavar="BASE_DIR", help="base model directory (full fine-tune artifacts)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+
+    p = sub.add_parser("inspect", help="show an artifact's metadata and figures (checksums verified)")
+    p.add_argument("src", help="artifact directory or compeft.safetensors file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, help_text in (
+        ("calibrate", "choose α on a validation task with lm-eval"),
+        ("registry", "query the compressed-artifact registry"),
+        ("db", "registry database maintenance (upgrade)"),
+        ("catalog", "compress a whole catalog of adapters (runs the Prefect flow in-process)"),
+    ):
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from compeft.api import compress
+
+    result = compress(
+        args.src, args.dst, density=args.density, alpha=args.alpha, codec=args.codec,
+        device=args.device, base=args.base, overwrite=args.overwrite, progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    from compeft.api import decompress
+
+    out = decompress(args.src, args.dst, base=args.base, device=args.device, overwrite=args.overwrite, progress=sys.stderr.isatty())
+    print(f"wrote {out}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from compeft.api import inspect
+
+    info = inspect(args.src).to_dict()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "source":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        print(f"{key:<{width}}  {value}")
+    for name, digest in sorted(info["source"].get("files", {}).items()):
+        print(f"{'source ' + name:<{width}}  sha256:{digest}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "compress": run_compress,
+    "decompress": run_decompress,
+    "inspect": run_inspect,
+}
+
+
+def dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in DELEGATED:
+        module_name, func_name = DELEGATED[argv[0]]
+        import importlib
+
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise CompeftError(
+                f"'compeft {argv[0]}' needs extra packages ({err.name} missing): pip install 'compeft[all]'"
+            ) from err
+        return int(getattr(module, func_name)(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    if args.version:
+        from compeft import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        build_parser().print_help()
+        return 2
+    return COMMANDS[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return dispatch(argv)
+    except CompeftError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"compeft: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("compeft: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit code 1
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"compeft: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Codec ``bitmask``: two bit planes over τ, the form for fast compute (ComPEFT §2.2, second scheme).
+
+Bitstream (normative): ``pos`` plane then ``neg`` plane, each ceil(d/8) bytes; bit i of a plane is
+bit (i mod 8) of byte i // 8. Bit i of ``pos`` is 1 iff t_i = +1, of ``neg`` iff t_i = −1. Padding
+bits are 0; no position is set in both planes. Exactly 2·ceil(d/8) bytes, random access by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from compeft.codecs.bits import pack_bits, padding_is_zero, unpack_bits
+from compeft.errors import CodecError
+
+
+class BitmaskCodec:
+    """Two uncompressed bit planes: 2 bits per parameter."""
+
+    id = "bitmask"
+
+    def encode(self, signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
+        signs = signs.reshape(-1)
+        return torch.cat([pack_bits(signs > 0), pack_bits(signs < 0)]).cpu()
+
+    def decode(self, payload: torch.Tensor, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return self.decode_values(payload, d, device, None)
+
+    def decode_values(self, payload: torch.Tensor, d: int, device: torch.device | str = "cpu", values: torch.Tensor | None = None) -> torch.Tensor:
+        """τ on ``device`` as int8, or mapped through ``values`` = (v₋₁, v₀, v₊₁) without an int8 intermediate."""
+        plane = (d + 7) // 8
+        if payload.numel() != 2 * plane:
+            raise CodecError(f"bitmask payload has {payload.numel()} bytes; {2 * plane} expected for d={d}")
+        data = payload.to(device, non_blocking=True)
+        pos, neg = data[:plane], data[plane:]
+        if bool((pos & neg).any()):
+            raise CodecError("bitmask payload sets a position in both planes")
+        if not (padding_is_zero(pos, d) and padding_is_zero(neg, d)):
+            raise CodecError("bitmask payload has non-zero padding bits")
+        p, n = unpack_bits(pos, d), unpack_bits(neg, d)
+        if values is None:
+            return p.to(torch.int8) - n.to(torch.int8)
+        values = values.to(data.device)
+        return torch.where(p.bool(), values[2], torch.where(n.bool(), values[0], values[1]))

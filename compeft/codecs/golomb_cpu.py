@@ -1,0 +1,187 @@
+"""CPU fast path of the ``golomb`` codec: the per-chunk algorithm of golomb.py in numpy, chunks in threads.
+
+On the CPU, numpy's packbits/unpackbits (bitorder="little"), flatnonzero and cumsum over one chunk
+(≤ 2^20 entries, cache-sized) cost far less than torch's fresh large tensors; chunk groups run in
+parallel threads (numpy releases the GIL inside its loops). Same bytes and same checks as golomb.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from compeft.codecs.golomb import HEADER, MAGIC, chunk_lengths, golomb_parameter
+from compeft.codecs.golomb_fast import TABLE_DTYPE, Table, read_table_fast
+from compeft.errors import CodecError
+
+INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def pack_fields_np(values: np.ndarray, width: int) -> np.ndarray:
+    """bits.pack_fields in numpy: each value's low ``width`` bits (≤ 32), LSB first, packed."""
+    as_bytes = values.astype("<u4").view(np.uint8).reshape(-1, 4)
+    bits = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :width]
+    return np.packbits(bits, bitorder="little")
+
+
+def unpack_fields_np(data: np.ndarray, count: int, width: int) -> np.ndarray:
+    """bits.unpack_fields in numpy: count fields of ``width`` bits (≤ 32) as int64."""
+    bits = np.unpackbits(data, count=count * width, bitorder="little").reshape(count, width)
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    wide = np.zeros((count, 4), dtype=np.uint8)
+    wide[:, : packed.shape[1]] = packed
+    return wide.view("<u4").reshape(-1).astype(np.int64)
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    return np.packbits(bits, bitorder="little") if bits.size else np.zeros(0, np.uint8)
+
+
+def encode_chunk_np(s: np.ndarray) -> tuple[tuple[int, int, int, int, int, int], list[np.ndarray]]:
+    """golomb.encode_chunk for one int8 numpy chunk: (table entry fields, four planes)."""
+    length = s.size
+    nonzero = s != 0
+    positions = np.flatnonzero(nonzero)  # flatnonzero is ~5x faster on bool than on int8
+    nnz = positions.size
+    mode = 0 if 2 * nnz <= length else 1
+    coded = positions if mode == 0 else np.flatnonzero(~nonzero)
+    count = coded.size
+    m = golomb_parameter(count, length)
+    gaps = np.diff(coded, prepend=-1) - 1
+    if m == 1:
+        q, low, extra, extra_bits = gaps, np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0
+    else:
+        q, r = np.divmod(gaps, m)
+        b = (m - 1).bit_length()
+        u = (1 << b) - m
+        has_extra = r >= u
+        high = np.where(has_extra, (r + u) >> 1, r)
+        width = b - 1
+        low = pack_fields_np(high, width) if width and count else np.zeros(0, np.uint8)
+        extra_values = ((r + u) & 1)[has_extra].astype(bool)
+        extra_bits = int(extra_values.size)
+        extra = _pack(extra_values)
+    if count:
+        ends = np.cumsum(q + 1) - 1
+        unary_bits = np.zeros(int(ends[-1]) + 1, dtype=bool)
+        unary_bits[ends] = True
+        unary = _pack(unary_bits)
+    else:
+        unary = np.zeros(0, np.uint8)
+    sign = _pack(s[positions] < 0)
+    return (length, count, m, mode, unary.size, extra_bits), [unary, low, extra, sign]
+
+
+def encode_cpu(signs: torch.Tensor, segments: Sequence[int] = (), threads: int | None = None) -> torch.Tensor:
+    """GolombCodec.encode on the CPU: numpy per chunk, chunk groups in threads; same bytes."""
+    s = signs.reshape(-1).to(torch.int8).cpu().numpy()
+    d = s.size
+    lengths = chunk_lengths(d, segments)
+    starts = np.cumsum(lengths) - np.asarray(lengths, dtype=np.int64) if lengths else np.zeros(0, np.int64)
+    results: list = [None] * len(lengths)
+
+    def run(ids: range) -> None:
+        for i in ids:
+            a = int(starts[i])
+            results[i] = encode_chunk_np(s[a : a + lengths[i]])
+
+    _run_groups(run, len(lengths), threads)
+    table = np.zeros(len(lengths), dtype=TABLE_DTYPE)
+    for name, col in zip(("length", "count", "m", "mode", "unary_bytes", "extra_bits"), zip(*(r[0] for r in results)) if results else ()):
+        table[name] = col
+    head = np.frombuffer(HEADER.pack(MAGIC, d, len(lengths)) + table.tobytes(), dtype=np.uint8)
+    planes = [head, *(p for r in results for p in r[1])]
+    return torch.from_numpy(np.concatenate(planes))
+
+
+def _run_groups(fn, n: int, threads: int | None) -> None:
+    """fn(range) over about equal contiguous ranges of n items, one per thread."""
+    threads = max(1, min(threads or torch.get_num_threads(), n))
+    if threads == 1:
+        fn(range(n))
+        return
+    cuts = [n * i // threads for i in range(threads + 1)]
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(fn, range(a, b)) for a, b in zip(cuts[:-1], cuts[1:])]:
+            f.result()
+
+
+def _padding_ok(plane: np.ndarray, n_bits: int) -> bool:
+    return n_bits % 8 == 0 or int(plane[n_bits // 8]) >> (n_bits % 8) == 0
+
+
+def decode_chunk_np(t: Table, i: int, buf: np.ndarray, out: np.ndarray, values: np.ndarray) -> None:
+    """golomb.decode_chunk for chunk i, written into out[start : start+length] as values[t + 1]."""
+    length, count, m, mode = int(t.length[i]), int(t.count[i]), int(t.m[i]), int(t.mode[i])
+    ub, xbits, nonzeros = int(t.unary_bytes[i]), int(t.extra_bits[i]), int(t.nonzeros[i])
+    uo, lo, xo, so = int(t.unary_off[i]), int(t.low_off[i]), int(t.extra_off[i]), int(t.sign_off[i])
+    low, extra, sign = buf[lo:xo], buf[xo:so], buf[so : so + int(t.sign_bytes[i])]
+    stops = np.flatnonzero(np.unpackbits(buf[uo:lo], bitorder="little").view(bool))
+    if stops.size != count:
+        raise CodecError(f"chunk unary stream has {stops.size} codes, table says {count}")
+    if count and int(stops[-1]) // 8 + 1 != ub:
+        raise CodecError("chunk unary stream has trailing bytes")
+    q = np.diff(stops, prepend=-1) - 1
+    if m == 1:
+        if xbits:
+            raise CodecError("chunk with M=1 has extra bits")
+        gaps1 = q + 1
+    else:
+        b = (m - 1).bit_length()
+        u = (1 << b) - m
+        width = b - 1
+        if width and count:
+            high = unpack_fields_np(low, count, width)
+        else:
+            high = np.zeros(count, dtype=np.int64)
+        has_extra = high >= u
+        n_extra = int(np.count_nonzero(has_extra))
+        if n_extra != xbits:
+            raise CodecError(f"chunk has {n_extra} extra-bit codes, table says {xbits}")
+        r = high
+        if n_extra:
+            ev = np.unpackbits(extra, count=n_extra, bitorder="little").astype(np.int64)
+            r[has_extra] = ((high[has_extra] << 1) | ev) - u
+        if not (_padding_ok(low, count * width) and _padding_ok(extra, n_extra)):
+            raise CodecError("chunk has non-zero padding bits")
+        gaps1 = q * m + r + 1
+    positions = np.cumsum(gaps1) - 1
+    if count and int(positions[-1]) >= length:
+        raise CodecError(f"chunk position {int(positions[-1])} is past its length {length}")
+    if not _padding_ok(sign, nonzeros):
+        raise CodecError("chunk sign plane has non-zero padding bits")
+    negative = np.unpackbits(sign, count=nonzeros, bitorder="little").view(bool) if nonzeros else np.zeros(0, bool)
+    chosen = np.where(negative, values[0], values[2])
+    start = int(t.start[i])
+    seg = out[start : start + length]
+    if mode == 0:
+        seg[positions] = chosen
+    else:
+        keep = np.ones(length, dtype=bool)
+        keep[positions] = False
+        seg[keep] = chosen
+
+
+def decode_cpu(payload: torch.Tensor, d: int, values: torch.Tensor | None = None, threads: int | None = None) -> torch.Tensor:
+    """τ (int8, or mapped through ``values`` = (v₋₁, v₀, v₊₁)) from a golomb payload, chunks in threads."""
+    payload = payload.reshape(-1).cpu()
+    table = read_table_fast(payload, d)
+    buf = payload.contiguous().numpy()
+    if values is None:
+        values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+    values = values.cpu()
+    out = torch.empty(d, dtype=values.dtype)
+    out.fill_(values[1])
+    ints = INT_OF_SIZE[values.element_size()]
+    out_np = out.view(torch.uint8).numpy().view(ints)
+    vals = values.contiguous().view(torch.uint8).numpy().view(ints)
+
+    def run(ids: range) -> None:
+        for i in ids:
+            decode_chunk_np(table, i, buf, out_np, vals)
+
+    _run_groups(run, len(table), threads)
+    return out

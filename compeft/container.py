@@ -1,0 +1,221 @@
+"""The ``compeft.safetensors`` container: a plain safetensors file with a checksummed JSON document.
+
+Layout (normative; docs/format.md is the long form):
+
+    u64 N (little-endian) | N bytes of JSON header (UTF-8, space padded to a multiple of 8) | data
+
+The header maps tensor names to {dtype, shape, data_offsets} as safetensors defines, plus
+``__metadata__`` = {"compeft": DOC, "compeft_sha256": hex sha256 of DOC's UTF-8 bytes}. Tensors:
+``payload`` (U8, the codec's bytes) and ``carried/<name>`` for every carried tensor. Data is laid
+out by item size (largest first), then by name, with no gaps. DOC is compact JSON with sorted keys
+holding format name and version, codec, k, α, σ, s, d, kept, per-tensor records, source hashes,
+package version and ``checksums``: the sha256 of every tensor's bytes. N is capped at 64 MiB.
+Readers refuse anything that does not match exactly; writers are deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compeft.adapters import DTYPE_NAMES, DTYPES_BY_NAME
+from compeft.errors import ChecksumError, CodecError, ContainerError, UnknownCodecError
+
+FILENAME = "compeft.safetensors"
+FORMAT_NAME = "compeft"
+FORMAT_VERSION = 1
+PAYLOAD = "payload"
+CARRIED_PREFIX = "carried/"
+MAX_HEADER_BYTES = 64 << 20
+DOC_KEY, DOC_HASH_KEY = "compeft", "compeft_sha256"
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container read back: the document, the codec payload (uint8) and the carried tensors."""
+
+    path: Path
+    doc: dict
+    payload: torch.Tensor = field(repr=False)
+    carried: dict[str, torch.Tensor] = field(repr=False)
+    file_bytes: int
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """Raw little-endian bytes of a CPU tensor."""
+    t = t.detach().contiguous().cpu()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def encode_document(doc: Mapping) -> str:
+    """Canonical JSON text of the document: sorted keys, compact separators, finite numbers."""
+    try:
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as err:
+        raise ContainerError(f"document holds a non-finite number: {err}") from err
+
+
+def write_container(path: Path, doc: Mapping, payload: torch.Tensor, carried: Mapping[str, torch.Tensor]) -> int:
+    """Write the container deterministically; returns its size in bytes. ``doc`` gets ``checksums``."""
+    tensors = {PAYLOAD: payload.reshape(-1).to(torch.uint8)}
+    tensors.update({CARRIED_PREFIX + name: t for name, t in carried.items()})
+    order = sorted(tensors, key=lambda n: (-_itemsize(tensors[n].dtype), n))
+    blobs = {name: tensor_bytes(tensors[name]) for name in order}
+    full_doc = dict(doc)
+    full_doc["checksums"] = {name: hashlib.sha256(blobs[name]).hexdigest() for name in sorted(blobs)}
+    text = encode_document(full_doc)
+    header: dict = {"__metadata__": {DOC_KEY: text, DOC_HASH_KEY: hashlib.sha256(text.encode()).hexdigest()}}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blobs[name])]}
+        offset += len(blobs[name])
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in order:
+            f.write(blobs[name])
+        f.flush()
+        os.fsync(f.fileno())
+    return 8 + len(raw) + offset
+
+
+def _parse_header(path: Path, data: memoryview) -> tuple[dict, int]:
+    size = len(data)
+    if size < 8:
+        raise ContainerError(f"{path}: {size} bytes, too short for a safetensors header")
+    (n,) = struct.unpack_from("<Q", data, 0)
+    if n > MAX_HEADER_BYTES:
+        raise ContainerError(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap")
+    if 8 + n > size:
+        raise ContainerError(f"{path}: truncated (header says {n} bytes, file has {size - 8} after the length)")
+    try:
+        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ContainerError(f"{path}: header is not valid JSON ({err})") from err
+    if not isinstance(header, dict):
+        raise ContainerError(f"{path}: header is not a JSON object")
+    return header, 8 + n
+
+
+def _parse_document(path: Path, header: dict) -> dict:
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or not isinstance(meta.get(DOC_KEY), str):
+        raise ContainerError(f"{path}: not a compeft container (no compeft document in __metadata__)")
+    text = meta[DOC_KEY]
+    if hashlib.sha256(text.encode()).hexdigest() != meta.get(DOC_HASH_KEY):
+        raise ChecksumError(f"{path}: checksum mismatch in the compeft document")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ContainerError(f"{path}: compeft document is not valid JSON ({err})") from err
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ContainerError(f"{path}: document format is {doc.get('format') if isinstance(doc, dict) else doc!r}, not {FORMAT_NAME!r}")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ContainerError(
+            f"{path}: format version {doc.get('format_version')!r} is not supported (this build reads {FORMAT_VERSION})"
+        )
+    return doc
+
+
+def _tensor_layout(path: Path, header: dict, data_len: int) -> dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]:
+    layout, spans = {}, []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES_BY_NAME[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            start, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ContainerError(f"{path}: tensor {name!r} has a malformed header entry") from err
+        numel = 1
+        for s in shape:
+            if s < 0:
+                raise ContainerError(f"{path}: tensor {name!r} has a negative dimension")
+            numel *= s
+        if end - start != numel * _itemsize(dtype):
+            raise ContainerError(f"{path}: tensor {name!r} shape {list(shape)} does not match its {end - start} bytes")
+        layout[name] = (dtype, shape, start, end)
+        spans.append((start, end))
+    position = 0
+    for start, end in sorted(spans):
+        if start != position:
+            raise ContainerError(f"{path}: tensor data offsets are not contiguous at byte {start}")
+        position = end
+    if position != data_len:
+        raise ContainerError(f"{path}: data section is {data_len} bytes, tensors cover {position} (truncated or padded)")
+    return layout
+
+
+@contextmanager
+def named_payload_errors(path: Path) -> Iterator[None]:
+    """Prefix codec errors raised while decoding a container's payload with the container's path."""
+    try:
+        yield
+    except (CodecError, UnknownCodecError) as err:
+        raise type(err)(f"{path}: {err}") from err
+
+
+def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True) -> Container:
+    """Check a container image held in a uint8 CPU tensor; its tensors are views of ``data``."""
+    flat = data.reshape(-1)
+    raw = memoryview(flat.numpy())
+    header, start = _parse_header(path, raw)
+    doc = _parse_document(path, header)
+    layout = _tensor_layout(path, header, len(raw) - start)
+    checksums = doc.get("checksums")
+    if not isinstance(checksums, dict) or set(checksums) != set(layout):
+        raise ContainerError(f"{path}: checksums do not list exactly the tensors in the file")
+    if PAYLOAD not in layout or layout[PAYLOAD][0] != torch.uint8:
+        raise ContainerError(f"{path}: no uint8 {PAYLOAD!r} tensor")
+    tensors = {}
+    for name, (dtype, shape, a, b) in layout.items():
+        if verify and hashlib.sha256(raw[start + a : start + b]).hexdigest() != checksums[name]:
+            raise ChecksumError(f"{path}: checksum mismatch in tensor {name!r}")
+        tensors[name] = flat[start + a : start + b].view(dtype).reshape(shape)
+    carried = {n[len(CARRIED_PREFIX) :]: t for n, t in tensors.items() if n.startswith(CARRIED_PREFIX)}
+    if len(carried) + 1 != len(tensors):
+        raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r} and {CARRIED_PREFIX}*")
+    return Container(path, doc, tensors[PAYLOAD].reshape(-1), carried, len(raw))
+
+
+def container_path(path: str | Path) -> Path:
+    """The container file of an artifact directory, or the path itself when it names a file."""
+    path = Path(path)
+    return path / FILENAME if path.is_dir() else path
+
+
+def read_bytes(path: Path, *, pin: bool = False) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present)."""
+    try:
+        size = path.stat().st_size
+        buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
+        with open(path, "rb") as f:
+            if f.readinto(memoryview(buf.numpy())) != size:
+                raise ContainerError(f"{path}: changed while being read")
+    except FileNotFoundError:
+        raise ContainerError(f"{path}: missing") from None
+    except OSError as err:
+        raise ContainerError(f"{path}: cannot be read ({err.strerror})") from err
+    return buf
+
+
+def read_container(path: str | Path, *, verify: bool = True, pin: bool = False) -> Container:
+    """Read and check a container: header, document hash, layout, and (by default) every checksum."""
+    path = container_path(path)
+    return parse_container(read_bytes(path, pin=pin), path, verify=verify)

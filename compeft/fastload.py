@@ -1,0 +1,121 @@
+"""Fast load: container bytes already in (pinned) host memory → reconstructed tensors on a device.
+
+``load_bytes`` parses a compeft.safetensors image held in memory (no file read, no copy of the
+payload), and decodes straight into the output dtype: when every delta tensor shares one dtype and
+θ_init (every LoRA adapter), the codec writes θ_init + s·t into one flat tensor of that dtype and the
+state dict holds views into it, so no int8 τ or float32 intermediate is ever made. The values are
+bit-identical to api.load's (same float32 arithmetic, then one cast).
+"""
+
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from compeft.adapters import DTYPES_BY_NAME
+from compeft.codecs import get_codec
+from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
+from compeft.devices import resolve_device
+from compeft.document import check_document
+from compeft.errors import ContainerError, InputError
+from compeft.taskvector import DeltaRecord, reconstruct
+
+
+def value_table(scale: float, theta_init: float, dtype: torch.dtype) -> torch.Tensor:
+    """(θ_init − s, θ_init, θ_init + s) in ``dtype``, computed as taskvector.reconstruct_tensor does."""
+    values = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float32) * torch.tensor(scale, dtype=torch.float32)
+    if theta_init:
+        values += theta_init
+    return values.to(dtype)
+
+
+def reconstruct_fast(container: Container, records: tuple[DeltaRecord, ...] | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """The delta tensors on ``device``; one fused decode when all records share dtype and θ_init.
+
+    With ``records`` None the document is checked (check_document) while the device decodes."""
+    doc = container.doc
+    codec = get_codec(doc["codec"])
+    raw = doc.get("tensors")
+    kinds = {(r.get("dtype"), r.get("theta_init")) for r in raw if isinstance(r, dict)} if isinstance(raw, list) and raw else set()
+    dtype = DTYPES_BY_NAME.get(next(iter(kinds))[0]) if len(kinds) == 1 else None
+    d = doc.get("d")
+    if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
+        theta_init = float(next(iter(kinds))[1])
+        values = value_table(float(doc["scale"]), theta_init, dtype).to(device)
+        flat, finish = codec.decode_values_deferred(container.payload, d, device, values)
+        try:
+            if records is None:
+                records = check_document(container)
+        except BaseException:
+            finish_quietly(finish)
+            raise
+        if {(r.dtype, r.theta_init) for r in records} != {(next(iter(kinds))[0], theta_init)}:
+            finish_quietly(finish)
+            raise ContainerError(f"{container.path}: tensor records changed between reads")
+        tensors = views_of(flat, records)
+        finish()
+        return tensors
+    if records is None:
+        records = check_document(container)
+    ternary = codec.decode(container.payload, doc["d"], device)
+    return reconstruct(records, ternary, doc["scale"])
+
+
+def views_of(flat: torch.Tensor, records: tuple[DeltaRecord, ...]) -> dict[str, torch.Tensor]:
+    """Each record's tensor as a view into the flat output (one as_strided per record: ~2.5× faster
+    than split + view for the ~1100 tensors of a 65B-shape LoRA)."""
+    strides: dict[tuple[int, ...], tuple[int, ...]] = {}
+    out = {}
+    for r in records:
+        stride = strides.get(r.shape)
+        if stride is None:
+            acc, rev = 1, []
+            for size in reversed(r.shape):
+                rev.append(acc)
+                acc *= max(size, 1)
+            stride = strides[r.shape] = tuple(reversed(rev))
+        out[r.name] = flat.as_strided(r.shape, stride, flat.storage_offset() + r.offset)
+    return out
+
+
+def finish_quietly(finish) -> None:
+    """Wait for a deferred decode whose result is being discarded, ignoring its payload errors."""
+    try:
+        finish()
+    except InputError:
+        pass
+
+
+def load_bytes(data: torch.Tensor, device: str | torch.device = "cpu", *, verify: bool = True, label: str = "<memory>") -> dict[str, torch.Tensor]:
+    """api.load for a container image already in host memory (pin it for the fastest copy to a GPU)."""
+    dev = resolve_device(device)
+    with no_gc():
+        container = parse_container(data, Path(label), verify=verify)
+        if container.doc.get("kind") == "full":
+            raise InputError(f"{container.path}: holds a full fine-tune residual; use decompress with --base")
+        with named_payload_errors(container.path):
+            tensors = reconstruct_fast(container, None, dev)  # checks the document while the device decodes
+        tensors.update({n: t.to(dev, non_blocking=True) for n, t in container.carried.items()})
+    return tensors
+
+
+@contextmanager
+def no_gc():
+    """Pause the cyclic garbage collector: a load makes thousands of small objects and no cycles, and a
+    collection triggered midway costs milliseconds (the reference counts still free everything)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_fast(path: str | Path, device: str | torch.device = "cpu", *, verify: bool = True) -> dict[str, torch.Tensor]:
+    """api.load through the fast path: file → pinned memory → fused decode on ``device``."""
+    path = container_path(path)
+    return load_bytes(read_bytes(path, pin=True), device, verify=verify, label=str(path))

@@ -1,0 +1,71 @@
+"""The README.md model card written into every artifact directory (YAML metadata + how to load)."""
+
+from __future__ import annotations
+
+import json
+
+from compeft.document import ArtifactInfo
+
+
+def _yaml_scalar(value) -> str:
+    # JSON scalars are valid YAML scalars; quoting strings keeps names with ':' or '#' safe.
+    return json.dumps(value)
+
+
+def render_model_card(info: ArtifactInfo, name: str) -> str:
+    """Model card text: front matter for hubs and a short body with figures and loading code."""
+    tags = ["compeft", "compressed", "peft"] + ([info.peft_type.lower()] if info.peft_type else [])
+    stats = {
+        "codec": info.codec,
+        "density": info.density,
+        "alpha": info.alpha,
+        "sigma": info.sigma,
+        "scale": info.scale,
+        "parameters": info.d,
+        "kept": info.kept,
+        "bits_per_param": round(info.bits_per_param, 4),
+        "entropy_bits_per_param": round(info.entropy_bits_per_param, 4),
+        "bytes": info.file_bytes,
+        "source_bytes": info.source_bytes,
+        "format_version": info.format_version,
+        "package_version": info.package_version,
+    }
+    lines = ["---"]
+    if info.base_model:
+        lines.append(f"base_model: {_yaml_scalar(info.base_model)}")
+    lines.append("library_name: peft" if info.kind == "adapter" else "library_name: transformers")
+    lines.append("tags:")
+    lines += [f"- {t}" for t in tags]
+    lines.append("compeft:")
+    lines += [f"  {k}: {_yaml_scalar(v)}" for k, v in stats.items() if v is not None]
+    lines.append("---")
+    ratio = f"{info.ratio:.1f}× smaller than the source file, " if info.ratio else ""
+    lines += [
+        "",
+        f"# {name} (ComPEFT-compressed)",
+        "",
+        f"{'An adapter' if info.kind == 'adapter' else 'A full fine-tune residual'} compressed with "
+        f"[ComPEFT](https://arxiv.org/abs/2311.13171): the top {100 * info.density:g}% of the task vector's entries "
+        f"by magnitude are kept as signs times one scale α·σ = {info.scale:.6g} (α = {info.alpha:g}).",
+        f"{info.d:,} parameters, {info.kept:,} kept; {info.file_bytes:,} bytes ({ratio}{info.ratio_16bit:.1f}× smaller than 16-bit), "
+        f"{info.bits_per_param:.3f} bits/parameter for the signs (entropy bound {info.entropy_bits_per_param:.3f}).",
+        "",
+        "## Load",
+        "",
+        "```bash",
+        "pip install compeft",
+        "compeft decompress THIS_DIR ADAPTER_DIR" + ("" if info.kind == "adapter" else " --base BASE_MODEL_DIR"),
+        "```",
+        "",
+        "```python",
+        "import compeft",
+        "state_dict = compeft.load(\"THIS_DIR\", device=\"cuda\")  # reconstructed tensors on the GPU"
+        if info.kind == "adapter"
+        else "compeft.decompress(\"THIS_DIR\", \"MODEL_DIR\", base=\"BASE_MODEL_DIR\")",
+        "```",
+        "",
+        "`compeft.safetensors` is a plain safetensors file; its `__metadata__` holds the compression document "
+        "(format spec: docs/format.md in the compeft repository).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Task vector τ of an adapter: its delta tensors minus θ_init, in sorted key order, flattened (float32).
+
+Also the inverse: θ = θ_init + s·t for a ternary vector t, cast back to each tensor's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from compeft.adapters import DTYPES_BY_NAME, dtype_name, theta_init_of
+from compeft.errors import ContainerError
+
+
+@dataclass(frozen=True)
+class DeltaRecord:
+    """One delta tensor's place in τ: name, shape, dtype name, θ_init and offset into τ."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    theta_init: float
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> DeltaRecord:
+        try:
+            rec = cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]), float(d["theta_init"]), int(d["offset"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ContainerError(f"malformed tensor record {dict(d)!r}: {err}") from err
+        if rec.dtype not in DTYPES_BY_NAME or any(s < 0 for s in rec.shape) or rec.offset < 0:
+            raise ContainerError(f"tensor record {rec.name!r}: bad dtype, shape or offset")
+        return rec
+
+
+@dataclass(frozen=True)
+class TaskVector:
+    """τ (flat float32 on some device) and the records that map it back to named tensors."""
+
+    tau: torch.Tensor
+    records: tuple[DeltaRecord, ...]
+
+    @property
+    def d(self) -> int:
+        return int(self.tau.numel())
+
+
+def delta_records(tensors: Mapping[str, torch.Tensor]) -> list[DeltaRecord]:
+    """Records of the delta tensors in sorted key order, with consecutive offsets into τ."""
+    records, offset = [], 0
+    for name in sorted(tensors):
+        theta_init = theta_init_of(name)
+        if theta_init is None:
+            continue
+        t = tensors[name]
+        records.append(DeltaRecord(name, tuple(t.shape), dtype_name(t.dtype), theta_init, offset))
+        offset += t.numel()
+    return records
+
+
+def carried_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors carried unchanged (not part of τ), sorted."""
+    return sorted(k for k in tensors if theta_init_of(k) is None)
+
+
+def build_task_vector(tensors: Mapping[str, torch.Tensor], device: torch.device | str = "cpu") -> TaskVector:
+    """Concatenate (θ − θ_init) of every delta tensor, sorted by key, as one float32 vector."""
+    records = delta_records(tensors)
+    d = records[-1].offset + records[-1].numel if records else 0
+    tau = torch.empty(d, dtype=torch.float32, device=device)
+    for rec in records:
+        seg = tau[rec.offset : rec.offset + rec.numel]
+        seg.copy_(tensors[rec.name].reshape(-1))
+        if rec.theta_init:
+            seg.sub_(rec.theta_init)
+    return TaskVector(tau, tuple(records))
+
+
+def reconstruct_tensor(rec: DeltaRecord, ternary: torch.Tensor, scale: float) -> torch.Tensor:
+    """θ_init + scale·ternary for one record's slice of τ, in the record's dtype and shape."""
+    values = ternary.to(torch.float32) * torch.tensor(scale, dtype=torch.float32, device=ternary.device)
+    if rec.theta_init:
+        values += rec.theta_init
+    return values.to(DTYPES_BY_NAME[rec.dtype]).reshape(rec.shape)
+
+
+def reconstruct(records: Sequence[DeltaRecord], ternary: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
+    """Every delta tensor rebuilt from the ternary τ (on ternary's device)."""
+    return {
+        rec.name: reconstruct_tensor(rec, ternary[rec.offset : rec.offset + rec.numel], scale) for rec in records
+    }

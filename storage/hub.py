@@ -1,0 +1,109 @@
+"""Thin wrapper over ``huggingface_hub`` with an explicit endpoint and token, retries and error mapping.
+
+429/5xx/network failures become :class:`storage.retry.RetryableError` and are retried with backoff;
+any other HTTP error (4xx) is raised at once as the caller's error class (SourceError, PublishError).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.errors import CompeftError, SourceError
+from storage.retry import DEFAULT_POLICY, RetryableError, RetryPolicy, call_with_retry
+
+T = TypeVar("T")
+TOKEN_ENV = "HF_TOKEN"
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+def token_from_env() -> str | bool:
+    """The Hub token from ``HF_TOKEN``, or False (anonymous; never a token file on disk)."""
+    return os.environ.get(TOKEN_ENV) or False
+
+
+class HubClient:
+    """Calls the Hub at ``endpoint`` through huggingface_hub; ``token`` is never logged or stored."""
+
+    def __init__(self, endpoint: str, token: str | bool | None = None, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        from huggingface_hub import HfApi
+
+        self.endpoint = endpoint.rstrip("/")
+        self._token = token_from_env() if token is None else token
+        self.policy = policy
+        self.api = HfApi(endpoint=self.endpoint, token=self._token, library_name="compeft")
+
+    def __repr__(self) -> str:
+        return f"HubClient(endpoint={self.endpoint!r})"
+
+    def call(self, what: str, fn: Callable[[], T], error: type[CompeftError] = SourceError) -> T:
+        """Run ``fn`` with retries on transient failures; other HTTP errors become ``error``."""
+        return call_with_retry(lambda: _translate(what, fn, error), what, self.policy)
+
+    def list_models(self, **query: Any) -> list[Any]:
+        """All ModelInfo matching ``query`` (author, search, filter, limit), with siblings and sha."""
+        return self.call("list Hub models", lambda: list(self.api.list_models(full=True, **query)))
+
+    def model_info(self, repo_id: str, revision: str | None = None, error: type[CompeftError] = SourceError) -> Any:
+        """ModelInfo of one repo at a revision, with file sizes and LFS sha256s."""
+        return self.call(
+            f"hf://{repo_id}@{revision or 'main'}",
+            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=True),
+            error,
+        )
+
+    def download(self, repo_id: str, filename: str, revision: str, dest: Path) -> Path:
+        """Download one file of a repo at ``revision`` to the path ``dest`` (no shared cache, no copy)."""
+        from huggingface_hub import hf_hub_download
+
+        dest = Path(dest)
+
+        def fetch() -> Path:
+            # local_dir next to dest (same filesystem) so the finished file is renamed, not copied;
+            # huggingface_hub keeps its bookkeeping in that scratch dir, never in the destination.
+            with tempfile.TemporaryDirectory(prefix=".compeft-hf-", dir=dest.parent) as scratch:
+                downloaded = hf_hub_download(
+                    repo_id, filename, revision=revision, endpoint=self.endpoint, token=self._token,
+                    local_dir=scratch, library_name="compeft",
+                )
+                os.replace(downloaded, dest)
+            return dest
+
+        return self.call(f"hf://{repo_id}@{revision}/{filename}", fetch)
+
+
+def _translate(what: str, fn: Callable[[], T], error: type[CompeftError]) -> T:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return fn()
+    except HfHubHTTPError as err:
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        message = _one_line(response.headers.get("X-Error-Message") if response is not None else None, err)
+        if status in _RETRY_STATUSES or status is None:
+            raise RetryableError(f"{what}: HTTP {status}: {message}", _retry_after(response)) from err
+        raise error(f"{what}: HTTP {status}: {message}") from err
+    except (httpx2.TransportError, httpx2.TimeoutException) as err:
+        raise RetryableError(f"{what}: network error: {type(err).__name__}: {_one_line(None, err)}") from err
+    except OfflineModeIsEnabled as err:
+        raise error(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from err
+
+
+def _retry_after(response) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _one_line(preferred: str | None, err: Exception) -> str:
+    text = preferred or str(err) or type(err).__name__
+    return text.strip().splitlines()[0]

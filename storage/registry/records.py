@@ -1,0 +1,208 @@
+"""Frozen values written to and read from the registry (inputs are *Record, rows carry ids)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (timestamps as ISO 8601)."""
+        return _jsonable(asdict(self))  # type: ignore[arg-type]
+
+
+def from_mapping(cls, mapping: Mapping[str, Any]):
+    """Build dataclass ``cls`` from a row mapping, ignoring extra columns; timestamps become UTC-aware."""
+    values = {}
+    for f in fields(cls):
+        value = mapping.get(f.name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if isinstance(value, list) and f.name in ("target_modules",):
+            value = tuple(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class AdapterRecord(_ToDict):
+    """What is known about a source adapter when it is registered."""
+
+    uri: str
+    repo: str
+    content_sha256: str
+    file_hashes: Mapping[str, str]
+    revision: str | None = None
+    peft_type: str | None = None
+    base_model: str | None = None
+    rank: int | None = None
+    target_modules: tuple[str, ...] | None = None
+    parameter_count: int | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRow(_ToDict):
+    id: int
+    source_id: int | None
+    uri: str
+    repo: str
+    revision: str | None
+    content_sha256: str
+    file_hashes: Mapping[str, str]
+    peft_type: str | None
+    base_model: str | None
+    rank: int | None
+    target_modules: tuple[str, ...] | None
+    parameter_count: int | None
+    bytes: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceRow(_ToDict):
+    id: int
+    uri: str
+    kind: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ArtifactRecord(_ToDict):
+    """One compressed artifact; (source_sha256, options_hash) is its idempotency key."""
+
+    source_sha256: str
+    options_hash: str
+    options: Mapping[str, Any]
+    codec: str
+    density: float
+    alpha: float
+    bytes: int
+    sha256: str
+    package_version: str
+    sigma: float | None = None
+    scale: float | None = None
+    kept: int | None = None
+    bits_per_param: float | None = None
+    bytes_source: int | None = None
+    ratio: float | None = None
+    storage_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactRow(_ToDict):
+    id: int
+    adapter_id: int
+    source_sha256: str
+    options_hash: str
+    options: Mapping[str, Any]
+    codec: str
+    density: float
+    alpha: float
+    sigma: float | None
+    scale: float | None
+    kept: int | None
+    bits_per_param: float | None
+    bytes: int
+    bytes_source: int | None
+    ratio: float | None
+    storage_uri: str | None
+    sha256: str
+    package_version: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CalibrationRecord(_ToDict):
+    """A calibration sweep: scores per (density k, alpha) point, the chosen point, the original's score."""
+
+    task: str
+    metric: str
+    scores: tuple[Mapping[str, float], ...]
+    chosen_density: float
+    chosen_alpha: float
+    chosen_score: float | None = None
+    original_score: float | None = None
+    runtime_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationRow(_ToDict):
+    id: int
+    artifact_id: int
+    task: str
+    metric: str
+    scores: tuple[Mapping[str, float], ...]
+    chosen_density: float
+    chosen_alpha: float
+    chosen_score: float | None
+    original_score: float | None
+    runtime_s: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PublicationRow(_ToDict):
+    id: int
+    artifact_id: int
+    destination: str
+    uri: str
+    remote_revision: str
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRow(_ToDict):
+    id: int
+    flow_run_id: str
+    parameters: Mapping[str, Any]
+    status: str
+    counts: Mapping[str, int]
+    errors: tuple[Any, ...] | list[Any]
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ArtifactSummary(_ToDict):
+    """An artifact with the adapter facts used for filtering (one line of ``registry list``)."""
+
+    artifact: ArtifactRow
+    adapter_uri: str
+    base_model: str | None
+    peft_type: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.artifact.to_dict()
+        data.update(adapter_uri=self.adapter_uri, base_model=self.base_model, peft_type=self.peft_type)
+        return data
+
+
+@dataclass(frozen=True)
+class ArtifactDetail(_ToDict):
+    """An artifact with its adapter, calibrations and publications (``registry show``)."""
+
+    artifact: ArtifactRow
+    adapter: AdapterRow
+    calibrations: tuple[CalibrationRow, ...] = field(default_factory=tuple)
+    publications: tuple[PublicationRow, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.artifact.to_dict()
+        data["adapter"] = self.adapter.to_dict()
+        data["calibrations"] = [c.to_dict() for c in self.calibrations]
+        data["publications"] = [p.to_dict() for p in self.publications]
+        return data

@@ -1,0 +1,48 @@
+"""Calibration inside the catalog flow, on the bundled example catalog: α chosen on the adapter's own
+validation task, the sweep recorded in the registry, and the plot shown as a markdown artifact."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
+
+
+def test_calibrated_adapter_records_its_sweep(service):
+    from compeft.testing.fixtures import example_catalog
+    from flows.catalog import compress_catalog
+    from flows.library import registry
+    from flows.params import CompressionOptions
+
+    catalog = example_catalog()
+    color = catalog.adapter("lora-color")
+    options = CompressionOptions(tasks={"lora-color": str(color.task_yaml)}, base=str(catalog.base_dir),
+                                 densities=[0.1], alphas=[0.5, 2.0], limit=40, device="cpu", search="grid")
+    result = compress_catalog(str(catalog.root), options=options, service=service)
+    by_name = {o["name"]: o for o in result["outcomes"]}
+    assert by_name["lora-color"]["status"] == "compressed", by_name["lora-color"]
+    assert by_name["lora-color"]["alpha"] in (0.5, 2.0)
+    assert by_name["lora-color"]["score_original"] is not None and by_name["lora-color"]["score_compressed"] is not None
+    assert by_name["lora-plus"]["status"] == "compressed" and by_name["lora-plus"]["alpha"] == 1.0
+
+    detail = registry(service.database_url).get_artifact(by_name["lora-color"]["artifact_id"])
+    [cal] = detail.calibrations
+    assert {(p["density"], p["alpha"]) for p in cal.scores} == {(0.1, 0.5), (0.1, 2.0)}
+    assert cal.chosen_alpha == detail.artifact.alpha and cal.original_score == by_name["lora-color"]["score_original"]
+    assert detail.artifact.options["mode"] == "calibrate"
+
+    plots = [a for a in _artifacts_of_children(result["run_id"]) if a.key == "compeft-calibration-lora-color"]
+    assert plots and "score vs α" in plots[0].data and "| 0.1 | 2 |" in plots[0].data
+
+    again = compress_catalog(str(catalog.root), options=options, service=service)
+    by_name = {o["name"]: o for o in again["outcomes"]}
+    assert by_name["lora-color"]["status"] == "existing" and by_name["lora-color"]["score_compressed"] is not None
+    assert len(registry(service.database_url).get_artifact(detail.artifact.id).calibrations) == 1
+
+
+def _artifacts_of_children(parent_run_id: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["compeft-calibration-lora-color"])))

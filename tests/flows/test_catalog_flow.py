@@ -1,0 +1,156 @@
+"""compress_catalog / compress_adapters in-process: outcomes, registry rows, stored and published files,
+Prefect artifacts, idempotent re-runs, one bad adapter failing alone, retries only on transient errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from storage.errors import SourceError, TransientError
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _counts(database_url: str) -> dict[str, int]:
+    from flows.library import registry
+    from storage.registry.schema import adapters, artifacts, calibrations, publications
+
+    with registry(database_url).engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in (adapters, artifacts, calibrations, publications)}
+
+
+def _artifacts_of(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def test_catalog_compresses_registers_stores_and_publishes(catalog, service):
+    from flows.catalog import compress_catalog
+    from flows.library import registry
+
+    result = compress_catalog(str(catalog), service=service, batch_size=2)
+    by_name = {o["name"]: o for o in result["outcomes"]}
+    assert result["counts"] == {"compressed": 3, "existing": 0, "skipped": 2, "failed": 1}
+    assert by_name["lora-pickle"]["status"] == "skipped" and "pickle" in by_name["lora-pickle"]["reason"]
+    assert by_name["base-model"]["status"] == "skipped" and "not a PEFT adapter" in by_name["base-model"]["reason"]
+    broken = by_name["lora-broken"]
+    assert broken["status"] == "failed" and "safetensors" in broken["reason"]
+    assert str(catalog / "lora-broken") in broken["reason"] and "compeft-batch" not in broken["reason"]
+    assert _counts(service.database_url) == {"adapters": 3, "artifacts": 3, "calibrations": 0, "publications": 3}
+
+    reg = registry(service.database_url)
+    for name in ("lora-0", "lora-1", "lora-2"):
+        o = by_name[name]
+        assert o["status"] == "compressed" and o["bytes_artifact"] < o["bytes_source"] and o["ratio"] > 1
+        detail = reg.get_artifact(o["artifact_id"])
+        assert detail.adapter.uri == str(catalog / name) and detail.artifact.density == 0.1
+        stored = Path(detail.artifact.storage_uri)
+        assert (stored / "compeft.safetensors").is_file() and stored.is_relative_to(Path(service.store))
+        published = Path(o["published_uri"])
+        assert (published / "compeft.safetensors").read_bytes() == (stored / "compeft.safetensors").read_bytes()
+        assert [p.destination for p in detail.publications] == [service.publish_to]
+
+    run = reg.get_run(result["run_id"])
+    assert run.status == "completed" and run.counts["failed"] == 1
+    assert [e["name"] for e in run.errors if e["status"] == "failed"] == ["lora-broken"]
+
+    artifacts = _artifacts_of(result["run_id"])
+    kinds = {a.type for a in artifacts}
+    assert {"table", "progress"} <= kinds
+    table = next(a for a in artifacts if a.type == "table")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert sorted(r["adapter"] for r in rows) == ["base-model", "lora-0", "lora-1", "lora-2", "lora-broken", "lora-pickle"]
+    assert all(" → " in r["bytes"] for r in rows if r["status"] == "compressed")
+    progress = next(a for a in artifacts if a.type == "progress")
+    assert float(progress.data) == pytest.approx(100.0)
+
+
+def test_rerun_does_no_work_and_adds_no_rows(catalog, service, monkeypatch):
+    from flows import tasks
+    from flows.catalog import compress_catalog
+
+    compress_catalog(str(catalog), service=service)
+    before = _counts(service.database_url)
+
+    def no_compress(*args, **kwargs):
+        raise AssertionError("re-run compressed again")
+
+    monkeypatch.setattr(tasks, "compress_adapter_dir", no_compress)
+    result = compress_catalog(str(catalog), service=service)
+    assert result["counts"]["existing"] == 3 and result["counts"]["compressed"] == 0
+    assert _counts(service.database_url) == before
+
+
+def test_force_recompresses_without_duplicating(catalog, service):
+    from flows.catalog import compress_catalog
+
+    first = compress_catalog(str(catalog), service=service)
+    again = compress_catalog(str(catalog), service=service, force=True)
+    assert again["counts"]["compressed"] == 3
+    ids = lambda r: sorted(o["artifact_id"] for o in r["outcomes"] if o["artifact_id"])
+    assert ids(first) == ids(again)
+    assert _counts(service.database_url)["artifacts"] == 3 and _counts(service.database_url)["publications"] == 3
+
+
+def test_new_options_make_new_artifacts_and_publish_existing_ones(catalog, service):
+    from flows.catalog import compress_catalog
+    from flows.params import CompressionOptions, ServiceConfig
+
+    unpublished = ServiceConfig(database_url=service.database_url, store=service.store)
+    compress_catalog(str(catalog), service=unpublished)
+    assert _counts(service.database_url)["publications"] == 0
+    result = compress_catalog(str(catalog), service=service)  # same options, now with a destination
+    assert result["counts"]["existing"] == 3 and _counts(service.database_url)["publications"] == 3
+    assert all(Path(o["published_uri"], "compeft.safetensors").is_file() for o in result["outcomes"]
+               if o["status"] == "existing")
+    denser = compress_catalog(str(catalog), options=CompressionOptions(density=0.3), service=service)
+    assert denser["counts"]["compressed"] == 3 and _counts(service.database_url)["artifacts"] == 6
+
+
+def test_retries_transient_errors_only(catalog, service, monkeypatch):
+    from flows import library, tasks
+    from flows.catalog import compress_catalog
+
+    real_fetch, calls = library.fetch, []
+
+    def flaky(item, dest, config):
+        calls.append(item.name)
+        if item.name == "lora-0" and calls.count("lora-0") == 1:
+            raise TransientError("HTTP 503 from the source")
+        if item.name == "lora-1":
+            raise SourceError("lora-1: repo not found (404)")
+        return real_fetch(item, dest, config)
+
+    monkeypatch.setattr(library, "fetch", flaky)
+    monkeypatch.setattr(tasks, "fetch_adapter", tasks.fetch_adapter.with_options(retry_delay_seconds=0))
+    result = compress_catalog(str(catalog), service=service)
+    by_name = {o["name"]: o for o in result["outcomes"]}
+    assert calls.count("lora-0") == 2 and by_name["lora-0"]["status"] == "compressed"
+    assert calls.count("lora-1") == 1 and by_name["lora-1"]["status"] == "failed"
+    assert "404" in by_name["lora-1"]["reason"]
+    assert by_name["lora-2"]["status"] == "compressed"
+
+
+def test_missing_source_fails_the_run_with_one_line(tmp_path, service):
+    from flows.catalog import compress_catalog
+
+    with pytest.raises(SourceError, match="does not exist"):
+        compress_catalog(str(tmp_path / "nowhere"), service=service)
+
+
+def test_group_batches_by_base_model_and_size():
+    from flows.catalog import group_batches
+    from flows.params import AdapterItem, CompressionOptions
+
+    items = [AdapterItem(uri=f"/c/a{i}", source_uri="/c", name=f"a{i}", base_model="A" if i < 5 else "B")
+             for i in range(7)]
+    batches = group_batches(items, CompressionOptions(), batch_size=2)
+    assert [[i.name for i in b] for b in batches] == [["a0", "a1"], ["a2", "a3"], ["a4"], ["a5", "a6"]]
+    assert all(len({i.base_model for i in b}) == 1 for b in batches)

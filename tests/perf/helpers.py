@@ -1,0 +1,28 @@
+"""Random ternary vectors with uneven per-segment densities, for codec tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_signs(segments: list[int], densities: list[float], seed: int, device: str = "cpu") -> torch.Tensor:
+    """Concatenated int8 segments in {-1, 0, 1}, each with its own density of non-zeros."""
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for n, p in zip(segments, densities):
+        x = torch.rand(n, generator=g)
+        parts.append(torch.where(x < p / 2, -1, torch.where(x < p, 1, 0)).to(torch.int8))
+    out = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int8)
+    return out.to(device)
+
+
+def random_case(seed: int, max_len: int = 5000) -> tuple[list[int], list[float]]:
+    """Segment lengths and densities: very sparse, empty, over-half-full and full segments included."""
+    g = torch.Generator().manual_seed(seed)
+    k = int(torch.randint(1, 6, (1,), generator=g))
+    segments = [int(torch.randint(1, max_len, (1,), generator=g)) for _ in range(k)]
+    densities = [float(torch.rand(1, generator=g)) ** 3 for _ in range(k)]
+    special = [0.0, 1.0, 0.75, 0.5, 1e-4]
+    if seed % 3 == 0:
+        densities[seed % k] = special[seed % len(special)]
+    return segments, densities

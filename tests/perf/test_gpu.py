@@ -1,0 +1,118 @@
+"""GPU paths: the same bytes, thresholds and tensors as the CPU paths (run on the lent GPU; skipped without CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.synth import SHAPES, lora_tensors, write_adapter_dir
+from compeft import api
+from compeft.codecs import get_codec
+from compeft.codecs.golomb_fast import decode_fast, encode_fast
+from compeft.errors import CodecError
+from compeft.fastload import load_fast
+from compeft.sparsify import ternarize
+from tests.perf.helpers import random_case, random_signs
+
+pytestmark = pytest.mark.gpu
+GOLOMB = get_codec("golomb")
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_gpu_golomb_bytes_and_values_equal_cpu(seed):
+    segments, densities = random_case(seed, 200_000 if seed % 5 == 0 else 5000)
+    signs = random_signs(segments, densities, seed)
+    ref = GOLOMB.encode_reference(signs, segments)
+    assert torch.equal(encode_fast(signs.cuda(), segments), ref)
+    assert torch.equal(GOLOMB.encode(signs.cuda(), segments), ref)
+    assert torch.equal(GOLOMB.decode(ref, signs.numel(), "cuda").cpu(), signs)
+    values = torch.tensor([-0.25, 0.0, 0.25], device="cuda").to(torch.bfloat16)
+    assert torch.equal(decode_fast(ref, signs.numel(), "cuda", values).cpu(), values.cpu()[(signs + 1).long()])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_gpu_decoder_refuses_what_cpu_refuses(seed):
+    segments, densities = random_case(seed, 600)
+    signs = random_signs(segments, densities, seed)
+    payload = GOLOMB.encode_reference(signs, segments).clone()
+    g = torch.Generator().manual_seed(seed)
+    i = int(torch.randint(0, payload.numel(), (1,), generator=g))
+    payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+    try:
+        expected = GOLOMB.decode_reference(payload, signs.numel())
+    except CodecError:
+        with pytest.raises(CodecError):
+            GOLOMB.decode(payload, signs.numel(), "cuda")
+    else:
+        assert torch.equal(GOLOMB.decode(payload, signs.numel(), "cuda").cpu(), expected)
+    torch.cuda.synchronize()  # no device-side assert was raised
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gpu_ternarize_equals_cpu(seed):
+    g = torch.Generator().manual_seed(seed)
+    tau = torch.randn(1_000_003 + seed * 77_777, generator=g) * 0.01
+    tau[::5] = tau[::5].to(torch.bfloat16).float()
+    density = [0.05, 0.1, 0.2, 0.5][seed % 4]
+    cpu, gpu = ternarize(tau, density), ternarize(tau.cuda(), density)
+    assert gpu.threshold == cpu.threshold and gpu.kept == cpu.kept
+    assert torch.equal(gpu.signs.cpu(), cpu.signs)
+    assert np.float32(gpu.sigma) == np.float32(cpu.sigma)
+
+
+@pytest.mark.parametrize("codec", ["golomb", "bitmask"])
+def test_gpu_compress_and_load_equal_cpu(tmp_path, codec):
+    src = write_adapter_dir(tmp_path / "adapter", lora_tensors(SHAPES["tiny"], seed=2), SHAPES["tiny"])
+    api.compress(src, tmp_path / "cpu", density=0.1, codec=codec, device="cpu")
+    api.compress(src, tmp_path / "gpu", density=0.1, codec=codec, device="cuda")
+    a = (tmp_path / "cpu" / "compeft.safetensors").read_bytes()
+    b = (tmp_path / "gpu" / "compeft.safetensors").read_bytes()
+    assert a == b
+    ref = api.load(tmp_path / "cpu", device="cpu")
+    fast = load_fast(tmp_path / "gpu", "cuda")
+    for name in ref:
+        assert fast[name].is_cuda and torch.equal(fast[name].cpu(), ref[name])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_gpu_triton_and_torch_backends_agree(seed):
+    segments, densities = random_case(seed, 300_000 if seed % 4 == 0 else 3000)
+    signs = random_signs(segments, densities, seed)
+    payload = GOLOMB.encode_reference(signs, segments)
+    values = torch.tensor([-3.0, 0.0, 3.0], device="cuda").to(torch.float16)
+    expected = values.cpu()[(signs + 1).long()]
+    for backend in ("torch", "triton"):
+        assert torch.equal(decode_fast(payload, signs.numel(), "cuda", backend=backend).cpu(), signs)
+        assert torch.equal(decode_fast(payload, signs.numel(), "cuda", values, backend=backend).cpu(), expected)
+
+
+def test_gpu_fast_load_of_corrupted_payload_matches_cpu(tmp_path):
+    from compeft.codecs.golomb_cpu import decode_cpu
+    from compeft.document import check_document
+    from compeft.container import container_path, parse_container, read_bytes
+    from compeft.fastload import load_bytes
+    from compeft.taskvector import reconstruct
+
+    src = write_adapter_dir(tmp_path / "adapter", lora_tensors(SHAPES["tiny"], seed=4), SHAPES["tiny"])
+    api.compress(src, tmp_path / "art", density=0.1, device="cpu")
+    clean = read_bytes(container_path(tmp_path / "art"), pin=True)
+    n = clean.numel()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        data = clean.clone()
+        i = int(torch.randint(n - 20_000, n, (1,), generator=g))
+        data[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+        container = parse_container(data, Path("<memory>"), verify=False)
+        try:
+            ternary = decode_cpu(container.payload, container.doc["d"])
+        except CodecError:
+            with pytest.raises(CodecError):
+                load_bytes(data, "cuda", verify=False)
+            continue
+        got = load_bytes(data, "cuda", verify=False)
+        ref = reconstruct(check_document(container), ternary, container.doc["scale"])
+        for name in ref:
+            assert torch.equal(got[name].cpu(), ref[name])

@@ -1,0 +1,74 @@
+"""Helpers shared by the storage tests (imported as ``storage_testlib``; tests/storage is on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from storage.hashing import options_hash
+from storage.registry import AdapterRecord, ArtifactRecord
+
+S3_ACCESS_KEY = "storagetestkey"
+S3_SECRET_KEY = "storagetestsecret-do-not-leak"
+HUB_TOKEN = "hf_storagetest_secret_token_123"
+PG_ENV = "COMPEFT_TEST_POSTGRES_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_adapter(directory: Path, *, seed: int = 0, base_model: str | None = "tiny/base", peft_type: str = "LORA",
+                 rank: int = 4) -> Path:
+    """Write a small LoRA-shaped adapter (adapter_config.json + adapter_model.safetensors)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tensors = {
+        f"base_model.model.layers.{i}.self_attn.{m}.lora_{ab}.weight": rng.standard_normal(
+            (rank, 16) if ab == "A" else (16, rank)
+        ).astype(np.float32)
+        for i in range(2) for m in ("q_proj", "v_proj") for ab in ("A", "B")
+    }
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    config = {"peft_type": peft_type, "r": rank, "lora_alpha": 8, "target_modules": ["v_proj", "q_proj"],
+              "base_model_name_or_path": base_model, "task_type": "CAUSAL_LM"}
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def make_artifact(directory: Path, *, seed: int = 0) -> Path:
+    """Write an artifact-shaped directory (compeft.safetensors, adapter_config.json, README.md)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1000 + seed)
+    save_file({"payload": rng.integers(0, 255, size=256, dtype=np.uint8)}, str(directory / "compeft.safetensors"))
+    (directory / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    (directory / "README.md").write_text(f"---\nlibrary_name: peft\n---\n# artifact {seed}\n")
+    return directory
+
+
+def adapter_files(directory: Path) -> dict[str, bytes]:
+    """name -> bytes of the regular files directly in ``directory``."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def adapter_record(n: int = 0, base_model: str = "tiny/base", peft_type: str = "LORA") -> AdapterRecord:
+    return AdapterRecord(
+        uri=f"hf://org/adapter-{n}@{n:040x}", repo=f"org/adapter-{n}", revision=f"{n:040x}",
+        content_sha256=f"{n:064x}", file_hashes={"adapter_config.json": "a" * 64}, peft_type=peft_type,
+        base_model=base_model, rank=8, target_modules=("q_proj", "v_proj"), parameter_count=1000, bytes=4000,
+    )
+
+
+def artifact_record(n: int = 0, density: float = 0.1, ratio: float = 10.0) -> ArtifactRecord:
+    options = {"codec": "golomb", "density": density, "alpha": 1.0}
+    return ArtifactRecord(
+        source_sha256=f"{n:064x}", options_hash=options_hash(options), options=options, codec="golomb",
+        density=density, alpha=1.0, bytes=400, sha256=f"{n + 7:064x}", package_version="0.1.0", sigma=0.01,
+        ratio=ratio, bits_per_param=3.2, bytes_source=4000, storage_uri=f"s3://b/{n + 7:064x}",
+    )

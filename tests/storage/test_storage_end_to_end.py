@@ -1,0 +1,138 @@
+"""Crawl -> fetch -> compress -> store -> register -> publish, twice, with real servers; and no credential
+ever reaches the database, logs, artifacts, model cards, S3 objects or Hub commits."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, select
+from storage_testlib import (
+    HUB_TOKEN,
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    adapter_files,
+    make_adapter,
+)
+
+from storage.adapter_facts import adapter_record
+from storage.artifact_records import (
+    artifact_record_for,
+    compression_options,
+    provenance_for,
+)
+from storage.hashing import options_hash
+from storage.publishers import open_publisher
+from storage.registry import open_registry
+from storage.sources import AdapterRef, Skipped, open_source
+from storage.stores import open_store
+
+compeft = pytest.importorskip("compeft.api", reason="compeft core library not importable")
+
+
+def process(source_uri, store, registry, publishers, work: Path, hub_endpoint: str, policy) -> dict[str, int]:
+    """What a flow does for one source; returns counts."""
+    counts = {"found": 0, "skipped": 0, "compressed": 0, "reused": 0, "published": 0}
+    source = open_source(source_uri, hf_endpoint=hub_endpoint, retry_policy=policy)
+    src_row = registry.get_or_create_source(source.uri, source.kind)
+    options = compression_options(codec="golomb", density=0.1, alpha=1.0)
+    for item in source.iter_adapters():
+        if isinstance(item, Skipped):
+            counts["skipped"] += 1
+            continue
+        counts["found"] += 1
+        assert isinstance(item, AdapterRef)
+        fetched = source.fetch(item, work / "fetch" / item.revision)
+        facts = adapter_record(fetched, uri=item.uri, repo=item.repo, revision=item.revision)
+        adapter = registry.get_or_create_adapter(facts, src_row.id)
+        existing = registry.find_artifact(facts.content_sha256, options_hash(options))
+        out = work / "out" / f"{item.name}-{item.revision[:8]}"
+        if existing is None:
+            compeft.compress(fetched, out, **options, device="cpu")
+            stored = store.put(out)
+            record = artifact_record_for(out, source_sha256=facts.content_sha256, options=options,
+                                         storage_uri=stored.uri)
+            artifact, _ = registry.get_or_create_artifact(adapter.id, record)
+            counts["compressed"] += 1
+        else:
+            artifact = existing
+            store.get(existing.sha256, out)
+            record = artifact_record_for(out, source_sha256=facts.content_sha256, options=options,
+                                         storage_uri=existing.storage_uri)
+            counts["reused"] += 1
+        for publisher in publishers:
+            publication = publisher.publish(out, provenance_for(item, record))
+            registry.get_or_create_publication(artifact.id, publisher.destination, publication.uri,
+                                               publication.revision)
+            counts["published"] += publication.created
+    return counts
+
+
+def test_pipeline_is_idempotent_and_never_leaks_credentials(
+    hub, s3_env, s3_client, bucket, tmp_path, monkeypatch, caplog, fast_retry
+):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    for n, name in enumerate(["lora-one", "lora-two"]):
+        hub.state.add_repo(f"alice/{name}", adapter_files(make_adapter(tmp_path / "src" / name, seed=n)), tags=["peft"])
+        hub.state.repos[f"alice/{name}"].private = True  # readable only with the token
+    hub.state.add_repo("alice/not-an-adapter", {"README.md": b"hello"})
+
+    db_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = open_registry(db_url)
+    store = open_store(f"s3://{bucket}/store")
+    publishers = [
+        open_publisher("hf://acme", hf_endpoint=hub.endpoint, retry_policy=fast_retry),
+        open_publisher(f"s3://{bucket}/published"),
+    ]
+    first = process("hf://alice", store, registry, publishers, tmp_path / "run1", hub.endpoint, fast_retry)
+    assert first == {"found": 2, "skipped": 1, "compressed": 2, "reused": 0, "published": 4}
+    commits_after_first = {r: len(v.commits) for r, v in hub.state.repos.items()}
+    second = process("hf://alice", store, registry, publishers, tmp_path / "run2", hub.endpoint, fast_retry)
+    assert second == {"found": 2, "skipped": 1, "compressed": 0, "reused": 2, "published": 0}
+    assert {r: len(v.commits) for r, v in hub.state.repos.items()} == commits_after_first
+
+    items, total = registry.list_artifacts()
+    assert total == 2 and all(i.artifact.storage_uri.startswith(f"s3://{bucket}/store/") for i in items)
+    detail = registry.get_artifact(items[0].artifact.id)
+    assert len(detail.publications) == 2 and detail.adapter.peft_type == "LORA"
+    published = hub.state.repos["acme/lora-one-compeft"].head
+    assert "compeft.safetensors" in published.files and "README.md" in published.files
+    assert "hf://alice/lora-one@" in published.message
+
+    secrets = [HUB_TOKEN, S3_SECRET_KEY, S3_ACCESS_KEY]
+    haystacks: dict[str, str] = {}
+    metadata = MetaData()
+    metadata.reflect(registry.engine)
+    with registry.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            haystacks[f"db:{table.name}"] = json.dumps([list(map(str, row)) for row in conn.execute(select(table))])
+    registry.close()
+    haystacks["db-file"] = (tmp_path / "registry.db").read_bytes().decode("latin-1")
+    haystacks["logs"] = caplog.text + "\n".join(str(r.args) for r in caplog.records)
+    for path in (tmp_path / "run1").rglob("*"):
+        if path.is_file():
+            haystacks[f"file:{path}"] = path.read_bytes().decode("latin-1")
+    for obj in s3_client.list_objects_v2(Bucket=bucket)["Contents"]:
+        got = s3_client.get_object(Bucket=bucket, Key=obj["Key"])
+        haystacks[f"s3:{obj['Key']}"] = got["Body"].read().decode("latin-1") + json.dumps(got["Metadata"])
+    for repo in hub.state.repos.values():
+        for commit in repo.commits:
+            haystacks[f"hub:{repo.repo_id}@{commit.sha}"] = commit.message + "".join(
+                v.decode("latin-1") for v in commit.files.values())
+    for request in hub.state.requests:
+        if request.method == "POST":
+            haystacks[f"hub-request-body:{request.path}"] = request.body.decode("latin-1")
+    assert len(haystacks) > 20
+    leaks = [(where, secret[:6]) for where, text in haystacks.items() for secret in secrets if secret in text]
+    # botocore's own DEBUG request dump shows the access key *id* (never the secret) in the SigV4 header;
+    # that id is an identifier, not a credential, and it appears only at DEBUG from botocore itself.
+    info_logs = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    leaks = [leak for leak in leaks if leak != ("logs", S3_ACCESS_KEY[:6])]
+    assert S3_ACCESS_KEY not in info_logs
+    assert not any(S3_ACCESS_KEY in r.getMessage() for r in caplog.records if not r.name.startswith("botocore"))
+    assert leaks == []
+    # and the token really was used: private repos were only readable with it
+    assert any(r.header("Authorization") == f"Bearer {HUB_TOKEN}" for r in hub.state.requests)
