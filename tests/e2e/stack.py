@@ -74,10 +74,17 @@ class Stack:
         return httpx.Client(base_url=self.api, timeout=60)
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        """One API call; 5xx answers are retried, as Prefect's own client does (SQLite busy under load)."""
+        """One API call; 5xx answers are retried, as Prefect's own client does, and so are read timeouts of
+        calls that change nothing (reads and filters)."""
+        safe = method == "GET" or path.endswith("/filter")
         with self.client() as c:
             for attempt in range(10):
-                r = c.request(method, path, **kwargs)
+                try:
+                    r = c.request(method, path, **kwargs)
+                except httpx.ReadTimeout:
+                    if not safe or attempt == 9:
+                        raise
+                    continue
                 if r.status_code < 500:
                     break
                 time.sleep(0.5 * (attempt + 1))
