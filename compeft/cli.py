@@ -141,6 +141,12 @@ def dispatch(argv: list[str]) -> int:
     return COMMANDS[args.command](args)
 
 
+def one_line(err: BaseException) -> str:
+    """The error's first non-blank line: wrapped library messages (hub clients, transformers) span several."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -150,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CompeftError as err:
         if debug:
             traceback.print_exc()
-        print(f"compeft: error: {err}", file=sys.stderr)
+        print(f"compeft: error: {one_line(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("compeft: interrupted", file=sys.stderr)
@@ -159,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"compeft: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+            print(f"compeft: internal error: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)",
+                  file=sys.stderr)
         return 1
 
 

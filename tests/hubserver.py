@@ -155,7 +155,7 @@ class HubHandler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if not head_only:
+        if not head_only and self.command != "HEAD":  # a HEAD answer has no body, errors included
             self.wfile.write(body)
 
     def _json(self, status: int, value, headers: dict[str, str] | None = None) -> None:
@@ -209,6 +209,9 @@ class HubHandler(BaseHTTPRequestHandler):
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if method == "GET" and match:
             return self._model_info(match.group(1), unquote(match.group(2) or "main"), query)
+        match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+        if method == "GET" and match:
+            return self._tree(match.group(1), unquote(match.group(2)), unquote(match.group(3) or ""))
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
         if method == "POST" and match:
             repo_id, action, revision = match.group(1), match.group(2), unquote(match.group(3))
@@ -307,6 +310,25 @@ class HubHandler(BaseHTTPRequestHandler):
         if commit is None:
             return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         self._json(200, self._model_json(repo, commit, blobs=bool(query.get("blobs"))))
+
+    def _tree(self, repo_id: str, revision: str, prefix: str) -> None:
+        """The repository's files under ``prefix`` (recursively, one page), as the Hub's tree API lists them."""
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        commit = repo.at(revision)
+        if commit is None:
+            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        items = []
+        for name in sorted(commit.files):
+            if prefix and not name.startswith(prefix.rstrip("/") + "/"):
+                continue
+            data = commit.files[name]
+            item = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+            if name.endswith(LFS_SUFFIXES):
+                item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            items.append(item)
+        self._json(200, items)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head_only: bool) -> None:
         repo = self._repo(repo_id)
