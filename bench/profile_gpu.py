@@ -60,7 +60,7 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
     import statistics
 
     from compeft.codecs import get_codec
-    from compeft.document import check_document
+    from compeft.document import check_records
     from compeft.container import parse_container
     from compeft.fastload import value_table, views_of
 
@@ -75,14 +75,14 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
         values = value_table(c.doc["scale"], 0.0, torch.bfloat16).to(dev)
         flat, finish = get_codec(c.doc["codec"]).decode_values_deferred(c.payload, c.doc["d"], dev, values)
         t.append(time.perf_counter())
-        records = check_document(c)
+        records = check_records(c)
         t.append(time.perf_counter())
         out = views_of(flat, records)
         t.append(time.perf_counter())
         finish()
         t.append(time.perf_counter())
         gc.enable()
-        for name, a, b in zip(["parse container", "launch decode", "check_document", "views", "wait + checks"], t, t[1:]):
+        for name, a, b in zip(["parse container", "launch decode", "check_records", "views", "wait + checks"], t, t[1:]):
             rows.setdefault(name, []).append(b - a)
         rows.setdefault("total", []).append(t[-1] - t[0])
         del out, flat, recs0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,8 +63,52 @@ def _number(doc: Mapping, key: str, kind: type = float) -> float | int:
     return value
 
 
-def check_document(container: Container) -> tuple[DeltaRecord, ...]:
-    """Check the document against itself and the file's tensors; returns the delta records."""
+@dataclass(frozen=True)
+class RecordColumns:
+    """The checked delta records as columns (what the fast load needs, without 1000s of objects)."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+    theta_inits: tuple[float, ...]
+    offsets: tuple[int, ...]
+    numels: tuple[int, ...]
+
+    @classmethod
+    def of(cls, records: Sequence[DeltaRecord]) -> RecordColumns:
+        return cls(*(tuple(getattr(r, f) for r in records) for f in ("name", "shape", "dtype", "theta_init", "offset", "numel")))
+
+    def records(self) -> tuple[DeltaRecord, ...]:
+        return tuple(map(DeltaRecord, self.names, self.shapes, self.dtypes, self.theta_inits, self.offsets))
+
+
+_RECORD_KEYS = ("name", "shape", "dtype", "theta_init", "offset")
+
+
+def _columns_fast(raw: list) -> RecordColumns | None:
+    """The columns of well-formed records (JSON types exactly as written), or None for anything else."""
+    try:
+        names, shapes, dtypes, thetas, offsets = (tuple(map(operator.itemgetter(key), raw)) for key in _RECORD_KEYS)
+        if not set(map(type, raw)) <= {dict} or not set(map(type, names)) <= {str} or not set(map(type, shapes)) <= {list}:
+            return None
+        dims = tuple(itertools.chain.from_iterable(shapes))
+        if not set(map(type, dims)) <= {int} or not set(map(type, offsets)) <= {int} or not set(map(type, thetas)) <= {int, float}:
+            return None
+        if (dims and min(dims) < 0) or (offsets and min(offsets) < 0) or not set(dtypes) <= DTYPES_BY_NAME.keys():
+            return None
+        thetas = tuple(map(float, thetas))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return RecordColumns(names, tuple(map(tuple, shapes)), dtypes, thetas, offsets, tuple(map(math.prod, shapes)))
+
+
+def _columns_slow(raw: list) -> RecordColumns:
+    """DeltaRecord.from_dict on every record: its checks and its one-line errors."""
+    return RecordColumns.of([DeltaRecord.from_dict(r) for r in raw])
+
+
+def check_records(container: Container) -> RecordColumns:
+    """check_document, returning the delta records as columns."""
     doc, path = container.doc, container.path
     try:
         if doc.get("kind") not in KINDS:
@@ -74,15 +120,14 @@ def check_document(container: Container) -> tuple[DeltaRecord, ...]:
             raise ContainerError("document fields density/kept are out of range")
         if not isinstance(doc.get("tensors"), list) or not isinstance(doc.get("carried"), list):
             raise ContainerError("document fields 'tensors' and 'carried' must be lists")
-        records = tuple(DeltaRecord.from_dict(r) for r in doc["tensors"])
-        offset = 0
-        for rec in records:
-            if rec.offset != offset:
-                raise ContainerError(f"tensor record {rec.name!r} has offset {rec.offset}, expected {offset}")
-            offset += rec.numel
-        if offset != d:
-            raise ContainerError(f"tensor records cover {offset} entries, d is {d}")
-        if len({r.name for r in records}) != len(records):
+        cols = _columns_fast(doc["tensors"]) or _columns_slow(doc["tensors"])
+        expected = tuple(itertools.accumulate(cols.numels, initial=0))
+        if cols.offsets != expected[:-1]:
+            i = next(i for i, (a, b) in enumerate(zip(cols.offsets, expected)) if a != b)
+            raise ContainerError(f"tensor record {cols.names[i]!r} has offset {cols.offsets[i]}, expected {expected[i]}")
+        if expected[-1] != d:
+            raise ContainerError(f"tensor records cover {expected[-1]} entries, d is {d}")
+        if len(set(cols.names)) != len(cols.names):
             raise ContainerError("tensor records repeat a name")
         declared = {}
         for c in doc["carried"]:
@@ -94,7 +139,12 @@ def check_document(container: Container) -> tuple[DeltaRecord, ...]:
             raise ContainerError("carried records do not match the carried tensors in the file")
     except ContainerError as err:
         raise ContainerError(f"{path}: {err}") from err
-    return records
+    return cols
+
+
+def check_document(container: Container) -> tuple[DeltaRecord, ...]:
+    """Check the document against itself and the file's tensors; returns the delta records."""
+    return check_records(container).records()
 
 
 @dataclass(frozen=True)

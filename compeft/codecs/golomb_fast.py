@@ -12,6 +12,7 @@ reference coder by construction and by test (tests/perf).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,6 +98,47 @@ def read_table_fast(payload: torch.Tensor, d: int) -> Table:
     return table
 
 
+def tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk)."""
+    per = (counts + block - 1) // block
+    first_tile = np.cumsum(per) - per
+    chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
+    start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
+    return chunk, start, first_tile
+
+
+class PlanColumns:
+    """The Triton decode's per-chunk and per-tile parameters packed in one int64 host array (no device),
+    with the static parts of the byte checks (which bytes to read, by how much to shift) worked out here."""
+
+    def __init__(self, table: Table, ids: np.ndarray, code_block: int, byte_block: int, alloc=None) -> None:
+        cnt = table.count[ids]
+        self.n = int(cnt.sum())
+        self.K = len(ids)
+        first = np.cumsum(cnt) - cnt
+        unary = table.unary_bytes[ids]
+        m = table.m[ids]
+        u_eff = np.where(m > 1, table.u[ids], 1 << 40)
+        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block)
+        byte_chunk, byte_b0, byte_first_tile = tiles(unary, byte_block)
+        self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
+        width, low, extra, sign, xbits = table.width[ids], 8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.extra_bits[ids]
+        uoff = table.unary_off[ids]
+        chunk_cols = [cnt, first, m, u_eff, width, low, extra, sign, table.start[ids], table.length[ids], uoff, unary,
+                      xbits, code_first_tile, byte_first_tile]
+        # the last unary byte of every chunk with codes (it must be non-zero)
+        unary_last = np.maximum(uoff + unary - 1, 0)[cnt > 0]
+        # padding: the last byte of every low, extra and sign plane that ends inside a byte, and its used bits
+        pad_end = np.concatenate([low + cnt * width, extra + xbits, sign + cnt])
+        partial = np.flatnonzero(pad_end & 7)
+        tails = [code_chunk, code_j0, byte_chunk, byte_b0, unary_last, pad_end[partial] >> 3, pad_end[partial] & 7]
+        self.tail_sizes = [t.size for t in tails]
+        parts = chunk_cols + tails
+        size = sum(c.size for c in parts)
+        self.host = np.empty(size, dtype=np.int64) if alloc is None else alloc(size)  # alloc: e.g. page-locked memory
+        np.concatenate(parts, out=self.host)
+
+
 def _to_device(columns: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
     """Move several equal-length numpy columns to the device in one copy."""
     if not columns[0].size:
@@ -123,15 +165,18 @@ class _Checks:
         self.items: list[tuple[torch.Tensor, str]] = []
 
     def add(self, ok: torch.Tensor, message: str) -> None:
-        self.items.append((ok.all() if ok.numel() else torch.ones((), dtype=torch.bool, device=ok.device), message))
+        # small flag vectors are kept as they are (one op fewer each); large ones are reduced now
+        self.items.append((ok.reshape(-1) if ok.numel() <= 1 << 16 else ok.all().reshape(1), message))
 
     def raise_first(self) -> None:
         if not self.items:
             return
-        flags = torch.stack([ok for ok, _ in self.items]).cpu()
-        for ok, (_, message) in zip(flags.tolist(), self.items):
-            if not ok:
+        flags = torch.cat([ok for ok, _ in self.items]).cpu().numpy()
+        start = 0
+        for (ok, message), end in zip(self.items, itertools.accumulate(ok.numel() for ok, _ in self.items)):
+            if not flags[start:end].all():
                 raise CodecError(message)
+            start = end
 
 
 def decode_fast(

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from compeft.codecs.golomb_fast import PlanColumns
+
 CODE_BLOCK = 1024
 BYTE_BLOCK = 2048
 
@@ -109,15 +111,6 @@ def _code_pass(buf, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chun
             tl.store(out + tl.load(chunk_start + k) + p, v, mask=ok)
 
 
-def _tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk)."""
-    per = (counts + block - 1) // block
-    first_tile = np.cumsum(per) - per
-    chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
-    start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
-    return chunk, start, first_tile
-
-
 def _segmented_exclusive(tile_sums: torch.Tensor, tile_chunk: torch.Tensor, chunk_first_tile: torch.Tensor) -> torch.Tensor:
     """Exclusive prefix sums of tile sums, restarted at the first tile of each chunk."""
     inclusive = torch.cumsum(tile_sums, 0)
@@ -135,30 +128,19 @@ class Plan:
     """Per-chunk and per-tile parameters of one decode, uploaded to the device in a single copy."""
 
     def __init__(self, table, ids: np.ndarray, device: torch.device) -> None:
-        cnt = table.count[ids]
-        self.n = int(cnt.sum())
-        self.K = K = len(ids)
-        first = np.cumsum(cnt) - cnt
-        unary = table.unary_bytes[ids]
-        m = table.m[ids]
-        u_eff = np.where(m > 1, table.u[ids], 1 << 40)
-        code_chunk, code_j0, code_first_tile = _tiles(cnt, CODE_BLOCK)
-        byte_chunk, byte_b0, byte_first_tile = _tiles(unary, BYTE_BLOCK)
-        self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
-        chunk_cols = np.stack([
-            cnt, first, m, u_eff, table.width[ids], 8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids],
-            table.start[ids], table.length[ids], table.unary_off[ids], unary, table.extra_bits[ids], code_first_tile, byte_first_tile,
-        ])
-        # padding checks: bit offset and used bits of every low, extra and sign plane
-        pad_base = np.concatenate([8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids]])
-        pad_bits = np.concatenate([cnt * table.width[ids], table.extra_bits[ids], cnt])
-        tails = [code_chunk, code_j0, byte_chunk, byte_b0, pad_base, pad_bits]
-        host = torch.from_numpy(np.concatenate([chunk_cols.reshape(-1), *tails]).astype(np.int64))
-        # pageable copy: issue it before any work is queued on the stream (it waits for the stream)
-        dev = host.to(device)
+        staging = []
+
+        def pinned(size: int) -> np.ndarray:
+            staging.append(torch.empty(size, dtype=torch.int64, pin_memory=True))  # cached by torch's host allocator
+            return staging[-1].numpy()
+
+        cols = PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, alloc=pinned)
+        self.n, self.K, self.n_tiles, self.nb_tiles = cols.n, cols.K, cols.n_tiles, cols.nb_tiles
+        # asynchronous copy from page-locked memory (the allocator keeps the block until the copy is done)
+        dev = staging[0].to(device, non_blocking=True)
         (self.c_cnt, self.c_first, self.c_m, self.c_u, self.c_w, self.c_low, self.c_extra, self.c_sign, self.c_start, self.c_len,
-         self.c_ubyte, self.c_ubytes, self.c_xbits, self.c_tile0, self.c_btile0) = dev[: chunk_cols.size].view(15, K).unbind(0)
-        (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.pad_base, self.pad_bits) = dev[chunk_cols.size :].split([t.size for t in tails])
+         self.c_ubyte, self.c_ubytes, self.c_xbits, self.c_tile0, self.c_btile0) = dev[: 15 * cols.K].view(15, cols.K).unbind(0)
+        (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.unary_last, self.pad_byte, self.pad_used) = dev[15 * cols.K :].split(cols.tail_sizes)
 
 
 def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None) -> None:
@@ -167,28 +149,24 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     p = plan or Plan(table, ids, device)
     n, K = p.n, p.K
     stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
-    tile_pop = torch.zeros(max(p.nb_tiles, 1), dtype=torch.int64, device=device)
     if p.nb_tiles:
         grid = (p.nb_tiles,)
+        tile_pop = torch.empty(p.nb_tiles, dtype=torch.int64, device=device)  # every tile writes its entry
         _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, tile_pop, tile_pop, stops, SELECT=False, BLOCK=BYTE_BLOCK)
-        tile_pop = tile_pop[: p.nb_tiles]
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
         _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, tile_pop, stops, SELECT=True, BLOCK=BYTE_BLOCK)
-        last = buf[(p.c_ubyte + p.c_ubytes - 1).clamp_(min=0)]
-        checks.add((p.c_cnt == 0) | (last != 0), "golomb chunk unary stream has trailing bytes")
+        checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
-    tail = p.pad_bits & 7
-    last = buf[(p.pad_base + p.pad_bits) >> 3].to(torch.int64)
-    checks.add((tail == 0) | ((last >> tail) == 0), "golomb chunk has non-zero padding bits")
+    checks.add((buf[p.pad_byte].to(torch.int64) >> p.pad_used) == 0, "golomb chunk has non-zero padding bits")
     if p.n_tiles == 0:
         checks.add(p.c_xbits == 0, "golomb chunk extra-bit count differs from its table")
         return
     tile_x = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
     tile_r = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
-    tile_err = torch.zeros(p.n_tiles, dtype=torch.int32, device=device)
+    tile_err = torch.empty(p.n_tiles, dtype=torch.int32, device=device)  # every tile writes its entry
     args = [buf, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
     grid = (p.n_tiles,)
     _code_pass[grid](*args, tile_x, tile_x, tile_r, tile_r, tile_err, stops, values, out, PHASE=1, BLOCK=CODE_BLOCK)
