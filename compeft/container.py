@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,13 +171,23 @@ def named_payload_errors(path: Path) -> Iterator[None]:
         raise type(err)(f"{path}: {err}") from err
 
 
-def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True) -> Container:
-    """Check a container image held in a uint8 CPU tensor; its tensors are views of ``data``."""
+def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True, prefetch: Callable[[torch.Tensor], None] | None = None) -> Container:
+    """Check a container image held in a uint8 CPU tensor; its tensors are views of ``data``. ``prefetch``
+    gets the (unchecked) payload as soon as the layout is known, e.g. to start copying it to a device."""
     flat = data.reshape(-1)
     raw = memoryview(flat.numpy())
     header, start = _parse_header(path, raw)
+    layout = None
+    if prefetch is not None:
+        try:
+            layout = _tensor_layout(path, header, len(raw) - start)
+        except Exception:
+            layout = None  # raised again below, after the document's errors, as without prefetch
+        if layout is not None and PAYLOAD in layout and layout[PAYLOAD][0] == torch.uint8:
+            prefetch(flat[start + layout[PAYLOAD][2] : start + layout[PAYLOAD][3]])
     doc = _parse_document(path, header)
-    layout = _tensor_layout(path, header, len(raw) - start)
+    if layout is None:
+        layout = _tensor_layout(path, header, len(raw) - start)
     checksums = doc.get("checksums")
     if not isinstance(checksums, dict) or set(checksums) != set(layout):
         raise ContainerError(f"{path}: checksums do not list exactly the tensors in the file")

@@ -20,6 +20,7 @@ import torch
 
 from compeft.adapters import DTYPES_BY_NAME
 from compeft.codecs import get_codec
+from compeft.codecs.golomb_fast import decode_fast, padded_buffer, side_stream
 from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
 from compeft.devices import resolve_device
 from compeft.document import RecordColumns, check_document, check_records
@@ -35,7 +36,9 @@ def value_table(scale: float, theta_init: float, dtype: torch.dtype) -> torch.Te
     return values.to(dtype)
 
 
-def reconstruct_fast(container: Container, records: tuple[DeltaRecord, ...] | None, device: torch.device) -> dict[str, torch.Tensor]:
+def reconstruct_fast(
+    container: Container, records: tuple[DeltaRecord, ...] | None, device: torch.device, prefetched: Prefetch | None = None
+) -> dict[str, torch.Tensor]:
     """The delta tensors on ``device``; one fused decode when all records share dtype and θ_init.
 
     With ``records`` None the document is checked (check_records) while the device decodes."""
@@ -47,7 +50,13 @@ def reconstruct_fast(container: Container, records: tuple[DeltaRecord, ...] | No
     if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
         theta_init = float(next(iter(kinds))[1])
         values = value_table(float(doc["scale"]), theta_init, dtype).to(device)
-        flat, finish = codec.decode_values_deferred(container.payload, d, device, values)
+        if prefetched is not None and prefetched.buf is not None and codec.id == "golomb":
+            # golomb's decode_values_deferred on a device, with the payload copy already under way
+            pending: list = []
+            flat = decode_fast(container.payload, d, device, values, buf=prefetched.buf, buf_stream=prefetched.stream, deferred=pending)
+            finish = lambda: [f() for f in pending] and None  # noqa: E731
+        else:
+            flat, finish = codec.decode_values_deferred(container.payload, d, device, values)
         try:
             cols = check_records(container) if records is None else RecordColumns.of(records)
         except BaseException:
@@ -124,6 +133,19 @@ def views_of(flat: torch.Tensor, cols: RecordColumns) -> dict[str, torch.Tensor]
     return dict(zip(cols.names, views))
 
 
+class Prefetch:
+    """Starts the payload's copy to a CUDA device (on a side stream) while the document is still being parsed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.buf, self.stream = device, None, None
+
+    def __call__(self, payload: torch.Tensor) -> None:
+        self.stream = side_stream(self.device)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            self.buf = padded_buffer(payload, self.device)
+
+
 def finish_quietly(finish) -> None:
     """Wait for a deferred decode whose result is being discarded, ignoring its payload errors."""
     try:
@@ -136,11 +158,12 @@ def load_bytes(data: torch.Tensor, device: str | torch.device = "cpu", *, verify
     """api.load for a container image already in host memory (pin it for the fastest copy to a GPU)."""
     dev = resolve_device(device)
     with no_gc():
-        container = parse_container(data, Path(label), verify=verify)
+        prefetched = Prefetch(dev) if dev.type == "cuda" else None
+        container = parse_container(data, Path(label), verify=verify, prefetch=prefetched)
         if container.doc.get("kind") == "full":
             raise InputError(f"{container.path}: holds a full fine-tune residual; use decompress with --base")
         with named_payload_errors(container.path):
-            tensors = reconstruct_fast(container, None, dev)  # checks the document while the device decodes
+            tensors = reconstruct_fast(container, None, dev, prefetched)  # checks the document while the device decodes
         tensors.update({n: t.to(dev, non_blocking=True) for n, t in container.carried.items()})
     return tensors
 

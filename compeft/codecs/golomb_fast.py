@@ -191,15 +191,29 @@ def decode_fast(
     buf: torch.Tensor | None = None,
     backend: str | None = None,
     deferred: list | None = None,
+    buf_stream: torch.cuda.Stream | None = None,
 ) -> torch.Tensor:
     """Decode a golomb payload on ``device``.
 
     With ``values`` None the result is the int8 ternary τ; with ``values`` = (v₋₁, v₀, v₊₁), a tensor of
     3 entries of any dtype on ``device``, it is τ mapped through that table (e.g. θ_init + s·t already in
     bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/``buf`` let several threads
-    decode disjoint chunk ranges into one output.
+    decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``.
     """
     device = torch.device(device)
+    side = buf_stream
+    if buf is None and device.type == "cuda" and out is None:
+        # copy the payload on a side stream while the main stream fills the output
+        side = side_stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            buf = padded_buffer(payload, device)
+    if out is None:  # queued first: the device fills while the host reads the table and plans
+        if values is None:
+            out = torch.zeros(d, dtype=torch.int8, device=device)
+        else:
+            out = torch.empty(d, dtype=values.dtype, device=device)
+            out.fill_(values[1])
     if table is None:
         table = read_table_fast(payload, d)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
@@ -214,23 +228,9 @@ def decode_fast(
         if backend == "triton":
             from compeft.kernels.golomb_triton import Plan
 
-            plan = Plan(table, ids, device)  # its one upload goes first, while the stream is idle
-    side = None
+            plan = Plan(table, ids, device)  # one asynchronous upload from page-locked memory
     if buf is None:
-        if device.type == "cuda" and out is None:
-            # copy the payload on a side stream while the main stream fills the output
-            side = side_stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                buf = padded_buffer(payload, device)
-        else:
-            buf = padded_buffer(payload, device)
-    if out is None:
-        if values is None:
-            out = torch.zeros(d, dtype=torch.int8, device=device)
-        else:
-            out = torch.empty(d, dtype=values.dtype, device=device)
-            out.fill_(values[1])
+        buf = padded_buffer(payload, device)
     if values is None:
         values = torch.tensor([-1, 0, 1], dtype=torch.int8, device=device)
     if side is not None:

@@ -1,0 +1,179 @@
+"""The fast load's host path gives what the per-record code gave: same records, same errors, same views."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bench.synth import SHAPES, lora_tensors, write_adapter_dir
+from compeft import api
+from compeft.codecs.golomb_fast import PlanColumns, padded_buffer, read_table_fast, tiles
+from compeft.container import container_path, read_container
+from compeft.document import RecordColumns, check_document, check_records
+from compeft.errors import ContainerError
+from compeft.fastload import views_of
+from compeft.taskvector import DeltaRecord
+
+
+def reference_records(doc: dict) -> tuple[DeltaRecord, ...]:
+    """The per-record check as check_document did it before the column-wise one."""
+    records = tuple(DeltaRecord.from_dict(r) for r in doc["tensors"])
+    offset = 0
+    for rec in records:
+        if rec.offset != offset:
+            raise ContainerError(f"tensor record {rec.name!r} has offset {rec.offset}, expected {offset}")
+        offset += rec.numel
+    if offset != doc["d"]:
+        raise ContainerError(f"tensor records cover {offset} entries, d is {doc['d']}")
+    if len({r.name for r in records}) != len(records):
+        raise ContainerError("tensor records repeat a name")
+    return records
+
+
+def outcome(fn):
+    try:
+        return fn()
+    except Exception as err:  # the exact type and message are what is compared
+        return type(err), str(err)
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostpath")
+    src = write_adapter_dir(root / "adapter", lora_tensors(SHAPES["tiny"], seed=3), SHAPES["tiny"])
+    api.compress(src, root / "art", density=0.1, device="cpu")
+    return read_container(container_path(root / "art"))
+
+
+MUTATIONS = [
+    lambda t: t.__setitem__(1, [1, 2]),
+    lambda t: t.__setitem__(1, "record"),
+    lambda t: t.__setitem__(2, 7),
+    lambda t: t.__setitem__(0, None),
+    lambda t: t[1].pop("theta_init"),
+    lambda t: t[3].pop("name"),
+    lambda t: t[1].__setitem__("name", 5),
+    lambda t: t[1].__setitem__("name", t[0]["name"]),
+    lambda t: t[2].__setitem__("shape", "12"),
+    lambda t: t[2].__setitem__("shape", [float(s) for s in t[2]["shape"]]),
+    lambda t: t[2].__setitem__("shape", [True, *t[2]["shape"][1:]]),
+    lambda t: t[2].__setitem__("shape", [-1, *t[2]["shape"][1:]]),
+    lambda t: t[2].__setitem__("shape", 5),
+    lambda t: t[2].__setitem__("shape", [[1], 2]),
+    lambda t: t[2].__setitem__("shape", [2**70, 1]),
+    lambda t: t[2].__setitem__("offset", -1),
+    lambda t: t[2].__setitem__("offset", float(t[2]["offset"])),
+    lambda t: t[0].__setitem__("offset", False),
+    lambda t: t[2].__setitem__("offset", t[2]["offset"] + 1),
+    lambda t: t[2].__setitem__("offset", 2**80),
+    lambda t: t[4].__setitem__("theta_init", "x"),
+    lambda t: t[4].__setitem__("theta_init", True),
+    lambda t: t[4].__setitem__("theta_init", 1),
+    lambda t: t[4].__setitem__("theta_init", 10**400),
+    lambda t: t[4].__setitem__("theta_init", float("nan")),
+    lambda t: t[4].__setitem__("dtype", "Q7"),
+    lambda t: t[4].__setitem__("dtype", ["BF16"]),
+    lambda t: t[4].__setitem__("dtype", "F32"),
+    lambda t: t[4].__setitem__("extra", 1),
+    lambda t: t.pop(),
+    lambda t: t.pop(0),
+    lambda t: t.clear(),
+]
+
+
+@pytest.mark.parametrize("index", range(len(MUTATIONS)))
+def test_column_check_matches_per_record_check(container, index):
+    doc = copy.deepcopy(container.doc)
+    MUTATIONS[index](doc["tensors"])
+    bad = dataclasses.replace(container, doc=doc)
+    expected = outcome(lambda: reference_records(doc))
+    got = outcome(lambda: check_document(bad))
+    if isinstance(expected, tuple) and expected and isinstance(expected[0], type):
+        kind, message = expected
+        if issubclass(kind, ContainerError):
+            expected = (kind, f"{bad.path}: {message}")
+    assert got == expected
+
+
+def test_column_check_of_intact_document(container):
+    cols = check_records(container)
+    assert cols.records() == reference_records(container.doc)
+    assert cols == RecordColumns.of(cols.records())
+
+
+def reference_views(flat: torch.Tensor, records) -> dict[str, torch.Tensor]:
+    out = {}
+    for r in records:
+        acc, rev = 1, []
+        for size in reversed(r.shape):
+            rev.append(acc)
+            acc *= max(size, 1)
+        out[r.name] = flat.as_strided(r.shape, tuple(reversed(rev)), flat.storage_offset() + r.offset)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_views_equal_per_record_views(seed):
+    rng = random.Random(seed)
+    pool = [(2, 3), (3, 2), (0, 4), (5,), (), (1, 1, 2), (4, 0)]
+    layer = [rng.choice(pool) for _ in range(rng.randint(1, 6))]
+    shapes = layer * rng.randint(0, 6) + [rng.choice(pool) for _ in range(rng.randint(0, 4))]
+    numels = [math.prod(s) for s in shapes]
+    offsets = [sum(numels[:i]) for i in range(len(shapes))]
+    names = [f"t{i}" for i in range(len(shapes))]
+    cols = RecordColumns(tuple(names), tuple(shapes), ("F32",) * len(shapes), (0.0,) * len(shapes), tuple(offsets), tuple(numels))
+    flat = torch.arange(sum(numels) + 7, dtype=torch.float32)[5 : 5 + sum(numels)]
+    got, ref = views_of(flat, cols), reference_views(flat, cols.records())
+    assert list(got) == list(ref)
+    for name, t in ref.items():
+        g = got[name]
+        assert (g.shape, g.stride(), g.storage_offset()) == (t.shape, t.stride(), t.storage_offset())
+        assert g.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr() and torch.equal(g, t)
+
+
+def test_plan_byte_checks_match_the_formulas_they_replace(container):
+    """The unary-tail and padding checks read host-chosen bytes; on corrupted buffers they fail exactly
+    where the device formulas they replace (max(ubyte+ubytes-1, 0), (base+bits)>>3, bits & 7) fail."""
+    table = read_table_fast(container.payload, container.doc["d"])
+    ids = np.flatnonzero(table.mode == 0)
+    plan = PlanColumns(table, ids, 1024, 2048)
+    k = plan.K
+    host = torch.from_numpy(plan.host)
+    c = host[: 15 * k].view(15, k)
+    cnt, ubyte, ubytes = c[0], c[10], c[11]
+    code_chunk, code_j0, byte_chunk, byte_b0, unary_last, pad_byte, pad_used = host[15 * k :].split(plan.tail_sizes)
+    ref_code = tiles(table.count[ids], 1024)
+    assert np.array_equal(code_chunk.numpy(), ref_code[0]) and np.array_equal(code_j0.numpy(), ref_code[1])
+    assert np.array_equal(c[13].numpy(), ref_code[2])
+    w = table.width[ids]
+    pad_base = torch.from_numpy(np.concatenate([8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids]]))
+    pad_bits = torch.from_numpy(np.concatenate([table.count[ids] * w, table.extra_bits[ids], table.count[ids]]))
+
+    def old(buf):
+        a = ((cnt == 0) | (buf[(ubyte + ubytes - 1).clamp(min=0)] != 0)).all().item()
+        tail = pad_bits & 7
+        b = ((tail == 0) | ((buf[(pad_base + pad_bits) >> 3].to(torch.int64) >> tail) == 0)).all().item()
+        return a, b
+
+    def new(buf):
+        return (buf[unary_last] != 0).all().item(), ((buf[pad_byte].to(torch.int64) >> pad_used) == 0).all().item()
+
+    clean = padded_buffer(container.payload, torch.device("cpu"))
+    assert old(clean) == new(clean) == (True, True)
+    rng = random.Random(0)
+    for i in range(200):
+        buf = clean.clone()
+        if i % 3 == 0 and unary_last.numel():
+            buf[int(unary_last[rng.randrange(unary_last.numel())])] = 0
+        elif i % 3 == 1 and pad_byte.numel():
+            buf[int(pad_byte[rng.randrange(pad_byte.numel())])] |= 0x80
+        else:
+            for _ in range(rng.randint(1, 20)):
+                buf[rng.randrange(buf.numel() - 8)] ^= 1 << rng.randrange(8)
+        assert old(buf) == new(buf)
