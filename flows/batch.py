@@ -1,6 +1,7 @@
 """``compress_adapters``: the GPU flow. One run loads a base model at most once and works through a
-bounded batch of adapters that share it; each adapter is fetched, compressed (or calibrated),
-stored, registered and published. One bad adapter fails alone, recorded with its reason.
+bounded batch of adapters that share it; each adapter is fetched, compressed (or calibrated on the
+batch's loaded base: attached, swept, detached), stored, registered and published. One bad adapter
+fails alone, recorded with its reason; the base is freed when the batch ends.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import tasks, ui
+from flows.calibration import BaseSessions
 from flows.library import resolve_base
 from flows.params import (
     DEFAULT_OPTIONS,
@@ -73,8 +75,9 @@ def _publish_existing(item: AdapterItem, state: dict[str, Any], key_options: dic
 
 
 def process_adapter(item: AdapterItem, options: CompressionOptions, config: ServiceConfig, force: bool,
-                    work: Path) -> AdapterOutcome:
-    """fetch → compress or calibrate → store → register → publish, for one adapter."""
+                    work: Path, sessions: BaseSessions | None = None) -> AdapterOutcome:
+    """fetch → compress or calibrate → store → register → publish, for one adapter (calibrated on the
+    base that ``sessions`` keeps loaded for the batch)."""
     key_options = options.key_options(item.name)
     key_hash = options.key_hash(item.name)
     task_name = options.task_for(item.name)
@@ -100,7 +103,8 @@ def process_adapter(item: AdapterItem, options: CompressionOptions, config: Serv
             from compeft.errors import InputError
 
             raise InputError(f"{item.name}: no base model to calibrate against (adapter records none; pass base)")
-        result = tasks.calibrate_adapter_dir(adapter_dir, out_dir, base, task_name, options)
+        session = sessions.get(base) if sessions is not None else None
+        result = tasks.calibrate_adapter_dir(adapter_dir, out_dir, base, task_name, options, session)
         calibration = result["calibration"]
     stored = tasks.store_artifact(out_dir, config.store, config.s3_endpoint)
     registered = tasks.register_artifact(
@@ -161,11 +165,12 @@ def compress_adapters(
     bar = ui.progress(f"compressing {len(adapters)} adapter(s)")
     outcomes: list[AdapterOutcome] = []
     root = Path(tempfile.mkdtemp(prefix="compeft-batch-"))
+    sessions = BaseSessions(options.device)  # the base model, loaded once on first calibration
     try:
         for index, item in enumerate(adapters):
             work = root / str(index)
             try:
-                outcome = process_adapter(item, options, service, force, work)
+                outcome = process_adapter(item, options, service, force, work, sessions)
             except Exception as err:  # noqa: BLE001 - one bad adapter fails alone, with its reason
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 reason = reason.replace(str(work / "adapter"), item.uri)  # name the adapter, not the work dir
@@ -179,6 +184,7 @@ def compress_adapters(
             outcomes.append(outcome)
             ui.set_progress(bar, index + 1, len(adapters))
     finally:
+        sessions.close()
         shutil.rmtree(root, ignore_errors=True)
     ui.outcome_table(outcomes, f"{len(adapters)} adapter(s): " +
                      ", ".join(f"{v} {k}" for k, v in counts_of(outcomes).items() if v))

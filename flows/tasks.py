@@ -75,11 +75,12 @@ def compress_adapter_dir(adapter_dir: str, out_dir: str, options: CompressionOpt
 
 @_local
 def calibrate_adapter_dir(adapter_dir: str, out_dir: str, base: str, task_name: str,
-                          options: CompressionOptions) -> dict[str, Any]:
-    """Choose α (and k) on a validation task and write the artifact at the chosen point."""
+                          options: CompressionOptions, session: Any = None) -> dict[str, Any]:
+    """Choose α (and k) on a validation task and write the artifact at the chosen point (on the
+    batch's already-loaded base when ``session``, a ``compeft.calibrate.BaseModelSession``, is given)."""
     from flows.calibration import calibrate
 
-    return calibrate(adapter_dir, out_dir, base=base, task=task_name, options=options)
+    return calibrate(adapter_dir, out_dir, base=base, task=task_name, options=options, session=session)
 
 
 @_network

@@ -1,7 +1,8 @@
 """Automated α (and density) calibration of ComPEFT artifacts against a validation task with lm-eval.
 
 Public API (imported lazily; lm-eval, transformers and peft load only when used):
-``calibrate(src, dst, base=..., task=...) -> CalibrationResult``, ``Evaluator`` (protocol),
+``calibrate(src, dst, base=..., task=...) -> CalibrationResult``, ``BaseModelSession`` (one base
+loaded once for many adapters: ``calibrate(..., session=s)``), ``Evaluator`` (protocol),
 ``LmEvalEvaluator``, ``Score``, ``GridPoint``, ``select``, ``resolve_task``; the CLI entry point is
 ``compeft.calibrate.cli.calibrate_main(argv)``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 _EXPORTS = {
     "calibrate": "compeft.calibrate.sweep",
+    "BaseModelSession": "compeft.calibrate.session",
     "CalibrationResult": "compeft.calibrate.result",
     "Timings": "compeft.calibrate.result",
     "Evaluator": "compeft.calibrate.evaluator",
@@ -21,7 +23,7 @@ _EXPORTS = {
     "TaskSource": "compeft.calibrate.tasks",
 }
 __all__ = [
-    "CalibrationResult", "Evaluator", "GridPoint", "LmEvalEvaluator", "Score", "TaskSource", "Timings",
+    "BaseModelSession", "CalibrationResult", "Evaluator", "GridPoint", "LmEvalEvaluator", "Score", "TaskSource", "Timings",
     "calibrate", "resolve_task", "select",
 ]
 

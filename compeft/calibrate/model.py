@@ -1,15 +1,16 @@
 """Load the model once for a sweep and expose the live tensors the ternary update writes into.
 
-An adapter is loaded as base + PEFT adapter (``PeftModel.from_pretrained``); a full fine-tune is
-loaded from its own directory (so carried tensors such as resized embeddings are right) and its
-residual tensors are rewritten as base + s·t. ``live`` maps the names used in the artifact (adapter
-file keys, checkpoint tensor names) to tensors sharing storage with the model's parameters.
+An adapter is attached to a loaded base (``load_base``, then ``PeftModel.from_pretrained`` on it) and
+detached again without merging (``detach_adapter``), so one base can serve many adapters; a full
+fine-tune is loaded from its own directory (so carried tensors such as resized embeddings are right)
+and its residual tensors are rewritten as base + s·t. ``live`` maps the names used in the artifact
+(adapter file keys, checkpoint tensor names) to tensors sharing storage with the model's parameters.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ class LoadedModel:
     kind: str  # "adapter" or "full"
     device: torch.device
     load_seconds: float
+    peft: Any = field(default=None, repr=False)  # the PeftModel wrapper of an attached adapter (to detach it)
+
+
+@dataclass(frozen=True)
+class LoadedBase:
+    """A base model on a device, loaded once for any number of adapters, and its tokenizer (if it has one)."""
+
+    model: Any = field(repr=False)  # a transformers PreTrainedModel without PEFT layers
+    tokenizer: Any = field(repr=False)  # None where the base directory has no tokenizer
+    ref: str  # resolve_base(base): absolute directory or model id
+    device: torch.device
+    load_seconds: float
+    tokenizer_error: str | None = None  # why the base has no tokenizer
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -88,25 +102,97 @@ def strip_adapter_name(name: str, adapter_name: str) -> str:
     return ".".join(part for part in name.split(".") if part != adapter_name)
 
 
-def load_adapter_model(src: Path, base: str, device: torch.device) -> LoadedModel:
-    """Base model + PEFT adapter on device; live tensors keyed by adapter file key."""
+def load_base(base: str, device: torch.device) -> LoadedBase:
+    """The base model (evaluation mode) and its tokenizer on device, for adapters to be attached to."""
+    start = time.perf_counter()
+    ref = resolve_base(base)
+    model = _from_pretrained(ref, device)
+    try:
+        tokenizer, error = _load_tokenizer(ref), None
+    except CalibrationError as err:  # adapters may bring their own tokenizer
+        tokenizer, error = None, str(err)
+    return LoadedBase(model, tokenizer, ref, device, time.perf_counter() - start, error)
+
+
+def _adapter_tokenizer(src: Path, base: LoadedBase):
+    """The adapter's own tokenizer if its directory has one, else the base's."""
+    try:
+        return _load_tokenizer(str(src))
+    except CalibrationError as err:
+        if base.tokenizer is None:
+            raise CalibrationError(f"{err}; {base.tokenizer_error}") from err
+        return base.tokenizer
+
+
+def attach_adapter(base: LoadedBase, src: Path) -> LoadedModel:
+    """Inject the PEFT adapter at SRC into the loaded base (in place); live tensors keyed by adapter file key."""
     from peft import PeftModel
 
     start = time.perf_counter()
-    base_ref = resolve_base(base)
-    model = _from_pretrained(base_ref, device)
+    tokenizer = _adapter_tokenizer(src, base)
     try:
-        peft_model = PeftModel.from_pretrained(model, str(src), is_trainable=False)
+        peft_model = PeftModel.from_pretrained(base.model, str(src), is_trainable=False)
     except Exception as err:
-        raise CalibrationError(f"{src}: could not attach the adapter to {base} ({type(err).__name__}: {err})") from err
+        detach_adapter(base.model)  # a half-injected adapter must not stay in the base
+        raise CalibrationError(f"{src}: could not attach the adapter to {base.ref} ({type(err).__name__}: {err})") from err
     peft_model.eval()
     adapter_name = peft_model.active_adapter if isinstance(peft_model.active_adapter, str) else "default"
     live = {}
     for name, tensor in peft_model.state_dict(keep_vars=True).items():
         if f".{adapter_name}" in f".{name}":
             live[strip_adapter_name(name, adapter_name)] = tensor.data
-    tokenizer = _load_tokenizer(str(src), base_ref)
-    return LoadedModel(peft_model.get_base_model(), tokenizer, live, "adapter", device, time.perf_counter() - start)
+    return LoadedModel(peft_model.get_base_model(), tokenizer, live, "adapter", base.device,
+                       time.perf_counter() - start, peft_model)
+
+
+def peft_layers(model: Any) -> tuple[str, ...]:
+    """Names of the PEFT modules (tuner layers, modules_to_save/trainable-token wrappers) inside MODEL."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return tuple(name for name, module in model.named_modules()
+                 if isinstance(module, (BaseTunerLayer, AuxiliaryTrainingWrapper)))
+
+
+def detach_adapter(model: Any, peft_model: Any = None) -> tuple[str, ...]:
+    """Remove every PEFT module from MODEL without merging; returns the names of any that could not be removed.
+
+    ``peft_model.unload()`` does the work where the wrapper exists; a half-attached adapter (failed
+    ``from_pretrained``) is stripped module by module the same way (base layer back in its place).
+    """
+    if peft_model is not None:
+        try:
+            peft_model.unload()
+        except Exception:  # noqa: BLE001 - fall back to stripping the modules one by one below
+            pass
+    while names := peft_layers(model):  # each pass removes the outermost wrappers (wrappers may nest)
+        removed = 0
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            try:
+                parent = model.get_submodule(parent_name) if parent_name else model
+                module = getattr(parent, child)
+                if hasattr(module, "unload_and_optionally_merge_module"):
+                    replacement = module.unload_and_optionally_merge_module(merge=False, safe_merge=False,
+                                                                            adapter_names=None)
+                else:
+                    replacement = module.get_base_layer()
+            except Exception:  # noqa: BLE001 - inside a wrapper removed earlier, or not removable: reported below
+                continue
+            setattr(parent, child, replacement)
+            removed += 1
+        if not removed:
+            break
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    return peft_layers(model)
+
+
+def load_adapter_model(src: Path, base: str, device: torch.device) -> LoadedModel:
+    """Base model + PEFT adapter on device (a base of its own); live tensors keyed by adapter file key."""
+    start = time.perf_counter()
+    loaded = attach_adapter(load_base(base, device), src)
+    return replace(loaded, load_seconds=time.perf_counter() - start)
 
 
 def load_full_model(src: Path, device: torch.device) -> LoadedModel:

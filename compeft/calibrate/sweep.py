@@ -1,9 +1,11 @@
 """``calibrate``: load once, evaluate the original, sweep (density, α) in place, choose, write DST.
 
 Order of work: options and the task are checked first (a bad task YAML fails before any model is
-loaded), then the model is loaded once; per density one α = 1 artifact gives the ternary pattern and
-the codec's bytes; per α the weights are rewritten in place and evaluated. The chosen point is then
-compressed into DST with ``compeft.compress`` and calibration.json / calibration.png are added.
+loaded), then the model is loaded once (an adapter is attached to the base of a ``BaseModelSession``:
+the caller's, shared by many adapters, or a one-shot one closed afterwards); per density one α = 1
+artifact gives the ternary pattern and the codec's bytes; per α the weights are rewritten in place
+and evaluated. The chosen point is then compressed into DST with ``compeft.compress`` and
+calibration.json / calibration.png are added.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from compeft.calibrate.evaluator import DEFAULT_SEED, Evaluator, LmEvalEvaluator
-from compeft.calibrate.model import is_adapter_dir, load_model, local_base_dir
+from compeft.calibrate.model import LoadedModel, is_adapter_dir, load_model, local_base_dir
 from compeft.calibrate.patterns import PatternFactory
 from compeft.calibrate.result import CalibrationResult, Timings
 from compeft.calibrate.search import (
@@ -27,6 +30,7 @@ from compeft.calibrate.search import (
     alpha_plan,
     select,
 )
+from compeft.calibrate.session import BaseModelSession, check_session
 from compeft.calibrate.tasks import resolve_task
 from compeft.errors import InputError, OptionError
 
@@ -54,6 +58,23 @@ def check_options(densities: Sequence[float], alphas: Sequence[float], tolerance
         raise OptionError(f"--batch-size {batch_size} must be >= 1")
 
 
+@contextmanager
+def model_under_calibration(src: Path, base: str, base_dir: Path | None, device, session: BaseModelSession | None
+                            ) -> Iterator[LoadedModel]:
+    """The model for the block: a full fine-tune (BASE_DIR set) of its own, else SRC attached to the session's base."""
+    if base_dir is not None:
+        yield load_model(src, str(base_dir), device)
+        return
+    own = session is None
+    session = BaseModelSession(base, device) if own else session
+    try:
+        with session.attached(src) as loaded:
+            yield loaded
+    finally:
+        if own:
+            session.close()
+
+
 def calibrate(
     src: str | Path,
     dst: str | Path | None = None,
@@ -72,10 +93,12 @@ def calibrate(
     codec: str = "golomb",
     overwrite: bool = False,
     evaluator: Evaluator | None = None,
+    session: BaseModelSession | None = None,
 ) -> CalibrationResult:
     """Choose (density, α) for SRC on a validation task; with DST, write the artifact and the reports there.
 
-    ``densities``/``alphas`` None mean the defaults (0.05, 0.1, 0.2 and the paper's α grid).
+    ``densities``/``alphas`` None mean the defaults (0.05, 0.1, 0.2 and the paper's α grid). ``session``
+    (holding BASE on the device) lends an adapter its already-loaded base instead of loading one.
     """
     import compeft
     from compeft.atomic import check_destination
@@ -96,8 +119,10 @@ def calibrate(
         check_destination(dst, overwrite)
         if dst.resolve() == src.resolve():
             raise InputError(f"{dst}: destination is the source directory")
-    dev = resolve_device(device)
     full = not is_adapter_dir(src)
+    if session is not None and not full:
+        check_session(session, base, device)
+    dev = session.device if session is not None else resolve_device(device)
     if evaluator is None:
         source = resolve_task(task, metric)  # task errors surface here, before any model load
         evaluator = LmEvalEvaluator(source, None, limit=limit, batch_size=batch_size, seed=seed)
@@ -106,14 +131,45 @@ def calibrate(
         task_label, split = task, None
     base_dir = local_base_dir(str(base)) if full else None
 
-    loaded = load_model(src, str(base_dir if full else base), dev)
-    if isinstance(evaluator, LmEvalEvaluator):
-        evaluator.tokenizer = loaded.tokenizer
-    t_loaded = time.perf_counter()
-    reference = evaluator.evaluate(loaded.model)
-    t_ref = time.perf_counter()
-    log.info("original: %s = %.4f", evaluator.metric, reference.value)
+    with model_under_calibration(src, str(base), base_dir, dev, session) as loaded:
+        if isinstance(evaluator, LmEvalEvaluator):
+            evaluator.tokenizer = loaded.tokenizer
+        t_loaded = time.perf_counter()
+        reference = evaluator.evaluate(loaded.model)
+        t_ref = time.perf_counter()
+        log.info("original: %s = %.4f", evaluator.metric, reference.value)
+        points, eval_s, update_s, pattern_s = sweep_grid(src, loaded, base_dir, codec, densities, alphas, search, evaluator)
+    t_sweep = time.perf_counter()
+    chosen = select(points, tolerance)
 
+    artifact = None
+    if dst is not None:
+        res = compeft.compress(src, dst, density=chosen.density, alpha=chosen.alpha, codec=codec, device=dev,
+                               base=base_dir, overwrite=overwrite)
+        artifact = res.to_dict()
+    result = CalibrationResult(
+        src=str(src), base=str(base) if base is not None else None, dst=str(dst) if dst is not None else None,
+        task=task_label, metric=evaluator.metric, split=split, limit=limit, search=search, seed=seed,
+        device=str(dev), densities=densities, alphas=alphas, tolerance=tolerance, reference=reference,
+        points=tuple(points), chosen=chosen, artifact=artifact,
+    )
+    if dst is not None:
+        write_png(result, Path(dst))
+    t_end = time.perf_counter()
+    timings = Timings(
+        load=t_loaded - t_start, reference=t_ref - t_loaded, evaluations=eval_s, patterns=pattern_s,
+        updates=update_s, sweep=t_sweep - t_ref, write=t_end - t_sweep, total=t_end - t_start,
+    )
+    result = replace(result, timings=timings)
+    if dst is not None:
+        write_json(result, Path(dst))
+    return result
+
+
+def sweep_grid(src: Path, loaded: LoadedModel, base_dir: Path | None, codec: str, densities: Sequence[float],
+          alphas: Sequence[float], search: str, evaluator: Evaluator) -> tuple[list[GridPoint], float, float, float]:
+    """Every evaluated (density, α) point, with the seconds spent evaluating, updating and building patterns."""
+    dev = loaded.device
     factory = PatternFactory(src, loaded, base_dir=base_dir, codec=codec)
     points: list[GridPoint] = []
     eval_s = update_s = pattern_s = 0.0
@@ -142,28 +198,4 @@ def calibrate(
             del pattern
     finally:
         factory.close()
-    t_sweep = time.perf_counter()
-    chosen = select(points, tolerance)
-
-    artifact = None
-    if dst is not None:
-        res = compeft.compress(src, dst, density=chosen.density, alpha=chosen.alpha, codec=codec, device=dev,
-                               base=base_dir, overwrite=overwrite)
-        artifact = res.to_dict()
-    result = CalibrationResult(
-        src=str(src), base=str(base) if base is not None else None, dst=str(dst) if dst is not None else None,
-        task=task_label, metric=evaluator.metric, split=split, limit=limit, search=search, seed=seed,
-        device=str(dev), densities=densities, alphas=alphas, tolerance=tolerance, reference=reference,
-        points=tuple(points), chosen=chosen, artifact=artifact,
-    )
-    if dst is not None:
-        write_png(result, Path(dst))
-    t_end = time.perf_counter()
-    timings = Timings(
-        load=t_loaded - t_start, reference=t_ref - t_loaded, evaluations=eval_s, patterns=pattern_s,
-        updates=update_s, sweep=t_sweep - t_ref, write=t_end - t_sweep, total=t_end - t_start,
-    )
-    result = replace(result, timings=timings)
-    if dst is not None:
-        write_json(result, Path(dst))
-    return result
+    return points, eval_s, update_s, pattern_s

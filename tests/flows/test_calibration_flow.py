@@ -1,5 +1,6 @@
 """Calibration inside the catalog flow, on the bundled example catalog: α chosen on the adapter's own
-validation task, the sweep recorded in the registry, and the plot shown as a markdown artifact."""
+validation task, the sweep recorded in the registry, the plot shown as a markdown artifact, and the
+base model loaded once for the batch of calibrated adapters."""
 
 from __future__ import annotations
 
@@ -8,22 +9,29 @@ import pytest
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 
 
-def test_calibrated_adapter_records_its_sweep(service):
+def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
+    import compeft.calibrate.model as model_mod
     from compeft.testing.fixtures import example_catalog
     from flows.catalog import compress_catalog
     from flows.library import registry
     from flows.params import CompressionOptions
 
+    loads = []
+    real = model_mod._from_pretrained
+    monkeypatch.setattr(model_mod, "_from_pretrained", lambda path, device: loads.append(path) or real(path, device))
     catalog = example_catalog()
-    color = catalog.adapter("lora-color")
-    options = CompressionOptions(tasks={"lora-color": str(color.task_yaml)}, base=str(catalog.base_dir),
-                                 densities=[0.1], alphas=[0.5, 2.0], limit=40, device="cpu", search="grid")
+    color, pair = catalog.adapter("lora-color"), catalog.adapter("lora-pair")
+    options = CompressionOptions(tasks={"lora-color": str(color.task_yaml), "lora-pair": str(pair.task_yaml)},
+                                 base=str(catalog.base_dir), densities=[0.1], alphas=[0.5, 2.0], limit=40,
+                                 device="cpu", search="grid")
     result = compress_catalog(str(catalog.root), options=options, service=service)
     by_name = {o["name"]: o for o in result["outcomes"]}
-    assert by_name["lora-color"]["status"] == "compressed", by_name["lora-color"]
-    assert by_name["lora-color"]["alpha"] in (0.5, 2.0)
-    assert by_name["lora-color"]["score_original"] is not None and by_name["lora-color"]["score_compressed"] is not None
+    for name in ("lora-color", "lora-pair"):
+        assert by_name[name]["status"] == "compressed", by_name[name]
+        assert by_name[name]["alpha"] in (0.5, 2.0)
+        assert by_name[name]["score_original"] is not None and by_name[name]["score_compressed"] is not None
     assert by_name["lora-plus"]["status"] == "compressed" and by_name["lora-plus"]["alpha"] == 1.0
+    assert loads == [str(catalog.base_dir.resolve())]  # one base load for the batch of two calibrations
 
     detail = registry(service.database_url).get_artifact(by_name["lora-color"]["artifact_id"])
     [cal] = detail.calibrations
@@ -37,6 +45,7 @@ def test_calibrated_adapter_records_its_sweep(service):
     again = compress_catalog(str(catalog.root), options=options, service=service)
     by_name = {o["name"]: o for o in again["outcomes"]}
     assert by_name["lora-color"]["status"] == "existing" and by_name["lora-color"]["score_compressed"] is not None
+    assert len(loads) == 1  # nothing to calibrate: the base is not loaded at all
     assert len(registry(service.database_url).get_artifact(detail.artifact.id).calibrations) == 1
 
 
