@@ -185,3 +185,16 @@ def test_session_must_hold_the_named_base_and_device(catalog, tmp_path, monkeypa
             with pytest.raises(OptionError, match="session's device"):
                 session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), device="cuda")
     assert loads == []
+
+
+def test_close_frees_the_base_model(catalog):
+    import gc
+    import weakref
+
+    fixture = catalog.adapter("lora-plus")
+    session = BaseModelSession(catalog.base_dir, "cpu")
+    ref = weakref.ref(session.loaded_base().model)
+    session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1], alphas=[1])
+    session.close()
+    gc.collect()
+    assert ref() is None and not session.loaded
