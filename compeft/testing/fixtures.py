@@ -1,12 +1,16 @@
 """Build the example catalog locally: a word-level tokenizer, a tiny Llama pre-trained on the synthetic
-language, three trained LoRA adapters (lora-plus: rank 64 on the MLP, A/B norm-balanced, which
-compresses well at k = 0.1; lora-color / lora-pair: rank 8 on every linear layer, which on this tiny
-model only survive k ≥ 0.3), one (IA)³ adapter and one full fine-tune, with the lm-eval
-task YAMLs of compeft/testing/tasks. Nothing is downloaded; seeds are fixed.
+language, three trained LoRA adapters (lora-plus: rank 64 on the MLP, A/B norm-balanced, which a
+calibrated α brings back to the original's score at k = 0.3 and halfway at k = 0.1; lora-color /
+lora-pair: rank 8 on every linear layer, the hard cases), one (IA)³ adapter and one full fine-tune,
+with the lm-eval task YAMLs of compeft/testing/tasks. Nothing is downloaded; seeds are fixed.
 
-``build_example_catalog(out_dir)`` builds into out_dir (reusing a complete build there);
-``example_catalog()`` returns the shared cached build (keyed by a hash of this package's sources).
-``python -m compeft.testing.fixtures OUT_DIR`` builds from the command line.
+``build_example_catalog(out_dir)`` builds into out_dir (reusing a complete build there).
+``example_catalog()`` returns the bundled build in compeft/testing/catalog/ (1.5 MB, committed: training
+is float arithmetic, and a rebuild on another CPU or library version gives slightly different adapters
+whose scores the calibration tests pin), or, when the builder's sources changed since that build, a
+fresh build cached under a hash of the sources. ``python -m compeft.testing.fixtures --regen`` rebuilds
+the bundled copy (explicitly only, like golden fixtures); ``python -m compeft.testing.fixtures OUT_DIR``
+builds anywhere.
 
 Layout (base model directory beside the adapter directories)::
 
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CATALOG_FILE = "catalog.json"
+PROVENANCE_FILE = "provenance.json"
+BUNDLED = Path(__file__).resolve().parent / "catalog"
 BASE_NAME = "tiny-llama"
 PRETRAIN_SEED = 1234
 FORMAT_VERSION = 1
@@ -270,8 +276,8 @@ def balance_lora(peft_model) -> None:
     """Rescale each LoRA pair to A·c, B/c with c = sqrt(‖B‖/‖A‖): B·A (the adapter) is unchanged.
 
     LoRA's A starts random and B at zero, so after short training their magnitudes differ and a
-    global top-k keeps mostly one of them; equal norms make the pair compress far better (on this
-    tiny model: k = 0.1 recovers 0.9 instead of 0.45 accuracy). The gauge is free, so the adapter
+    global top-k keeps mostly one of them; equal norms let it keep entries of both, which compresses
+    far better. The gauge is free, so the adapter
     is the same function.
     """
     import torch
@@ -386,19 +392,49 @@ def build_example_catalog(out_dir: str | Path, force: bool = False) -> ExampleCa
     return catalog
 
 
-def source_hash() -> str:
-    """Hash of the builder's sources, the task files and the library versions: the cache key."""
-    import peft
-    import torch
-    import transformers
-
+def builder_hash() -> str:
+    """sha256 of the builder's sources and task files: what the bundled catalog was built from."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
     for f in sorted([*here.glob("*.py"), *(here / "tasks").iterdir()]):
         h.update(f.name.encode())
         h.update(f.read_bytes())
-    h.update(f"{torch.__version__} {transformers.__version__} {peft.__version__}".encode())
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def source_hash() -> str:
+    """Hash of the builder's sources, the task files and the library versions: the cache key."""
+    versions = library_versions()
+    h = hashlib.sha256(builder_hash().encode())
+    h.update(f"{versions['torch']} {versions['transformers']} {versions['peft']}".encode())
     return h.hexdigest()[:16]
+
+
+def bundled_catalog() -> ExampleCatalog | None:
+    """The committed catalog, or None when it is missing or was built from other builder sources."""
+    try:
+        provenance = json.loads((BUNDLED / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if provenance.get("builder_sha256") != builder_hash():
+        return None
+    return read_catalog(BUNDLED)
+
+
+def regenerate_bundled() -> ExampleCatalog:
+    """Rebuild compeft/testing/catalog/ from the builder (the explicit ``--regen`` mode)."""
+    catalog = build_example_catalog(BUNDLED, force=True)
+    provenance = {"builder_sha256": builder_hash(), **library_versions()}
+    (BUNDLED / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+    return catalog
 
 
 def default_cache_root() -> Path:
@@ -412,17 +448,23 @@ def default_cache_root() -> Path:
 
 
 def example_catalog(cache_root: str | Path | None = None) -> ExampleCatalog:
-    """The shared example catalog, built once per source hash under the cache root."""
+    """The bundled catalog, else (builder changed since) one built once per source hash under the cache root."""
+    if cache_root is None and (bundled := bundled_catalog()) is not None:
+        return bundled
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     return build_example_catalog(root / f"catalog-{source_hash()}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m compeft.testing.fixtures [OUT_DIR] [--force]``: build and print the catalog."""
+    """``python -m compeft.testing.fixtures [OUT_DIR] [--force] | --regen``: build and print the catalog."""
     args = list(sys.argv[1:] if argv is None else argv)
     force = "--force" in args
-    args = [a for a in args if a != "--force"]
-    catalog = build_example_catalog(args[0], force=force) if args else example_catalog()
+    regen = "--regen" in args
+    args = [a for a in args if a not in ("--force", "--regen")]
+    if regen:
+        catalog = regenerate_bundled()
+    else:
+        catalog = build_example_catalog(args[0], force=force) if args else example_catalog()
     print(json.dumps({"root": str(catalog.root), **catalog.to_json()}, indent=2))
     return 0
 

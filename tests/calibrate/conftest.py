@@ -37,8 +37,10 @@ def base_tokenizer(catalog):
 
 @pytest.fixture(scope="session")
 def score_adapter_dir(catalog):
-    """A function scoring a PEFT adapter directory (or the bare base with None) on a task YAML."""
-    return lambda adapter_dir, task_yaml, limit=None: _score_adapter_dir(adapter_dir, catalog, task_yaml, limit=limit)
+    """A function scoring a PEFT adapter directory (or the bare base with None) on a task YAML, over the
+    base of ``on`` (default: the shared catalog)."""
+    return lambda adapter_dir, task_yaml, limit=None, on=catalog: _score_adapter_dir(adapter_dir, on, task_yaml,
+                                                                                      limit=limit)
 
 
 @pytest.fixture(scope="session")

@@ -74,3 +74,25 @@ def test_refuses_to_build_over_unrelated_files(tmp_path):
     with pytest.raises(FileExistsError, match="no complete catalog"):
         build_example_catalog(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_bundled_catalog_is_current(catalog):
+    from compeft.testing.fixtures import BUNDLED, bundled_catalog
+
+    assert bundled_catalog() is not None, (
+        "compeft/testing changed since the bundled catalog was built: run `python -m compeft.testing.fixtures --regen`")
+    assert catalog.root == BUNDLED
+
+
+@pytest.mark.slow
+def test_builder_rebuilds_an_equivalent_catalog(catalog, tmp_path, score_adapter_dir):
+    """The builder still runs end to end; its adapters match the bundled ones in layout and beat the base.
+
+    Bytes may differ from the bundled build on another CPU or library version (float training)."""
+    from compeft.testing.fixtures import build_example_catalog
+
+    fresh = build_example_catalog(tmp_path / "catalog")
+    files = lambda root: sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())  # noqa: E731
+    assert files(fresh.root) == [f for f in files(catalog.root) if f != "provenance.json"]
+    fixture = fresh.adapter("lora-plus")
+    assert score_adapter_dir(fixture.path, fixture.task_yaml, on=fresh).value >= PROMISES["lora-plus"][0]
