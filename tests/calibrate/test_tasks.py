@@ -21,12 +21,12 @@ def copy_task(tmp_path: Path, short: str = "plus") -> Path:
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail loudly if the calibration tries to load a model."""
-    from compeft.calibrate import sweep
+    from compeft.calibrate import model, sweep
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the task was checked")
 
-    monkeypatch.setattr(sweep, "load_model", refuse)
+    monkeypatch.setattr(model, "_from_pretrained", refuse)  # every model load (base, adapter, full) goes here
     monkeypatch.setattr(sweep, "local_base_dir", refuse)
 
 
