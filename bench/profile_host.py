@@ -2,7 +2,8 @@
 
 The Python cost of a load grows with the number of tensor records and chunks, not with the rank, so a
 65B layout (1120 tensors) at rank 4 shows the 65B host overhead without 800M parameters. Usage:
-``python -m bench.profile_host [shape] [rank] [density]``.
+``python -m bench.profile_host [shape] [rank] [density]``, or ``python -m bench.profile_host PATH`` for an
+existing artifact (file or directory).
 """
 
 from __future__ import annotations
@@ -71,8 +72,14 @@ def stages(host: torch.Tensor, repeats: int = 30) -> dict[str, float]:
 
 
 def main(shape: str = "65B", rank: int = 4, density: float = 0.1) -> None:
-    host = artifact_bytes(shape, rank, density)
-    print(f"{shape} layout, rank {rank}, k={density}: {host.numel()} bytes")
+    if Path(shape).is_file() or Path(shape).is_dir():  # an existing artifact instead of a synthetic one
+        from compeft.container import container_path, read_bytes
+
+        host = read_bytes(container_path(shape))
+        print(f"{shape}: {host.numel()} bytes")
+    else:
+        host = artifact_bytes(shape, rank, density)
+        print(f"{shape} layout, rank {rank}, k={density}: {host.numel()} bytes")
     for name, ms in stages(host).items():
         print(f"stage {name:18s} {ms:7.2f} ms")
 

@@ -201,6 +201,8 @@ def decode_fast(
     decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``.
     """
     device = torch.device(device)
+    if table is None:
+        table = read_table_fast(payload, d)  # first: it checks d against the payload before d bytes are allocated
     side = buf_stream
     if buf is None and device.type == "cuda" and out is None:
         # copy the payload on a side stream while the main stream fills the output
@@ -208,14 +210,12 @@ def decode_fast(
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             buf = padded_buffer(payload, device)
-    if out is None:  # queued first: the device fills while the host reads the table and plans
+    if out is None:  # queued before the plan: the device fills while the host plans
         if values is None:
             out = torch.zeros(d, dtype=torch.int8, device=device)
         else:
             out = torch.empty(d, dtype=values.dtype, device=device)
             out.fill_(values[1])
-    if table is None:
-        table = read_table_fast(payload, d)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
     all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
     ids = all_ids[table.mode[all_ids] == 0]

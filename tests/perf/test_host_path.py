@@ -177,3 +177,13 @@ def test_plan_byte_checks_match_the_formulas_they_replace(container):
             for _ in range(rng.randint(1, 20)):
                 buf[rng.randrange(buf.numel() - 8)] ^= 1 << rng.randrange(8)
         assert old(buf) == new(buf)
+
+
+def test_decode_checks_d_against_the_payload_before_allocating(container):
+    """A document claiming a huge d fails on the chunk table (CodecError), before d entries are allocated."""
+    from compeft.codecs.golomb_fast import decode_fast
+    from compeft.errors import CodecError
+
+    values = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.bfloat16)
+    with pytest.raises(CodecError):
+        decode_fast(container.payload, 10**15, "cpu", values)
