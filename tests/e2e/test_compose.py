@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -56,3 +58,18 @@ def test_compose_runs_the_commands_the_tests_run():
     text = COMPOSE.read_text()
     for secret in SECRETS.values():
         assert f": {secret}" not in text
+
+
+def test_compose_file_matches_the_compose_spec(tmp_path):
+    """Offline, with no compose client: the file against the Compose Specification's JSON schema."""
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    if not checker.exists():
+        pytest.skip("check-jsonschema is not installed (pip install -e .[test])")
+    done = subprocess.run([str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("    command:", "    commandd:", 1))
+    done = subprocess.run([str(checker), "--builtin-schema", "vendor.compose-spec", str(broken)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "commandd" in done.stdout + done.stderr
