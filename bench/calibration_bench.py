@@ -58,7 +58,7 @@ def synthetic_update(device: str) -> dict:
     """Median time of one in-place α update over a 7B-like LoRA's worth of bf16 tensors."""
     import torch
 
-    from compeft.calibrate.patterns import DensityPattern, Slot
+    from compeft.calibrate.patterns import DensityPattern, Slot, group_slots
 
     dev = torch.device(device)
     h, f, r = 4096, 11008, 64
@@ -67,10 +67,10 @@ def synthetic_update(device: str) -> dict:
     for layer in range(32):
         for i, shape in enumerate(shapes):
             target = torch.empty(shape, dtype=torch.bfloat16, device=dev)
-            pattern = torch.randint(-1, 2, shape, dtype=torch.int8, device=dev)
+            pattern = torch.randint(-1, 2, shape, dtype=torch.int8, device=dev).to(torch.bfloat16)
             slots.append(Slot(f"{layer}.{i}", target, pattern, None))
     n = sum(s.target.numel() for s in slots)
-    dp = DensityPattern(0.1, 0.01, 0, n, 0, 0, tuple(slots), 0.0)
+    dp = DensityPattern(0.1, 0.01, 0, n, 0, 0, tuple(slots), 0.0, group_slots(tuple(slots)))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     dp.apply(1.0)
     sync()

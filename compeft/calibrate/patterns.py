@@ -2,9 +2,12 @@
 
 The pattern comes from a real artifact compressed at α = 1 (so its bytes are the codec's bytes and
 its pattern is exactly what ``decompress`` will reconstruct); for each α the update writes
-θ = θ_init + s·t with s = float32(α·σ) into the model: one ``mul``/``add`` kernel per tensor, with
-the int8 pattern and (where θ_init ≠ 0) a float32 θ_init kept on the model's device. The arithmetic
-is the one ``compeft.load``/``decompress`` use (float32, then cast), so scores match the artifact.
+θ = θ_init + s·t with s = float32(α·σ) into the model as one fused multi-tensor scale per group of
+tensors (``torch._foreach_*``: a handful of launches for hundreds of tensors, not one per tensor).
+Patterns are kept on the model's device in the target dtype (t ∈ {-1, 0, 1} is exact there), or in
+float32 beside a float32 θ_init where θ_init ≠ 0. s·t is exact, so the result is the one
+``compeft.load``/``decompress`` compute (float32, one rounding to the target dtype) and scores match
+the artifact.
 """
 
 from __future__ import annotations
@@ -23,12 +26,40 @@ from compeft.errors import CalibrationError
 
 @dataclass(frozen=True)
 class Slot:
-    """One delta tensor: the live tensor to write, its int8 pattern and its θ_init (None means 0)."""
+    """One delta tensor: the live tensor to write, its pattern and its float32 θ_init (None means 0)."""
 
     name: str
     target: torch.Tensor = field(repr=False)
-    pattern: torch.Tensor = field(repr=False)
+    pattern: torch.Tensor = field(repr=False)  # target dtype without θ_init, float32 with it
     init: torch.Tensor | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SlotGroup:
+    """Slots updated by one fused multi-tensor op: same device, target dtype and θ_init presence."""
+
+    targets: list[torch.Tensor] = field(repr=False)
+    patterns: list[torch.Tensor] = field(repr=False)
+    inits: list[torch.Tensor] | None = field(repr=False)
+
+    def write(self, s: float) -> None:
+        """targets ← θ_init + s·pattern (or s·pattern)."""
+        if self.inits is None:
+            torch._foreach_copy_(self.targets, self.patterns)
+            torch._foreach_mul_(self.targets, s)
+        else:
+            torch._foreach_copy_(self.targets, torch._foreach_add(self.inits, self.patterns, alpha=s))
+
+
+def group_slots(slots: tuple[Slot, ...]) -> tuple[SlotGroup, ...]:
+    groups: dict[tuple, list[Slot]] = {}
+    for slot in slots:
+        groups.setdefault((slot.target.device, slot.target.dtype, slot.init is None), []).append(slot)
+    return tuple(
+        SlotGroup([s.target for s in members], [s.pattern for s in members],
+                  None if no_init else [s.init for s in members])
+        for (_, _, no_init), members in groups.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -43,6 +74,7 @@ class DensityPattern:
     payload_bytes: int
     slots: tuple[Slot, ...] = field(repr=False)
     build_seconds: float
+    groups: tuple[SlotGroup, ...] = field(repr=False, default=())
 
     def scale(self, alpha: float) -> float:
         """s = float32(α·σ), as compress stores it."""
@@ -54,11 +86,8 @@ class DensityPattern:
         """Write θ_init + s·t into every live tensor in place; returns s."""
         s = self.scale(alpha)
         with torch.no_grad():
-            for slot in self.slots:
-                if slot.init is None:
-                    torch.mul(slot.pattern, s, out=slot.target)
-                else:
-                    torch.add(slot.init, slot.pattern, alpha=s, out=slot.target)
+            for group in self.groups:
+                group.write(s)
         return s
 
 
@@ -96,6 +125,7 @@ def bind_pattern(
             if key not in init_cache:
                 init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
             init = init_cache[key]
+        pattern = pattern.to(torch.float32 if init is not None else target.dtype)
         slots.append(Slot(rec.name, target, pattern, init))
     doc = container.doc
     return DensityPattern(
@@ -107,6 +137,7 @@ def bind_pattern(
         payload_bytes=int(container.payload.numel()),
         slots=tuple(slots),
         build_seconds=build_seconds,
+        groups=group_slots(tuple(slots)),
     )
 
 
