@@ -111,11 +111,13 @@ def compress_breakdown(src: Path, dst_root: Path, density: float, device: torch.
 
     codec = get_codec("golomb")
     out: dict = {}
-    from compeft.fastcompress import read_safetensors_pinned, task_vector_on_device
+    from compeft.adapters import read_safetensors_pinned
+    from compeft.taskvector import task_vector_from_blob
 
-    t_read, (blob, views) = timed(lambda: read_safetensors_pinned(src / "adapter_model.safetensors"), torch.device("cpu"), repeats, warmup=0)
+    weights = src / "adapter_model.safetensors"
+    t_read, (blob, views) = timed(lambda: read_safetensors_pinned(weights), torch.device("cpu"), repeats, warmup=0)
     out["read_s"] = t_read  # file (page cache) → pinned host memory
-    t_tv, tv = timed(lambda: task_vector_on_device(blob, views, device), device, repeats)
+    t_tv, tv = timed(lambda: task_vector_from_blob(blob, views, device, weights), device, repeats)
     out["load_tau_s"] = t_tv  # pinned bytes → float32 τ on the device (one copy, then views)
     t_tv_ref, _ = timed(lambda: build_task_vector(views, device), device, max(1, repeats // 2))
     out["load_tau_pageable_s"] = t_tv_ref  # taskvector.build_task_vector from host tensors, for comparison

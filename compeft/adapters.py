@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class Adapter:
     tensors: dict[str, torch.Tensor] = field(repr=False)
     source_sha256: dict[str, str]
     weights_bytes: int
+    blob: torch.Tensor | None = field(default=None, repr=False)  # pinned reads: the data section the tensors view
 
     @property
     def peft_type(self) -> str:
@@ -153,8 +155,54 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise AdapterFormatError(f"{path}: not a readable safetensors file ({err})") from err
 
 
-def read_adapter(path: str | Path) -> Adapter:
-    """Read a PEFT adapter directory and check that its delta tensors can be compressed."""
+SAFETENSORS_HEADER_CAP = 100 << 20  # the safetensors library's own limit
+
+
+def read_safetensors_pinned(path: Path) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
+    """A safetensors file read once into page-locked memory (plain memory without CUDA): (its data section,
+    views of its tensors into that, the file's sha256). Layout checks as the safetensors library's: header
+    cap, known dtypes, offsets in order and covering the data exactly, sizes matching shapes."""
+    size = path.stat().st_size
+    pin = torch.cuda.is_available()
+    raw = torch.empty(size, dtype=torch.uint8, pin_memory=pin)
+    with open(path, "rb") as f:
+        if f.readinto(memoryview(raw.numpy())) != size:
+            raise AdapterFormatError(f"{path}: changed while being read")
+    try:
+        if size < 8:
+            raise ValueError("too short")
+        n = int.from_bytes(raw[:8].numpy().tobytes(), "little")
+        if n > min(SAFETENSORS_HEADER_CAP, size - 8):
+            raise ValueError(f"header of {n} bytes")
+        header = json.loads(raw[8 : 8 + n].numpy().tobytes())
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        layout, end = [], 0
+        for name, info in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                                 key=lambda kv: tuple(kv[1]["data_offsets"])):
+            a, b = (int(x) for x in info["data_offsets"])
+            dtype = DTYPES_BY_NAME[info["dtype"]]
+            shape = [int(x) for x in info["shape"]]
+            if a != end or b < a or min(shape, default=0) < 0 or b - a != math.prod(shape) * dtype.itemsize:
+                raise ValueError(f"tensor {name}: data_offsets {[a, b]} do not fit its shape and the file")
+            layout.append((name, a, b, dtype, shape))
+            end = b
+        if end != size - 8 - n:
+            raise ValueError("data section is not covered exactly by the tensors")
+        data = raw[8 + n :]
+        if (8 + n) % 8:  # writers other than safetensors' own may leave the data unaligned: realign it once
+            data = torch.empty(size - 8 - n, dtype=torch.uint8, pin_memory=pin).copy_(data)
+        views = {name: data[a:b].view(dtype).view(shape) for name, a, b, dtype, shape in layout}
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise AdapterFormatError(f"{path}: not a readable safetensors file ({err})") from err
+    return data, views, hashlib.sha256(memoryview(raw.numpy())).hexdigest()
+
+
+def read_adapter(path: str | Path, *, pinned: bool = False) -> Adapter:
+    """Read a PEFT adapter directory and check that its delta tensors can be compressed.
+
+    ``pinned`` reads the weights once into page-locked memory for a fast copy to the GPU; the delta
+    tensors' finiteness is then left to the device (``taskvector.task_vector_from_blob``)."""
     config_path, weights_path = find_adapter_files(Path(path))
     config = read_config(config_path)
     peft_type = str(config.get("peft_type", "")).upper()
@@ -163,19 +211,25 @@ def read_adapter(path: str | Path) -> Adapter:
             f"{config_path}: peft_type {config.get('peft_type')!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_PEFT_TYPES)}, DoRA as LORA with use_dora)"
         )
-    tensors = load_safetensors(weights_path)
-    check_delta_tensors(tensors, weights_path)
+    if pinned:
+        blob, tensors, weights_sha = read_safetensors_pinned(weights_path)
+        check_delta_tensors(tensors, weights_path, finite=False)
+    else:
+        blob, tensors = None, load_safetensors(weights_path)
+        check_delta_tensors(tensors, weights_path)
+        weights_sha = sha256_file(weights_path)
     return Adapter(
         path=Path(path),
         config=config,
         tensors=tensors,
-        source_sha256={ADAPTER_CONFIG: sha256_file(config_path), ADAPTER_WEIGHTS: sha256_file(weights_path)},
+        source_sha256={ADAPTER_CONFIG: sha256_file(config_path), ADAPTER_WEIGHTS: weights_sha},
         weights_bytes=weights_path.stat().st_size,
+        blob=blob,
     )
 
 
-def check_delta_tensors(tensors: Mapping[str, torch.Tensor], source: Path) -> None:
-    """Every delta tensor must be fp32/fp16/bf16 and finite; there must be at least one."""
+def check_delta_tensors(tensors: Mapping[str, torch.Tensor], source: Path, *, finite: bool = True) -> None:
+    """Every delta tensor must be fp32/fp16/bf16 and (unless ``finite`` is off) finite; there must be at least one."""
     deltas = [k for k in tensors if theta_init_of(k) is not None]
     if not deltas:
         raise AdapterFormatError(f"{source}: no LoRA or (IA)3 delta tensors found")
@@ -183,8 +237,12 @@ def check_delta_tensors(tensors: Mapping[str, torch.Tensor], source: Path) -> No
         t = tensors[key]
         if t.dtype not in DELTA_DTYPES:
             raise AdapterFormatError(f"{source}: tensor {key} has dtype {t.dtype}; expected fp32, fp16 or bf16")
-        if t.numel() and not bool(torch.isfinite(t).all()):
-            raise AdapterFormatError(f"{source}: tensor {key} contains NaN or Inf")
+        if finite and t.numel() and not bool(torch.isfinite(t).all()):
+            raise non_finite_error(source, key)
+
+
+def non_finite_error(source: Path, key: str) -> AdapterFormatError:
+    return AdapterFormatError(f"{source}: tensor {key} contains NaN or Inf")
 
 
 def write_adapter(path: Path, config_bytes: bytes, tensors: Mapping[str, torch.Tensor]) -> None:

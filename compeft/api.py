@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from compeft import __version__
-from compeft.adapters import ADAPTER_CONFIG, dtype_name, read_adapter, sha256_file, write_adapter
+from compeft.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, dtype_name, read_adapter, sha256_file, write_adapter
 from compeft.atomic import atomic_directory, check_destination
 from compeft.codecs import DEFAULT_CODEC, get_codec
 from compeft.container import FILENAME, named_payload_errors, read_container, write_container
@@ -20,7 +20,7 @@ from compeft.document import ArtifactInfo, artifact_info, build_document, check_
 from compeft.errors import ContainerError, InputError, OptionError
 from compeft.modelcard import render_model_card
 from compeft.sparsify import check_density, ternarize
-from compeft.taskvector import build_task_vector, carried_names, reconstruct
+from compeft.taskvector import build_task_vector, carried_names, reconstruct, task_vector_from_blob
 
 CARD = "README.md"
 
@@ -136,8 +136,11 @@ def compress(
         from compeft.fullmodel import compress_full
 
         return compress_full(Path(src), dst, Path(base), density=k, alpha=a, codec=codec_impl, device=dev, overwrite=overwrite, progress=progress)
-    adapter = read_adapter(src)
-    tv = build_task_vector(adapter.tensors, dev)
+    adapter = read_adapter(src, pinned=dev.type == "cuda")
+    if adapter.blob is not None:
+        tv = task_vector_from_blob(adapter.blob, adapter.tensors, dev, adapter.path / ADAPTER_WEIGHTS)
+    else:
+        tv = build_task_vector(adapter.tensors, dev)
     tern = ternarize(tv.tau, k)
     sigma, scale = scale_of(a, tern.sigma)
     payload = codec_impl.encode(tern.signs, [r.numel for r in tv.records])

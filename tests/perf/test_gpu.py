@@ -116,3 +116,21 @@ def test_gpu_fast_load_of_corrupted_payload_matches_cpu(tmp_path):
         ref = reconstruct(check_document(container), ternary, container.doc["scale"])
         for name in ref:
             assert torch.equal(got[name].cpu(), ref[name])
+
+
+def test_gpu_compress_refuses_non_finite_like_cpu(tmp_path):
+    """The pinned CUDA input path checks finiteness on the device, with the CPU path's message."""
+    from compeft.errors import AdapterFormatError
+
+    tensors = lora_tensors(SHAPES["tiny"], seed=3)
+    name = sorted(tensors)[1]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[7] = float("inf")
+    src = write_adapter_dir(tmp_path / "adapter", tensors, SHAPES["tiny"])
+    errors = []
+    for device in ("cpu", "cuda"):
+        with pytest.raises(AdapterFormatError) as err:
+            api.compress(src, tmp_path / device, density=0.1, device=device)
+        errors.append(str(err.value))
+        assert not (tmp_path / device).exists()
+    assert errors[0] == errors[1] and name in errors[0]
