@@ -302,23 +302,30 @@ class HubHandler(BaseHTTPRequestHandler):
             headers["Link"] = f'<{self.server.endpoint}/api/models?{urlencode(params)}>; rel="next"'
         self._json(200, items, headers)
 
-    def _model_info(self, repo_id: str, revision: str, query: dict[str, list[str]]) -> None:
+    def _commit_at(self, repo_id: str, revision: str) -> tuple[Repo, Commit] | None:
+        """The repository and its commit at ``revision``; None after answering 404/401."""
         repo = self._repo(repo_id)
         if repo is None:
-            return
+            return None
         commit = repo.at(revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            return None
+        return repo, commit
+
+    def _model_info(self, repo_id: str, revision: str, query: dict[str, list[str]]) -> None:
+        found = self._commit_at(repo_id, revision)
+        if found is None:
+            return
+        repo, commit = found
         self._json(200, self._model_json(repo, commit, blobs=bool(query.get("blobs"))))
 
     def _tree(self, repo_id: str, revision: str, prefix: str) -> None:
         """The repository's files under ``prefix`` (recursively, one page), as the Hub's tree API lists them."""
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._commit_at(repo_id, revision)
+        if found is None:
             return
-        commit = repo.at(revision)
-        if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        repo, commit = found
         items = []
         for name in sorted(commit.files):
             if prefix and not name.startswith(prefix.rstrip("/") + "/"):
@@ -331,12 +338,10 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(200, items)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head_only: bool) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
+        found = self._commit_at(repo_id, revision)
+        if found is None:
             return
-        commit = repo.at(revision)
-        if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        repo, commit = found
         if filename not in commit.files:
             return self._error(404, "Entry not found", "EntryNotFound")
         data = commit.files[filename]
