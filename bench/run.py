@@ -115,7 +115,7 @@ def compress_breakdown(src: Path, dst_root: Path, density: float, device: torch.
     from compeft.taskvector import task_vector_from_blob
 
     weights = src / "adapter_model.safetensors"
-    t_read, (blob, views) = timed(lambda: read_safetensors_pinned(weights), torch.device("cpu"), repeats, warmup=0)
+    t_read, (blob, views, _) = timed(lambda: read_safetensors_pinned(weights), torch.device("cpu"), repeats, warmup=0)
     out["read_s"] = t_read  # file (page cache) → pinned host memory
     t_tv, tv = timed(lambda: task_vector_from_blob(blob, views, device, weights), device, repeats)
     out["load_tau_s"] = t_tv  # pinned bytes → float32 τ on the device (one copy, then views)
