@@ -29,7 +29,7 @@ step "compeft catalog $CATALOG  (progress below; Prefect's ephemeral API starts 
 .venv/bin/compeft catalog "$CATALOG" \
   --density 0.1 --alpha 1 \
   --task "lora-plus=$CATALOG/tasks/plus.yaml" --base "$CATALOG/tiny-llama" \
-  --densities 0.1,0.2 --alphas 1,2,4,8 --limit 100 \
+  --densities 0.1,0.3 --alphas 1,2,3,4 --limit 100 \
   --publish-to "$OUT/published"
 
 step "registry table (compeft registry list; registry at $OUT/registry.db)"
