@@ -23,7 +23,7 @@ from storage.addresses import (
     HubQueryAddress,
     HubRepoAddress,
 )
-from storage.errors import SourceError, ValidationError
+from storage.errors import SourceError, TransientError, ValidationError
 from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.sources.common import check_sizes, classify, fetch_into
@@ -82,9 +82,11 @@ class HubSource:
                 if revision is not None:
                     validate_revision(revision)
                 yield self._inspect(repo_id, revision)
-            except (ValidationError, SourceError) as err:
+            except (ValidationError, SourceError, TransientError) as err:
                 if isinstance(self.address, HubRepoAddress) and not isinstance(err, ValidationError):
-                    raise  # a single named repo that cannot be read is an error, not a skip
+                    raise  # a single named repo that cannot be read is an error (retried by the flow), not a skip
+                # in a listing, one repo the Hub keeps failing on is recorded and the crawl goes on;
+                # it is not registered, so the next run tries it again
                 yield Skipped(uri=uri, reason=str(err))
             except _NotAdapter as skip:
                 yield Skipped(uri=skip.uri, reason=skip.reason)

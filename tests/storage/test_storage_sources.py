@@ -197,6 +197,17 @@ def test_hub_gives_up_after_persistent_5xx(hub, hub_zoo, fast_retry):
     assert hub.state.count("GET", r"^/api/models/bob/lora-a") == 4
 
 
+def test_hub_listing_skips_a_repo_the_hub_keeps_failing_on(hub, hub_zoo, fast_retry):
+    """One repo answering 5xx past the retries is a recorded skip; the rest of the author is still listed."""
+    hub.state.fail_next(r"^/api/models/bob/lora-b", 500, count=100)
+    source = open_source("hf://bob", hf_endpoint=hub.endpoint, retry_policy=fast_retry)
+    refs, skipped = split(list(source.iter_adapters()))
+    assert sorted(r.repo for r in refs) == ["bob/lora-a", "bob/lora-c"]
+    reasons = {s.uri.split("@")[0]: s.reason for s in skipped}
+    assert "gave up after 4 attempts" in reasons["hf://bob/lora-b"]
+    assert hub.state.count("GET", r"^/api/models/bob/lora-b") == 4
+
+
 @pytest.mark.parametrize("status", [400, 404, 403])
 def test_hub_never_retries_4xx(hub, hub_zoo, status, fast_retry):
     hub.state.fail_next(r"^/api/models/bob/lora-a", status, count=100)
