@@ -167,7 +167,7 @@ def calibrate(
 
 
 def sweep_grid(src: Path, loaded: LoadedModel, base_dir: Path | None, codec: str, densities: Sequence[float],
-          alphas: Sequence[float], search: str, evaluator: Evaluator) -> tuple[list[GridPoint], float, float, float]:
+               alphas: Sequence[float], search: str, evaluator: Evaluator) -> tuple[list[GridPoint], float, float, float]:
     """Every evaluated (density, α) point, with the seconds spent evaluating, updating and building patterns."""
     dev = loaded.device
     factory = PatternFactory(src, loaded, base_dir=base_dir, codec=codec)
