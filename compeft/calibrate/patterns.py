@@ -20,45 +20,56 @@ from pathlib import Path
 
 import torch
 
+from compeft.adapters import DTYPES_BY_NAME
 from compeft.calibrate.model import LoadedModel
 from compeft.errors import CalibrationError
 
 
 @dataclass(frozen=True)
 class Slot:
-    """One delta tensor: the live tensor to write, its pattern and its float32 θ_init (None means 0)."""
+    """One delta tensor: the live tensor to write, its pattern, its float32 θ_init (None means 0) and the
+    dtype the artifact stores it in (PEFT may hold a bf16 adapter in float32: the value is rounded to
+    the artifact's dtype first, as loading the artifact would)."""
 
     name: str
     target: torch.Tensor = field(repr=False)
     pattern: torch.Tensor = field(repr=False)  # target dtype without θ_init, float32 with it
     init: torch.Tensor | None = field(repr=False)
+    stored: torch.dtype | None = None  # None: the target's dtype
 
 
 @dataclass(frozen=True)
 class SlotGroup:
-    """Slots updated by one fused multi-tensor op: same device, target dtype and θ_init presence."""
+    """Slots updated by one fused multi-tensor op: same device, target dtype, stored dtype and θ_init presence."""
 
     targets: list[torch.Tensor] = field(repr=False)
     patterns: list[torch.Tensor] = field(repr=False)
     inits: list[torch.Tensor] | None = field(repr=False)
+    stored: torch.dtype
 
     def write(self, s: float) -> None:
-        """targets ← θ_init + s·pattern (or s·pattern)."""
-        if self.inits is None:
+        """targets ← θ_init + s·pattern (or s·pattern), rounded once to the stored dtype, then to the target's."""
+        target_dtype = self.targets[0].dtype
+        if self.inits is None:  # ±s is exact in float32; round it as the artifact stores it, then as the model holds it
+            s = float(torch.tensor(s, dtype=torch.float32).to(self.stored).to(target_dtype))
             torch._foreach_copy_(self.targets, self.patterns)
             torch._foreach_mul_(self.targets, s)
-        else:
-            torch._foreach_copy_(self.targets, torch._foreach_add(self.inits, self.patterns, alpha=s))
+            return
+        values = torch._foreach_add(self.inits, self.patterns, alpha=s)
+        if self.stored not in (torch.float32, target_dtype):
+            values = [v.to(self.stored) for v in values]
+        torch._foreach_copy_(self.targets, values)
 
 
 def group_slots(slots: tuple[Slot, ...]) -> tuple[SlotGroup, ...]:
     groups: dict[tuple, list[Slot]] = {}
     for slot in slots:
-        groups.setdefault((slot.target.device, slot.target.dtype, slot.init is None), []).append(slot)
+        stored = slot.stored or slot.target.dtype
+        groups.setdefault((slot.target.device, slot.target.dtype, stored, slot.init is None), []).append(slot)
     return tuple(
         SlotGroup([s.target for s in members], [s.pattern for s in members],
-                  None if no_init else [s.init for s in members])
-        for (_, _, no_init), members in groups.items()
+                  None if no_init else [s.init for s in members], stored)
+        for (_, _, stored, no_init), members in groups.items()
     )
 
 
@@ -126,7 +137,7 @@ def bind_pattern(
                 init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
             init = init_cache[key]
         pattern = pattern.to(torch.float32 if init is not None else target.dtype)
-        slots.append(Slot(rec.name, target, pattern, init))
+        slots.append(Slot(rec.name, target, pattern, init, DTYPES_BY_NAME[rec.dtype]))
     doc = container.doc
     return DensityPattern(
         density=density,

@@ -170,3 +170,31 @@ def test_gpu_sweep_matches_cpu(catalog):
     assert gpu.device.startswith("cuda")
     for g, c in zip(gpu.points, cpu.points):
         assert abs(g.score - c.score) <= 0.02 and g.bytes == c.bytes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_update_equals_the_artifact_weights(catalog, tmp_path, dtype):
+    """The no-θ_init path (LoRA: patterns in the target dtype, fused scale) writes what loading the artifact
+    gives, for float32 and bfloat16 adapters (a bf16 artifact's values rounded to bf16 even where the model
+    holds the adapter in float32)."""
+    from safetensors.torch import load_file, save_file
+
+    from compeft.calibrate.model import load_model
+    from compeft.calibrate.patterns import PatternFactory
+
+    src = tmp_path / "lora"
+    src.mkdir()
+    fixture = catalog.adapter("lora-plus")
+    (src / "adapter_config.json").write_bytes((fixture.path / "adapter_config.json").read_bytes())
+    tensors = {k: v.to(dtype) for k, v in load_file(str(fixture.path / "adapter_model.safetensors")).items()}
+    save_file(tensors, str(src / "adapter_model.safetensors"))
+    compeft.compress(src, tmp_path / "art", density=0.1, alpha=3.0, device="cpu")
+    loaded = load_model(src, str(catalog.base_dir), torch.device("cpu"))
+    factory = PatternFactory(src, loaded, base_dir=None, codec="golomb")
+    try:
+        factory.pattern(0.1).apply(3.0)
+    finally:
+        factory.close()
+    for name, tensor in compeft.load(tmp_path / "art").items():
+        live = loaded.live[name]  # PEFT holds a bf16 adapter in float32 on a float32 base
+        assert tensor.dtype == dtype and torch.equal(live, tensor.to(live.dtype)), name
