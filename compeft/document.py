@@ -121,6 +121,9 @@ def check_records(container: Container) -> RecordColumns:
         if not isinstance(doc.get("tensors"), list) or not isinstance(doc.get("carried"), list):
             raise ContainerError("document fields 'tensors' and 'carried' must be lists")
         cols = _columns_fast(doc["tensors"]) or _columns_slow(doc["tensors"])
+        if not all(map(math.isfinite, cols.theta_inits)):
+            bad = next(n for n, t in zip(cols.names, cols.theta_inits) if not math.isfinite(t))
+            raise ContainerError(f"tensor record {bad!r} has a non-finite theta_init")
         expected = tuple(itertools.accumulate(cols.numels, initial=0))
         if cols.offsets != expected[:-1]:
             i = next(i for i, (a, b) in enumerate(zip(cols.offsets, expected)) if a != b)

@@ -219,6 +219,7 @@ def test_unknown_format_version_is_refused(tmp_path, head_artifact, version):
         pytest.param(lambda doc: doc["checksums"].__setitem__("payload", "0" * 64), id="payload-checksum"),
         pytest.param(lambda doc: doc.__setitem__("codec", "golomb"), id="codec-swapped"),
         pytest.param(lambda doc: doc.__setitem__("codec", "no-such-codec"), id="codec-unknown"),
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", float("nan")), id="theta-init-nan"),
     ],
 )
 def test_consistently_hashed_but_inconsistent_document_is_refused(tmp_path, head_artifact, edit):

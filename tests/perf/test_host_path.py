@@ -22,8 +22,11 @@ from compeft.taskvector import DeltaRecord
 
 
 def reference_records(doc: dict) -> tuple[DeltaRecord, ...]:
-    """The per-record check as check_document did it before the column-wise one."""
+    """The per-record check as check_document did it before the column-wise one (plus finite θ_init)."""
     records = tuple(DeltaRecord.from_dict(r) for r in doc["tensors"])
+    for rec in records:
+        if not math.isfinite(rec.theta_init):
+            raise ContainerError(f"tensor record {rec.name!r} has a non-finite theta_init")
     offset = 0
     for rec in records:
         if rec.offset != offset:
