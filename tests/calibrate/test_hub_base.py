@@ -37,9 +37,11 @@ def run_cli(args: list[str], hub, hf_home: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600, check=False)
 
 
-def grid_args() -> list[str]:
-    return ["--densities", ",".join(map(str, GRID["densities"])), "--alphas", ",".join(map(str, GRID["alphas"])),
-            "--limit", str(LIMIT), "--device", "cpu", "--quiet"]
+def calibrate_cli(fixture, dst: Path, base: str, hub, hf_home: Path) -> subprocess.CompletedProcess:
+    """`compeft calibrate FIXTURE DST --base BASE` over the test grid."""
+    return run_cli(["calibrate", str(fixture.path), str(dst), "--base", base, "--task", str(fixture.task_yaml),
+                    "--densities", ",".join(map(str, GRID["densities"])), "--alphas", ",".join(map(str, GRID["alphas"])),
+                    "--limit", str(LIMIT), "--device", "cpu", "--quiet"], hub, hf_home)
 
 
 def scores(calibration_json: Path) -> list[tuple[float, float, float]]:
@@ -50,8 +52,7 @@ def scores(calibration_json: Path) -> list[tuple[float, float, float]]:
 @pytest.mark.slow
 def test_adapter_calibrates_against_a_hub_base(catalog, hub, tmp_path):
     fixture = catalog.adapter("ia3-next")
-    done = run_cli(["calibrate", str(fixture.path), str(tmp_path / "hub"), "--base", BASE_ID,
-                    "--task", str(fixture.task_yaml), *grid_args()], hub, tmp_path / "hf")
+    done = calibrate_cli(fixture, tmp_path / "hub", BASE_ID, hub, tmp_path / "hf")
     assert done.returncode == 0, done.stderr[-2000:]
     local = calibrate(fixture.path, tmp_path / "local", base=catalog.base_dir, task=str(fixture.task_yaml),
                       search="grid", limit=LIMIT, device="cpu", **GRID)
@@ -63,8 +64,7 @@ def test_adapter_calibrates_against_a_hub_base(catalog, hub, tmp_path):
 @pytest.mark.slow
 def test_full_fine_tune_calibrates_against_a_hub_base(catalog, hub, tmp_path):
     fixture = catalog.adapter("full-color")
-    done = run_cli(["calibrate", str(fixture.path), str(tmp_path / "full"), "--base", BASE_ID,
-                    "--task", str(fixture.task_yaml), *grid_args()], hub, tmp_path / "hf")
+    done = calibrate_cli(fixture, tmp_path / "full", BASE_ID, hub, tmp_path / "hf")
     assert done.returncode == 0, done.stderr[-2000:]
     doc = json.loads((tmp_path / "full" / "calibration.json").read_text())
     assert doc["chosen"]["alpha"] in GRID["alphas"] and (tmp_path / "full" / "compeft.safetensors").is_file()
@@ -72,8 +72,7 @@ def test_full_fine_tune_calibrates_against_a_hub_base(catalog, hub, tmp_path):
 
 def test_unknown_hub_base_is_one_clear_line(catalog, hub, tmp_path):
     fixture = catalog.adapter("ia3-next")
-    done = run_cli(["calibrate", str(fixture.path), str(tmp_path / "x"), "--base", "acme/no-such-model",
-                    "--task", str(fixture.task_yaml), *grid_args()], hub, tmp_path / "hf")
+    done = calibrate_cli(fixture, tmp_path / "x", "acme/no-such-model", hub, tmp_path / "hf")
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "acme/no-such-model" in lines[0] and "Traceback" not in done.stderr
