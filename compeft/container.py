@@ -181,7 +181,7 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True, pref
     if prefetch is not None:
         try:
             layout = _tensor_layout(path, header, len(raw) - start)
-        except Exception:
+        except ContainerError:
             layout = None  # raised again below, after the document's errors, as without prefetch
         if layout is not None and PAYLOAD in layout and layout[PAYLOAD][0] == torch.uint8:
             prefetch(flat[start + layout[PAYLOAD][2] : start + layout[PAYLOAD][3]])
