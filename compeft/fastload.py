@@ -20,11 +20,12 @@ import torch
 
 from compeft.adapters import DTYPES_BY_NAME
 from compeft.codecs import get_codec
-from compeft.codecs.golomb_fast import decode_fast, padded_buffer, side_stream
+from compeft.codecs.golomb_fast import decode_fast, padded_buffer, read_table_fast, side_stream
 from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
 from compeft.devices import resolve_device
 from compeft.document import RecordColumns, check_document, check_records
 from compeft.errors import ContainerError, InputError
+from compeft.kernels import triton_available
 from compeft.taskvector import DeltaRecord, reconstruct
 
 
@@ -49,7 +50,7 @@ def reconstruct_fast(
     d = doc.get("d")
     if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
         theta_init = float(next(iter(kinds))[1])
-        values = value_table(float(doc["scale"]), theta_init, dtype).to(device)
+        values = value_table(float(doc["scale"]), theta_init, dtype)
         if prefetched is not None and prefetched.buf is not None and codec.id == "golomb":
             # golomb's decode_values_deferred on a device, with the payload copy already under way
             pending: list = []
@@ -109,28 +110,39 @@ def layout_period(shapes: tuple[tuple[int, ...], ...], offsets: tuple[int, ...],
     return None
 
 
-def views_of(flat: torch.Tensor, cols: RecordColumns) -> dict[str, torch.Tensor]:
-    """Each record's tensor as a view into the flat output, in record order. With a layer period P, the
+class ViewPlan:
+    """How the flat output is cut into the records' tensors, worked out once. With a layer period P, the
     records of each of the P places in a layer come from one as_strided + unbind (P calls, not ~1000)."""
-    n, shapes, offsets, base = len(cols.names), cols.shapes, cols.offsets, flat.storage_offset()
-    strides: dict[tuple[int, ...], tuple[int, ...]] = {}
-    period = layout_period(shapes, offsets)
-    views: list[torch.Tensor] = []
-    done = 0
-    if period is not None:
-        reps, step = n // period, offsets[period] - offsets[0]
-        lanes = []
-        for j in range(period):
-            shape = shapes[j]
-            stride = strides.get(shape) or strides.setdefault(shape, contiguous_strides(shape))
-            lanes.append(flat.as_strided((reps, *shape), (step, *stride), base + offsets[j]).unbind(0))
+
+    def __init__(self, cols: RecordColumns) -> None:
+        n, shapes, offsets = len(cols.names), cols.shapes, cols.offsets
+        strides: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+        def stride_of(shape: tuple[int, ...]) -> tuple[int, ...]:
+            return strides.get(shape) or strides.setdefault(shape, contiguous_strides(shape))
+
+        self.names = cols.names
+        self.lanes: list[tuple[tuple[int, ...], tuple[int, ...], int]] = []
+        done = 0
+        period = layout_period(shapes, offsets)
+        if period is not None:
+            reps, step = n // period, offsets[period] - offsets[0]
+            self.lanes = [((reps, *shapes[j]), (step, *stride_of(shapes[j])), offsets[j]) for j in range(period)]
+            done = reps * period
+        self.rest = [(shapes[i], stride_of(shapes[i]), offsets[i]) for i in range(done, n)]
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each record's tensor as a view into ``flat``, in record order."""
+        base = flat.storage_offset()
+        lanes = [flat.as_strided(size, stride, base + offset).unbind(0) for size, stride, offset in self.lanes]
         views = list(itertools.chain.from_iterable(zip(*lanes)))
-        done = reps * period
-    for i in range(done, n):
-        shape = shapes[i]
-        stride = strides.get(shape) or strides.setdefault(shape, contiguous_strides(shape))
-        views.append(flat.as_strided(shape, stride, base + offsets[i]))
-    return dict(zip(cols.names, views))
+        views += [flat.as_strided(shape, stride, base + offset) for shape, stride, offset in self.rest]
+        return dict(zip(self.names, views))
+
+
+def views_of(flat: torch.Tensor, cols: RecordColumns) -> dict[str, torch.Tensor]:
+    """Each record's tensor as a view into the flat output, in record order."""
+    return ViewPlan(cols).views(flat)
 
 
 class Prefetch:
@@ -166,6 +178,70 @@ def load_bytes(data: torch.Tensor, device: str | torch.device = "cpu", *, verify
             tensors = reconstruct_fast(container, None, dev, prefetched)  # checks the document while the device decodes
         tensors.update({n: t.to(dev, non_blocking=True) for n, t in container.carried.items()})
     return tensors
+
+
+class ResidentArtifact:
+    """A compressed artifact kept in host memory and checked once, to be loaded onto a device many times.
+
+    For serving many adapters: hold each one's compressed bytes in page-locked memory and call load()
+    whenever it is swapped onto a GPU. The container, document, chunk table, decode plan and view layout
+    are parsed and checked here, once; each load() copies the payload, decodes it on the device with
+    every payload check, and returns fresh tensors equal to load_bytes'. ``data`` must not change after.
+    """
+
+    def __init__(self, data: torch.Tensor, *, verify: bool = True, label: str = "<memory>") -> None:
+        self.container = parse_container(data, Path(label), verify=verify)
+        doc, path = self.container.doc, self.container.path
+        if doc.get("kind") == "full":
+            raise InputError(f"{path}: holds a full fine-tune residual; use decompress with --base")
+        self.columns = check_records(self.container)
+        self.view_plan = ViewPlan(self.columns)
+        codec = get_codec(doc["codec"])
+        kinds = set(zip(self.columns.dtypes, self.columns.theta_inits))
+        self.values = self.table = None
+        self._plans: dict[torch.device, object] = {}
+        if len(kinds) == 1 and codec.id == "golomb":
+            dtype_name, theta_init = next(iter(kinds))
+            self.values = value_table(float(doc["scale"]), theta_init, DTYPES_BY_NAME[dtype_name])
+            with named_payload_errors(path):
+                self.table = read_table_fast(self.container.payload, doc["d"])
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> ResidentArtifact:
+        """Read an artifact into page-locked memory (when CUDA is present) and check it."""
+        path = container_path(path)
+        return cls(read_bytes(path, pin=torch.cuda.is_available()), verify=verify, label=str(path))
+
+    def load(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The reconstructed state dict on ``device`` (what load_bytes returns for these bytes)."""
+        dev = resolve_device(device)
+        container = self.container
+        with no_gc(), named_payload_errors(container.path):
+            if self.table is None:
+                tensors = reconstruct_fast(container, self.columns.records(), dev)
+            elif dev.type == "cpu":  # the threaded numpy decoder, as load_bytes uses
+                tensors = self.view_plan.views(get_codec("golomb").decode_values(container.payload, container.doc["d"], dev, self.values))
+            else:
+                pending: list = []
+                flat = decode_fast(container.payload, container.doc["d"], dev, self.values, table=self.table, deferred=pending,
+                                   plan_columns=self._plan(dev))
+                tensors = self.view_plan.views(flat)
+                for check in pending:  # waits for the device; raises CodecError on a bad payload
+                    check()
+            tensors.update({n: t.to(dev, non_blocking=True) for n, t in container.carried.items()})
+        return tensors
+
+    def _plan(self, device: torch.device):
+        """The Triton decode plan for ``device`` (made on first use), or None where the Triton decoder is not used."""
+        if device.type != "cuda" or not triton_available():
+            return None
+        plan = self._plans.get(device)
+        if plan is None:
+            from compeft.kernels.golomb_triton import plan_columns
+
+            ids = np.flatnonzero(self.table.mode == 0)
+            plan = self._plans[device] = plan_columns(self.table, ids, device) if ids.size else None
+        return plan
 
 
 @contextmanager

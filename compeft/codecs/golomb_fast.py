@@ -35,7 +35,7 @@ from compeft.errors import CodecError
 TABLE_DTYPE = np.dtype(
     [("length", "<u4"), ("count", "<u4"), ("m", "<u4"), ("mode", "u1"), ("pad", "V3"), ("unary_bytes", "<u4"), ("extra_bits", "<u4")]
 )
-PAD = 8  # zero bytes after the payload so that 4-byte field reads never run past the buffer
+PAD = 8  # zero bytes after the payload so that field reads (two 4-byte words) never run past the buffer
 
 
 def bit_length(x: np.ndarray) -> np.ndarray:
@@ -135,7 +135,9 @@ class PlanColumns:
         self.tail_sizes = [t.size for t in tails]
         parts = chunk_cols + tails
         size = sum(c.size for c in parts)
-        self.host = np.empty(size, dtype=np.int64) if alloc is None else alloc(size)  # alloc: e.g. page-locked memory
+        # alloc(size) → an int64 torch tensor, e.g. in page-locked memory; copies to a device read ``tensor``
+        self.tensor = torch.empty(size, dtype=torch.int64) if alloc is None else alloc(size)
+        self.host = self.tensor.numpy()
         np.concatenate(parts, out=self.host)
 
 
@@ -192,13 +194,15 @@ def decode_fast(
     backend: str | None = None,
     deferred: list | None = None,
     buf_stream: torch.cuda.Stream | None = None,
+    plan_columns: PlanColumns | None = None,
 ) -> torch.Tensor:
     """Decode a golomb payload on ``device``.
 
     With ``values`` None the result is the int8 ternary τ; with ``values`` = (v₋₁, v₀, v₊₁), a tensor of
-    3 entries of any dtype on ``device``, it is τ mapped through that table (e.g. θ_init + s·t already in
+    3 entries of any dtype (on the CPU, the fastest, or on ``device``), it is τ mapped through that table (e.g. θ_init + s·t already in
     bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/``buf`` let several threads
-    decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``.
+    decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``;
+    ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made earlier (golomb_triton.plan_columns).
     """
     device = torch.device(device)
     if table is None:
@@ -215,7 +219,12 @@ def decode_fast(
             out = torch.zeros(d, dtype=torch.int8, device=device)
         else:
             out = torch.empty(d, dtype=values.dtype, device=device)
-            out.fill_(values[1])
+            if values.device.type == "cpu":
+                out.fill_(values[1].item())  # a host scalar: the vectorized fill, exact in any dtype (round trip)
+            else:
+                out.fill_(values[1])
+    if values is not None and values.device != device:
+        values = values.to(device)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
     all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
     ids = all_ids[table.mode[all_ids] == 0]
@@ -228,7 +237,7 @@ def decode_fast(
         if backend == "triton":
             from compeft.kernels.golomb_triton import Plan
 
-            plan = Plan(table, ids, device)  # one asynchronous upload from page-locked memory
+            plan = Plan(table, ids, device, plan_columns)  # one asynchronous upload from page-locked memory
     if buf is None:
         buf = padded_buffer(payload, device)
     if values is None:
@@ -269,9 +278,11 @@ def side_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 def padded_buffer(payload: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The payload on ``device`` followed by PAD zero bytes."""
-    buf = torch.zeros(payload.numel() + PAD, dtype=torch.uint8, device=device)
-    buf[: payload.numel()].copy_(payload.reshape(-1), non_blocking=True)
+    """The payload on ``device`` followed by at least PAD zero bytes, a whole number of 4-byte words."""
+    n = payload.numel()
+    buf = torch.empty((n + PAD + 3) // 4 * 4, dtype=torch.uint8, device=device)
+    buf[n:].zero_()
+    buf[:n].copy_(payload.reshape(-1), non_blocking=True)
     return buf
 
 

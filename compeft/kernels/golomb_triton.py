@@ -1,15 +1,19 @@
-"""Triton decode of ``golomb`` payloads on CUDA: five fused passes instead of ~40 torch kernels.
+"""Triton decode of ``golomb`` payloads on CUDA: four fused passes and one small one instead of ~40 torch kernels.
 
 Closed form used: with s_j the bit index of code j's unary stop inside its chunk, the sum of the
 quotients up to j is s_j − j, so the position of code j is p_j = M·(s_j − j) + R_j + j, where R_j is
 the inclusive sum of the remainders. Everything else is a tile-local scan plus a per-chunk carry:
   U1  popcount of each tile of unary bytes           → torch segmented scan → code offset per tile
   U2  write s_j for every one bit (select)
-  P1  count the codes with an extra bit per tile     → torch segmented scan → extra-bit offset per tile
-  P2  remainders, their sum per tile                 → torch segmented scan → remainder offset per tile
-  P3  positions, signs, the value written in place, range checks
+  C1  per code tile: the codes with an extra bit, and Σ of the remainders without it (h or 2h − u)
+                                                     → torch segmented scan → extra-bit offset per tile
+  E   per code tile: popcount of its run of the extra plane (= Σ of its extra bits)
+                                                     → torch segmented scan → remainder offset per tile
+  C2  positions, signs, the value written in place, range checks
 Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first.
-Mode-1 chunks and validation of the table are left to golomb_fast (same checks, same errors).
+Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile scans
+are int32 (a tile's remainders sum below 2^30). Mode-1 chunks and validation of the table are left to
+golomb_fast (same checks, same errors).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from compeft.codecs.golomb_fast import PlanColumns
 
 CODE_BLOCK = 1024
 BYTE_BLOCK = 2048
+RUN_BLOCK = 128
 
 
 @triton.jit
@@ -30,6 +35,16 @@ def _popcount8(x):
     x = x - ((x >> 1) & 0x55)
     x = (x & 0x33) + ((x >> 2) & 0x33)
     return (x + (x >> 4)) & 0x0F
+
+
+@triton.jit
+def _popcount32(x):
+    """Set bits of the low 32 bits of an int64."""
+    x = x & 0xFFFFFFFF
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return ((x * 0x01010101) >> 24) & 0xFF
 
 
 @triton.jit
@@ -44,38 +59,35 @@ def _unary_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first
     x = tl.load(buf + base + b, mask=valid, other=0).to(tl.int32)
     pc = _popcount8(x)
     if SELECT:
-        rank = tl.load(tile_off + t) + tl.cumsum(pc, 0) - pc
+        code = tl.load(tile_off + t) + tl.cumsum(pc, 0) - pc  # rank of this byte's first one bit in its chunk
         first = tl.load(chunk_first + k)
         count = tl.load(chunk_count + k)
         for i in tl.static_range(8):
-            below = _popcount8(x & ((1 << i) - 1))
-            code = rank + below
-            hit = valid & (((x >> i) & 1) == 1) & (code < count)
-            tl.store(stops + first + code, (b * 8 + i).to(tl.int32), mask=hit)
+            one = (x >> i) & 1
+            tl.store(stops + first + code, (b * 8 + i).to(tl.int32), mask=valid & (one == 1) & (code < count))
+            code += one
     else:
         tl.store(tile_pop + t, tl.sum(pc, 0))
 
 
 @triton.jit
-def _field(buf, bit, width, valid):
-    byte = bit >> 3
-    w0 = tl.load(buf + byte, mask=valid, other=0).to(tl.int64)
-    w1 = tl.load(buf + byte + 1, mask=valid, other=0).to(tl.int64)
-    w2 = tl.load(buf + byte + 2, mask=valid, other=0).to(tl.int64)
-    w3 = tl.load(buf + byte + 3, mask=valid, other=0).to(tl.int64)
-    word = w0 | (w1 << 8) | (w2 << 16) | (w3 << 24)
-    return (word >> (bit & 7)) & ((1 << width) - 1)
+def _field(words, bit, width, valid):
+    """The ``width``-bit field (width ≤ 32) at bit index ``bit``, from two aligned little-endian 32-bit words."""
+    w = bit >> 5
+    lo = tl.load(words + w, mask=valid, other=0).to(tl.int64) & 0xFFFFFFFF
+    hi = tl.load(words + w + 1, mask=valid, other=0).to(tl.int64)
+    return (((hi << 32) | lo) >> (bit & 31)) & ((1 << width) - 1)
 
 
 @triton.jit
 def _bit(buf, bit, valid):
-    return (tl.load(buf + (bit >> 3), mask=valid, other=0).to(tl.int64) >> (bit & 7)) & 1
+    return (tl.load(buf + (bit >> 3), mask=valid, other=0).to(tl.int32) >> (bit & 7).to(tl.int32)) & 1
 
 
 @triton.jit
-def _code_pass(buf, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
-               chunk_start, chunk_length, tile_x, tile_xoff, tile_r, tile_roff, tile_err, stops, values, out,
-               PHASE: tl.constexpr, BLOCK: tl.constexpr):
+def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
+               chunk_start, chunk_length, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out,
+               FINAL: tl.constexpr, BLOCK: tl.constexpr):
     t = tl.program_id(0)
     k = tl.load(tile_chunk + t)
     j = tl.load(tile_j0 + t) + tl.arange(0, BLOCK)
@@ -84,31 +96,50 @@ def _code_pass(buf, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chun
     jj = j.to(tl.int64)
     w = tl.load(chunk_w + k)
     u = tl.load(chunk_u + k)
-    h = _field(buf, tl.load(chunk_low + k) + jj * w, w, valid)
+    h = _field(words, tl.load(chunk_low + k) + jj * w, w, valid)
     has_extra = valid & (h >= u)
-    hx = has_extra.to(tl.int64)
-    if PHASE == 1:
+    hx = has_extra.to(tl.int32)
+    # the remainder without its extra bit: h, or 2h - u when an extra bit follows (r = that + e)
+    r0 = tl.where(has_extra, 2 * h - u, h).to(tl.int32)
+    if not FINAL:
         tl.store(tile_x + t, tl.sum(hx, 0))
+        tl.store(tile_h + t, tl.sum(r0, 0))
     else:
-        ex = tl.load(tile_xoff + t) + tl.cumsum(hx, 0) - hx
+        ex = tl.load(tile_xoff + t) + (tl.cumsum(hx, 0) - hx)
         e = _bit(buf, tl.load(chunk_extra + k) + ex, has_extra)
-        r = tl.where(has_extra, 2 * h + e - u, h)
-        r = tl.where(valid, r, 0)
-        if PHASE == 2:
-            tl.store(tile_r + t, tl.sum(r, 0))
-        else:
-            m = tl.load(chunk_m + k)
-            s = tl.load(stops + tl.load(chunk_first + k) + j, mask=valid, other=0).to(tl.int64)
-            p = m * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
-            length = tl.load(chunk_length + k)
-            ok = valid & (p < length) & (s >= jj)
-            bad = valid & ((p >= length) | (s < jj))
-            tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
-            neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
-            v_neg = tl.load(values)
-            v_pos = tl.load(values + 2)
-            v = tl.where(neg == 1, v_neg, v_pos)
-            tl.store(out + tl.load(chunk_start + k) + p, v, mask=ok)
+        r = tl.where(has_extra, r0 + e, r0)
+        m = tl.load(chunk_m + k)
+        s = tl.load(stops + tl.load(chunk_first + k) + j, mask=valid, other=0).to(tl.int64)
+        p = m * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
+        length = tl.load(chunk_length + k)
+        ok = valid & (p < length) & (s >= jj)
+        bad = valid & ((p >= length) | (s < jj))
+        tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
+        neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
+        v_neg = tl.load(values)
+        v_pos = tl.load(values + 2)
+        v = tl.where(neg == 1, v_neg, v_pos)
+        tl.store(out + tl.load(chunk_start + k) + p, v, mask=ok)
+
+
+@triton.jit
+def _range_popcount(words, first_bit, nbits, n, total, MAX_WORDS: tl.constexpr, BLOCK: tl.constexpr):
+    """total[i] = set bits in [first_bit[i], first_bit[i] + nbits[i]) of the word buffer (nbits ≤ 32·(MAX_WORDS − 1))."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = i < n
+    a = tl.load(first_bit + i, mask=valid, other=0)
+    z = a + tl.load(nbits + i, mask=valid, other=0)
+    w0 = a >> 5
+    acc = tl.zeros([BLOCK], dtype=tl.int64)
+    for q in tl.static_range(MAX_WORDS):
+        lo = (w0 + q) * 32  # bits [lo, lo + 32) of word w0 + q, clipped to [a, z)
+        take = valid & (lo < z)
+        x = tl.load(words + w0 + q, mask=take, other=0).to(tl.int64) & 0xFFFFFFFF
+        keep_from = tl.maximum(a - lo, 0)
+        keep_to = tl.minimum(z - lo, 32)
+        x = x & (((1 << keep_to) - 1) - ((1 << keep_from) - 1))
+        acc += tl.where(take & (keep_to > keep_from), _popcount32(x), 0)
+    tl.store(total + i, acc, mask=valid)
 
 
 def _segmented_exclusive(tile_sums: torch.Tensor, tile_chunk: torch.Tensor, chunk_first_tile: torch.Tensor) -> torch.Tensor:
@@ -124,20 +155,19 @@ def _chunk_totals(tile_sums: torch.Tensor, tile_chunk: torch.Tensor, n_chunks: i
     return totals
 
 
+def plan_columns(table, ids: np.ndarray, device: torch.device) -> PlanColumns:
+    """The decode's plan columns for ``ids``, in page-locked memory when ``device`` is CUDA (for an asynchronous
+    copy: torch's host allocator keeps the block until the copies that read it are done)."""
+    return PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, alloc=lambda n: torch.empty(n, dtype=torch.int64, pin_memory=device.type == "cuda"))
+
+
 class Plan:
     """Per-chunk and per-tile parameters of one decode, uploaded to the device in a single copy."""
 
-    def __init__(self, table, ids: np.ndarray, device: torch.device) -> None:
-        staging = []
-
-        def pinned(size: int) -> np.ndarray:
-            staging.append(torch.empty(size, dtype=torch.int64, pin_memory=True))  # cached by torch's host allocator
-            return staging[-1].numpy()
-
-        cols = PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, alloc=pinned)
+    def __init__(self, table, ids: np.ndarray, device: torch.device, columns: PlanColumns | None = None) -> None:
+        cols = columns if columns is not None else plan_columns(table, ids, device)
         self.n, self.K, self.n_tiles, self.nb_tiles = cols.n, cols.K, cols.n_tiles, cols.nb_tiles
-        # asynchronous copy from page-locked memory (the allocator keeps the block until the copy is done)
-        dev = staging[0].to(device, non_blocking=True)
+        dev = cols.tensor.to(device, non_blocking=True)
         (self.c_cnt, self.c_first, self.c_m, self.c_u, self.c_w, self.c_low, self.c_extra, self.c_sign, self.c_start, self.c_len,
          self.c_ubyte, self.c_ubytes, self.c_xbits, self.c_tile0, self.c_btile0) = dev[: 15 * cols.K].view(15, cols.K).unbind(0)
         (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.unary_last, self.pad_byte, self.pad_used) = dev[15 * cols.K :].split(cols.tail_sizes)
@@ -165,14 +195,18 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
         checks.add(p.c_xbits == 0, "golomb chunk extra-bit count differs from its table")
         return
     tile_x = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
-    tile_r = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
+    tile_h = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
     tile_err = torch.empty(p.n_tiles, dtype=torch.int32, device=device)  # every tile writes its entry
-    args = [buf, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
+    words = buf.view(torch.int32)
+    args = [buf, words, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
     grid = (p.n_tiles,)
-    _code_pass[grid](*args, tile_x, tile_x, tile_r, tile_r, tile_err, stops, values, out, PHASE=1, BLOCK=CODE_BLOCK)
+    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK)
     checks.add(_chunk_totals(tile_x, p.t_chunk, K) == p.c_xbits, "golomb chunk extra-bit count differs from its table")
     tile_xoff = _segmented_exclusive(tile_x, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_r, tile_r, tile_err, stops, values, out, PHASE=2, BLOCK=CODE_BLOCK)
-    tile_roff = _segmented_exclusive(tile_r, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_r, tile_roff, tile_err, stops, values, out, PHASE=3, BLOCK=CODE_BLOCK)
+    # each tile's extra bits are one run of its chunk's extra plane: their sum is a popcount of that run
+    tile_e = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
+    _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
+                                                           MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
+    tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
+    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK)
     checks.add(tile_err == 0, "golomb chunk position is past its length")

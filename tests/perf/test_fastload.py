@@ -1,15 +1,17 @@
-"""load_bytes / load_fast give exactly api.load's tensors (golomb and bitmask, LoRA and (IA)³-like)."""
+"""load_bytes / load_fast / ResidentArtifact give exactly api.load's tensors (golomb and bitmask, LoRA and (IA)³-like)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 from compeft import api
-from compeft.errors import ChecksumError
+from compeft.errors import ChecksumError, CompeftError
 from compeft.container import container_path, read_bytes
-from compeft.fastload import load_bytes, load_fast
+from compeft.fastload import ResidentArtifact, load_bytes, load_fast
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +57,58 @@ def test_mixed_dtypes_fall_back(tmp_path):
     ref, fast = api.load(dst), load_fast(dst)
     for name in ref:
         assert torch.equal(fast[name], ref[name])
+
+
+@pytest.mark.parametrize("codec", ["golomb", "bitmask"])
+def test_resident_artifact_loads_like_api_load_every_time(adapter, tmp_path, codec):
+    dst = tmp_path / "art"
+    api.compress(adapter, dst, density=0.1, codec=codec, device="cpu")
+    ref = api.load(dst, device="cpu")
+    resident = ResidentArtifact.open(dst)
+    first = resident.load("cpu")
+    for t in first.values():
+        t.zero_()  # each load returns fresh tensors
+    second = resident.load("cpu")
+    assert set(second) == set(ref)
+    for name in ref:
+        assert second[name].dtype == ref[name].dtype and torch.equal(second[name], ref[name])
+
+
+def test_resident_artifact_checks_once_at_construction(adapter, tmp_path):
+    dst = tmp_path / "art"
+    api.compress(adapter, dst, density=0.05, device="cpu")
+    data = read_bytes(container_path(dst)).clone()
+    data[-3] ^= 0x10
+    with pytest.raises(ChecksumError, match="checksum mismatch in tensor"):
+        ResidentArtifact(data, label="flipped")
+    header = read_bytes(container_path(dst)).clone()
+    header[200] ^= 0x01  # inside the JSON header
+    with pytest.raises(CompeftError):
+        ResidentArtifact(header)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_resident_artifact_refuses_what_load_bytes_refuses(adapter, tmp_path_factory, seed):
+    """Unverified bytes with one flipped payload bit: the same error (at construction or at load) or the same tensors."""
+    dst = tmp_path_factory.mktemp("r") / "art"
+    api.compress(adapter, dst, density=0.1, device="cpu")
+    data = read_bytes(container_path(dst)).clone()
+    payload_start = data.numel() - int(ResidentArtifact(data).container.payload.numel())
+    g = torch.Generator().manual_seed(seed)
+    i = payload_start + int(torch.randint(0, data.numel() - payload_start, (1,), generator=g))
+    data[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+    try:
+        expected = load_bytes(data, "cpu", verify=False)
+    except CompeftError as err:
+        with pytest.raises(type(err), match=re.escape(str(err))):
+            ResidentArtifact(data, verify=False).load("cpu")
+    else:
+        got = ResidentArtifact(data, verify=False).load("cpu")
+        assert all(torch.equal(got[n], expected[n]) for n in expected)
+
+
+def test_resident_artifact_of_mixed_dtypes_falls_back(tmp_path):
+    test_mixed_dtypes_fall_back(tmp_path)
+    ref = api.load(tmp_path / "art")
+    got = ResidentArtifact.open(tmp_path / "art").load("cpu")
+    assert all(torch.equal(got[n], ref[n]) for n in ref)

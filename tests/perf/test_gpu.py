@@ -134,3 +134,33 @@ def test_gpu_compress_refuses_non_finite_like_cpu(tmp_path):
         errors.append(str(err.value))
         assert not (tmp_path / device).exists()
     assert errors[0] == errors[1] and name in errors[0]
+
+
+def test_gpu_resident_artifact_loads_like_cpu_and_refuses_like_it(tmp_path):
+    """ResidentArtifact on CUDA (cached Triton plan, host fill value): the CPU's tensors on every load, and
+    on unverified bytes with a flipped payload bit the same error class or the same tensors."""
+    from compeft.container import container_path, read_bytes
+    from compeft.fastload import ResidentArtifact, load_bytes
+
+    src = write_adapter_dir(tmp_path / "adapter", lora_tensors(SHAPES["tiny"], seed=5), SHAPES["tiny"])
+    api.compress(src, tmp_path / "art", density=0.1, device="cpu")
+    ref = api.load(tmp_path / "art", device="cpu")
+    resident = ResidentArtifact.open(tmp_path / "art")
+    for _ in range(3):
+        got = resident.load("cuda")
+        assert all(got[n].is_cuda and torch.equal(got[n].cpu(), ref[n]) for n in ref)
+    clean = read_bytes(container_path(tmp_path / "art"), pin=True)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        data = clean.clone().pin_memory()
+        i = int(torch.randint(clean.numel() - 20_000, clean.numel(), (1,), generator=g))
+        data[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+        try:
+            expected = load_bytes(data, "cpu", verify=False)
+        except CodecError:
+            with pytest.raises(CodecError):
+                ResidentArtifact(data, verify=False).load("cuda")
+            continue
+        got = ResidentArtifact(data, verify=False).load("cuda")
+        assert all(torch.equal(got[n].cpu(), expected[n]) for n in expected)
+    torch.cuda.synchronize()
