@@ -1,4 +1,7 @@
-"""Profile the GPU compress stages and the fast load of one shape (torch profiler tables), for tuning."""
+"""Profile the GPU compress stages and the fast loads (cold and resident) of one shape, for tuning.
+
+    python -m bench.profile_gpu 65B 0.1 [--load-only]
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,55 @@ import torch
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 
-def main(shape: str = "65B", density: float = 0.1) -> None:
+def resident(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
+    """ResidentArtifact.load: torch profiler table of the device work, and host stages (launch, views, wait)."""
+    import gc
+    import statistics
+
+    from compeft.codecs.golomb_fast import decode_fast
+    from compeft.fastload import ResidentArtifact
+
+    art = ResidentArtifact(host, verify=False)
+    for _ in range(3):
+        art.load(dev)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        art.load(dev)
+        torch.cuda.synchronize()
+    print("resident load, device work:")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    rows: dict[str, list[float]] = {}
+    d = art.container.doc["d"]
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        gc.disable()
+        t = [time.perf_counter()]
+        pending: list = []
+        flat = decode_fast(art.container.payload, d, dev, art.values, table=art.table, deferred=pending, plan_columns=art._plan(dev))
+        t.append(time.perf_counter())
+        out = art.view_plan.views(flat)
+        t.append(time.perf_counter())
+        for check in pending:
+            check()
+        t.append(time.perf_counter())
+        gc.enable()
+        for name, a, b in zip(["launch decode", "views", "wait + checks"], t, t[1:]):
+            rows.setdefault(name, []).append(b - a)
+        rows.setdefault("total", []).append(t[-1] - t[0])
+        del out, flat
+    for name, v in rows.items():
+        print(f"resident stage {name:16s} {1e3 * statistics.median(v):7.2f} ms")
+    v = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        a = time.perf_counter()
+        art.load(dev)
+        torch.cuda.synchronize()
+        v.append(time.perf_counter() - a)
+    print(f"resident load median {1e3 * statistics.median(v):.2f} ms, min {1e3 * min(v):.2f} ms")
+
+
+def main(shape: str = "65B", density: float = 0.1, load_only: bool = False) -> None:
     from compeft import api
     from compeft.codecs import get_codec
     from compeft.container import container_path, read_bytes
@@ -29,11 +80,12 @@ def main(shape: str = "65B", density: float = 0.1) -> None:
         tern = ternarize(tv.tau, density)
         codec.encode(tern.signs, segs)
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
-        tern = ternarize(tv.tau, density)
-        codec.encode(tern.signs, segs)
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    if not load_only:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+            tern = ternarize(tv.tau, density)
+            codec.encode(tern.signs, segs)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     with tempfile.TemporaryDirectory() as tmp:
         src = write_adapter_dir(Path(tmp) / "a", {k: v.cpu() for k, v in tensors.items()}, SHAPES[shape])
         del tensors, tv, tern
@@ -51,10 +103,11 @@ def main(shape: str = "65B", density: float = 0.1) -> None:
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
-    stages(host, dev)
+    stages(host, dev, profile=not load_only)
+    resident(host, dev)
 
 
-def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
+def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bool = True) -> None:
     """Median host-side time of each stage of fastload.load_bytes (the device is synchronized once, at the end)."""
     import gc
     import statistics
@@ -96,13 +149,14 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
 
     from compeft.fastload import load_bytes
 
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(5):
-        load_bytes(host, dev, verify=False)
-    torch.cuda.synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(5):
+            load_bytes(host, dev, verify=False)
+        torch.cuda.synchronize()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     for flag in (True, False):
         v = []
         for _ in range(repeats):
@@ -117,4 +171,5 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["65B"]), *(float(x) for x in sys.argv[2:3]))
+    args = [a for a in sys.argv[1:] if a != "--load-only"]
+    main(*(args[:1] or ["65B"]), *(float(x) for x in args[1:2]), load_only="--load-only" in sys.argv)
