@@ -32,6 +32,21 @@ def resident(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
         torch.cuda.synchronize()
     print("resident load, device work:")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
+    print("resident load, device kernels and copies in launch order (start µs, duration µs):")
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    t0 = min((e.time_range.start for e in kernels), default=0)
+    for e in sorted(kernels, key=lambda e: e.time_range.start):
+        print(f"  {e.time_range.start - t0:9.1f} {e.time_range.elapsed_us():8.1f}  {e.name[:70]}")
+    import cProfile
+    import pstats
+
+    cprof = cProfile.Profile()
+    cprof.enable()
+    for _ in range(10):
+        art.load(dev)
+    torch.cuda.synchronize()
+    cprof.disable()
+    pstats.Stats(cprof).sort_stats("tottime").print_stats(25)
     rows: dict[str, list[float]] = {}
     d = art.container.doc["d"]
     for _ in range(repeats):
