@@ -98,9 +98,12 @@ def read_table_fast(payload: torch.Tensor, d: int) -> Table:
     return table
 
 
-def tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk)."""
+def tiles(counts: np.ndarray, block: int, at_least_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk); with
+    ``at_least_one`` an empty chunk still gets one (empty) tile."""
     per = (counts + block - 1) // block
+    if at_least_one:
+        per = np.maximum(per, 1)
     first_tile = np.cumsum(per) - per
     chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
     start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
@@ -119,7 +122,8 @@ class PlanColumns:
         unary = table.unary_bytes[ids]
         m = table.m[ids]
         u_eff = np.where(m > 1, table.u[ids], 1 << 40)
-        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block)
+        # every chunk has a code tile: the last pass also writes the zeros of its tile's output range
+        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block, at_least_one=True)
         byte_chunk, byte_b0, byte_first_tile = tiles(unary, byte_block)
         self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
         width, low, extra, sign, xbits = table.width[ids], 8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.extra_bits[ids]
@@ -214,34 +218,28 @@ def decode_fast(
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             buf = padded_buffer(payload, device)
-    if out is None:  # queued before the plan: the device fills while the host plans
-        if values is None:
-            out = torch.zeros(d, dtype=torch.int8, device=device)
-        else:
-            out = torch.empty(d, dtype=values.dtype, device=device)
-            if values.device.type == "cpu":
-                out.fill_(values[1].item())  # a host scalar: the vectorized fill, exact in any dtype (round trip)
-            else:
-                out.fill_(values[1])
-    if values is not None and values.device != device:
-        values = values.to(device)
+    if values is None:
+        values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+    if values.device != device:  # through page-locked memory: a pageable copy would wait for the device
+        values = values.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else values.to(device)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
     all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
     ids = all_ids[table.mode[all_ids] == 0]
+    if backend is None:
+        from compeft.kernels import triton_available
+
+        backend = "triton" if device.type == "cuda" and triton_available() else "torch"
+    if out is None:
+        out = torch.empty(d, dtype=values.dtype, device=device)
+        if backend != "triton":  # the Triton pass writes every entry of its chunks, the zeros included
+            out.fill_(values[1])
     plan = None
-    if ids.size:
-        if backend is None:
-            from compeft.kernels import triton_available
+    if ids.size and backend == "triton":
+        from compeft.kernels.golomb_triton import Plan
 
-            backend = "triton" if device.type == "cuda" and triton_available() else "torch"
-        if backend == "triton":
-            from compeft.kernels.golomb_triton import Plan
-
-            plan = Plan(table, ids, device, plan_columns)  # one asynchronous upload from page-locked memory
+        plan = Plan(table, ids, device, plan_columns)  # one asynchronous upload from page-locked memory
     if buf is None:
         buf = padded_buffer(payload, device)
-    if values is None:
-        values = torch.tensor([-1, 0, 1], dtype=torch.int8, device=device)
     if side is not None:
         main = torch.cuda.current_stream(device)
         main.wait_stream(side)

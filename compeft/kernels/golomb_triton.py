@@ -1,19 +1,21 @@
-"""Triton decode of ``golomb`` payloads on CUDA: four fused passes and one small one instead of ~40 torch kernels.
+"""Triton decode of ``golomb`` payloads on CUDA: five passes (one of them tiny) instead of ~40 torch kernels.
 
 Closed form used: with s_j the bit index of code j's unary stop inside its chunk, the sum of the
 quotients up to j is s_j − j, so the position of code j is p_j = M·(s_j − j) + R_j + j, where R_j is
 the inclusive sum of the remainders. Everything else is a tile-local scan plus a per-chunk carry:
   U1  popcount of each tile of unary bytes           → torch segmented scan → code offset per tile
-  U2  write s_j for every one bit (select)
+  U2  write s_j for every one bit (select; one lane per bit, so the writes are coalesced)
   C1  per code tile: the codes with an extra bit, and Σ of the remainders without it (h or 2h − u)
                                                      → torch segmented scan → extra-bit offset per tile
   E   per code tile: popcount of its run of the extra plane (= Σ of its extra bits)
                                                      → torch segmented scan → remainder offset per tile
-  C2  positions, signs, the value written in place, range checks
-Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first.
-Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile scans
-are int32 (a tile's remainders sum below 2^30). Mode-1 chunks and validation of the table are left to
-golomb_fast (same checks, same errors).
+  C2  positions, signs, range checks; each tile writes its whole output range: the zeros between the
+      position before it and its last position (to the chunk's end at a chunk's last tile), then its
+      values, so the output needs no separate fill and DRAM sees each entry written once
+Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first;
+every chunk has at least one code tile. Low fields are read as two aligned 32-bit words (the buffer is
+padded to whole words); in-tile scans are int32 (a tile's remainders sum below 2^30). Mode-1 chunks
+and validation of the table are left to golomb_fast (same checks, same errors).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import triton.language as tl
 from compeft.codecs.golomb_fast import PlanColumns
 
 CODE_BLOCK = 1024
-BYTE_BLOCK = 2048
+BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
+FILL_BLOCK = 1024
 
 
 @triton.jit
@@ -48,26 +51,29 @@ def _popcount32(x):
 
 
 @triton.jit
-def _unary_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, tile_pop, stops,
-                SELECT: tl.constexpr, BLOCK: tl.constexpr):
+def _unary_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, tile_pop, BLOCK: tl.constexpr):
+    """U1: the one bits of each tile of unary bytes."""
     t = tl.program_id(0)
     k = tl.load(tile_chunk + t)
     b = tl.load(tile_b0 + t) + tl.arange(0, BLOCK)
-    nbytes = tl.load(chunk_ubytes + k)
-    valid = b < nbytes
-    base = tl.load(chunk_ubyte + k)
-    x = tl.load(buf + base + b, mask=valid, other=0).to(tl.int32)
-    pc = _popcount8(x)
-    if SELECT:
-        code = tl.load(tile_off + t) + tl.cumsum(pc, 0) - pc  # rank of this byte's first one bit in its chunk
-        first = tl.load(chunk_first + k)
-        count = tl.load(chunk_count + k)
-        for i in tl.static_range(8):
-            one = (x >> i) & 1
-            tl.store(stops + first + code, (b * 8 + i).to(tl.int32), mask=valid & (one == 1) & (code < count))
-            code += one
-    else:
-        tl.store(tile_pop + t, tl.sum(pc, 0))
+    valid = b < tl.load(chunk_ubytes + k)
+    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
+    tl.store(tile_pop + t, tl.sum(_popcount8(x), 0))
+
+
+@triton.jit
+def _select_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, stops, BLOCK: tl.constexpr):
+    """U2: s_j for every one bit. One lane per bit, so the stops of a warp land side by side (coalesced)."""
+    t = tl.program_id(0)
+    k = tl.load(tile_chunk + t)
+    lane = tl.arange(0, 8 * BLOCK)
+    b = tl.load(tile_b0 + t) + (lane >> 3)
+    valid = b < tl.load(chunk_ubytes + k)
+    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
+    one = (x >> (lane & 7)) & 1
+    code = tl.load(tile_off + t) + (tl.cumsum(one, 0) - one)
+    hit = (one == 1) & (code < tl.load(chunk_count + k))
+    tl.store(stops + tl.load(chunk_first + k) + code, (b * 8 + (lane & 7)).to(tl.int32), mask=hit)
 
 
 @triton.jit
@@ -87,10 +93,11 @@ def _bit(buf, bit, valid):
 @triton.jit
 def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
                chunk_start, chunk_length, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out,
-               FINAL: tl.constexpr, BLOCK: tl.constexpr):
+               FINAL: tl.constexpr, BLOCK: tl.constexpr, FILL: tl.constexpr):
     t = tl.program_id(0)
     k = tl.load(tile_chunk + t)
-    j = tl.load(tile_j0 + t) + tl.arange(0, BLOCK)
+    j0 = tl.load(tile_j0 + t)
+    j = j0 + tl.arange(0, BLOCK)
     count = tl.load(chunk_count + k)
     valid = j < count
     jj = j.to(tl.int64)
@@ -109,17 +116,33 @@ def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_
         e = _bit(buf, tl.load(chunk_extra + k) + ex, has_extra)
         r = tl.where(has_extra, r0 + e, r0)
         m = tl.load(chunk_m + k)
-        s = tl.load(stops + tl.load(chunk_first + k) + j, mask=valid, other=0).to(tl.int64)
-        p = m * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
+        first = tl.load(chunk_first + k)
+        roff = tl.load(tile_roff + t)
+        s = tl.load(stops + first + j, mask=valid, other=0).to(tl.int64)
+        p = m * (s - jj) + roff + tl.cumsum(r, 0) + jj
         length = tl.load(chunk_length + k)
         ok = valid & (p < length) & (s >= jj)
         bad = valid & ((p >= length) | (s < jj))
         tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
+        # this tile owns the output range (position of the code before it, its last position]; at a
+        # chunk's last tile the range runs to the chunk's end. Write the zeros there first, so each entry
+        # is written once from DRAM's view (the values below land in lines still in L2).
+        start = tl.load(chunk_start + k)
+        s_prev = tl.load(stops + first + j0 - 1, mask=j0 > 0, other=0).to(tl.int64)
+        prev = tl.where(j0 > 0, m * (s_prev - (j0 - 1)) + roff + j0 - 1, -1)
+        hi = tl.where(j0 + BLOCK >= count, length - 1, tl.max(tl.where(ok, p, -1), 0))
+        lo = tl.maximum(prev + 1, 0)  # clamped: a corrupt payload (refused by the checks) never writes outside its chunk
+        hi = tl.minimum(hi, length - 1)
+        v_zero = tl.load(values + 1)
+        for a in range(lo, hi + 1, FILL):
+            idx = a + tl.arange(0, FILL)
+            tl.store(out + start + idx, v_zero, mask=idx <= hi)
+        tl.debug_barrier()
         neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
         v_neg = tl.load(values)
         v_pos = tl.load(values + 2)
         v = tl.where(neg == 1, v_neg, v_pos)
-        tl.store(out + tl.load(chunk_start + k) + p, v, mask=ok)
+        tl.store(out + start + p, v, mask=ok)
 
 
 @triton.jit
@@ -182,11 +205,11 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     if p.nb_tiles:
         grid = (p.nb_tiles,)
         tile_pop = torch.empty(p.nb_tiles, dtype=torch.int64, device=device)  # every tile writes its entry
-        _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, tile_pop, tile_pop, stops, SELECT=False, BLOCK=BYTE_BLOCK)
+        _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, tile_pop, BLOCK=BYTE_BLOCK)
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, tile_pop, stops, SELECT=True, BLOCK=BYTE_BLOCK)
+        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK)
         checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
@@ -200,7 +223,7 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     words = buf.view(torch.int32)
     args = [buf, words, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
     grid = (p.n_tiles,)
-    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK)
+    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK)
     checks.add(_chunk_totals(tile_x, p.t_chunk, K) == p.c_xbits, "golomb chunk extra-bit count differs from its table")
     tile_xoff = _segmented_exclusive(tile_x, p.t_chunk, p.c_tile0)
     # each tile's extra bits are one run of its chunk's extra plane: their sum is a popcount of that run
@@ -208,5 +231,5 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
                                                            MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
     tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK)
+    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK)
     checks.add(tile_err == 0, "golomb chunk position is past its length")

@@ -19,8 +19,8 @@ GOLOMB = get_codec("golomb")
 
 
 def check_values(seeds: range) -> None:
-    """Valid payloads: int8 τ and a bf16 value table, equal to the signs that were encoded."""
-    values = torch.tensor([-0.25, 0.0, 0.25]).to(torch.bfloat16)
+    """Valid payloads: int8 τ and a bf16 value table (θ_init ≠ 0: every zero is written), equal to the signs encoded."""
+    values = torch.tensor([0.75, 1.0, 1.25]).to(torch.bfloat16)
     for seed in seeds:
         segments, densities = random_case(seed, 200_000 if seed % 5 == 0 else 5000)
         signs = random_signs(segments, densities, seed)
