@@ -220,8 +220,10 @@ def decode_fast(
             buf = padded_buffer(payload, device)
     if values is None:
         values = torch.tensor([-1, 0, 1], dtype=torch.int8)
-    if values.device != device:  # through page-locked memory: a pageable copy would wait for the device
-        values = values.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else values.to(device)
+    if values.device.type == "cpu" and device.type == "cuda":  # through page-locked memory: a pageable copy waits for the device
+        values = values.pin_memory().to(device, non_blocking=True)
+    elif values.device.type != device.type:
+        values = values.to(device)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
     all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
     ids = all_ids[table.mode[all_ids] == 0]
