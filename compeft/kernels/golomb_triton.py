@@ -134,9 +134,17 @@ def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_
         lo = tl.maximum(prev + 1, 0)  # clamped: a corrupt payload (refused by the checks) never writes outside its chunk
         hi = tl.minimum(hi, length - 1)
         v_zero = tl.load(values + 1)
-        for a in range(lo, hi + 1, FILL):
-            idx = a + tl.arange(0, FILL)
-            tl.store(out + start + idx, v_zero, mask=idx <= hi)
+        # [g_lo, g_hi) of the output: a masked head and tail, and whole aligned blocks between (vector stores)
+        g_lo = start + lo
+        g_hi = start + hi + 1
+        a0 = (g_lo + FILL - 1) // FILL * FILL
+        a1 = g_hi // FILL * FILL
+        ar = tl.arange(0, FILL)
+        tl.store(out + g_lo + ar, v_zero, mask=g_lo + ar < tl.minimum(a0, g_hi))
+        tail = tl.maximum(a1, a0) + ar
+        tl.store(out + tail, v_zero, mask=tail < tl.where(a1 >= a0, g_hi, a1))  # no tail when the head took all
+        for a in range(a0, a1, FILL):
+            tl.store(out + tl.multiple_of(a, FILL) + ar, v_zero)
         tl.debug_barrier()
         neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
         v_neg = tl.load(values)
