@@ -31,6 +31,8 @@ CODE_BLOCK = 1024
 BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
 FILL_BLOCK = 1024
+SELECT_WARPS = 4
+CODE_WARPS = 4
 
 
 @triton.jit
@@ -217,7 +219,7 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK)
+        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
         checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
@@ -239,5 +241,5 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
                                                            MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
     tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK)
+    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, num_warps=CODE_WARPS)
     checks.add(tile_err == 0, "golomb chunk position is past its length")
