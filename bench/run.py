@@ -32,13 +32,15 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, object]:
-    """Median wall time (s) of fn() over repeats, synchronizing the device around each call."""
+    """Median wall time (s) of fn() over repeats, synchronizing the device around each call. The previous
+    call's result is released before the clock starts (unloading is not part of a load)."""
     result = None
     for _ in range(warmup):
         result = fn()
         sync(device)
     times = []
     for _ in range(repeats):
+        result = None
         sync(device)
         t = time.perf_counter()
         result = fn()
