@@ -32,6 +32,7 @@ BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
 FILL_BLOCK = 1024
 SELECT_WARPS = 4
+SELECT_2D = True
 CODE_WARPS = 4
 
 
@@ -76,6 +77,25 @@ def _select_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_firs
     code = tl.load(tile_off + t) + (tl.cumsum(one, 0) - one)
     hit = (one == 1) & (code < tl.load(chunk_count + k))
     tl.store(stops + tl.load(chunk_first + k) + code, (b * 8 + (lane & 7)).to(tl.int32), mask=hit)
+
+
+@triton.jit
+def _select_pass_2d(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, stops, BLOCK: tl.constexpr):
+    """U2 as a [byte, bit] block: a scan over the bytes' popcounts, then each bit's rank inside its byte by a
+    popcount of the bits below it (no scan over every bit); the bit axis is the fastest, so stores coalesce."""
+    t = tl.program_id(0)
+    k = tl.load(tile_chunk + t)
+    b = tl.load(tile_b0 + t) + tl.arange(0, BLOCK)
+    valid = b < tl.load(chunk_ubytes + k)
+    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
+    pc = _popcount8(x)
+    rank = tl.load(tile_off + t) + (tl.cumsum(pc, 0) - pc)
+    bit = tl.arange(0, 8)
+    x2 = x[:, None]
+    one = (x2 >> bit[None, :]) & 1
+    code = rank[:, None] + _popcount8(x2 & ((1 << bit[None, :]) - 1))
+    hit = (one == 1) & (code < tl.load(chunk_count + k))
+    tl.store(stops + tl.load(chunk_first + k) + code, (b[:, None] * 8 + bit[None, :]).to(tl.int32), mask=hit)
 
 
 @triton.jit
@@ -219,7 +239,8 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        select = _select_pass_2d if SELECT_2D else _select_pass
+        select[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
         checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
