@@ -220,6 +220,7 @@ def decode_fast(
             buf = padded_buffer(payload, device)
     if values is None:
         values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+    zero = values[1].item() if values.device.type == "cpu" else values[1]  # a host scalar: the vectorized fill, exact
     if values.device.type == "cpu" and device.type == "cuda":  # through page-locked memory: a pageable copy waits for the device
         values = values.pin_memory().to(device, non_blocking=True)
     elif values.device.type != device.type:
@@ -231,10 +232,15 @@ def decode_fast(
         from compeft.kernels import triton_available
 
         backend = "triton" if device.type == "cuda" and triton_available() else "torch"
-    if out is None:
+    dense = False
+    if backend == "triton":
+        from compeft.kernels import golomb_triton
+
+        dense = golomb_triton.FUSED_FILL  # the last Triton pass writes every entry of its chunks, the zeros included
+    if out is None:  # queued before the plan: the device fills while the host plans and the payload is copied
         out = torch.empty(d, dtype=values.dtype, device=device)
-        if backend != "triton":  # the Triton pass writes every entry of its chunks, the zeros included
-            out.fill_(values[1])
+        if not dense:
+            out.fill_(zero)
     plan = None
     if ids.size and backend == "triton":
         from compeft.kernels.golomb_triton import Plan
@@ -256,7 +262,7 @@ def decode_fast(
             from compeft.kernels.golomb_triton import decode_mode0_triton
 
             checks = _Checks()
-            decode_mode0_triton(table, ids, buf, out, values, checks, plan)
+            decode_mode0_triton(table, ids, buf, out, values, checks, plan, dense=dense)
             if deferred is not None:
                 deferred.append(checks.raise_first)
             else:

@@ -32,7 +32,7 @@ BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
 FILL_BLOCK = 1024
 SELECT_WARPS = 4
-SELECT_2D = True
+FUSED_FILL = True  # the last pass writes the zeros (else decode_fast fills the output while the payload is copied)
 CODE_WARPS = 4
 
 
@@ -80,25 +80,6 @@ def _select_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_firs
 
 
 @triton.jit
-def _select_pass_2d(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, stops, BLOCK: tl.constexpr):
-    """U2 as a [byte, bit] block: a scan over the bytes' popcounts, then each bit's rank inside its byte by a
-    popcount of the bits below it (no scan over every bit); the bit axis is the fastest, so stores coalesce."""
-    t = tl.program_id(0)
-    k = tl.load(tile_chunk + t)
-    b = tl.load(tile_b0 + t) + tl.arange(0, BLOCK)
-    valid = b < tl.load(chunk_ubytes + k)
-    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
-    pc = _popcount8(x)
-    rank = tl.load(tile_off + t) + (tl.cumsum(pc, 0) - pc)
-    bit = tl.arange(0, 8)
-    x2 = x[:, None]
-    one = (x2 >> bit[None, :]) & 1
-    code = rank[:, None] + _popcount8(x2 & ((1 << bit[None, :]) - 1))
-    hit = (one == 1) & (code < tl.load(chunk_count + k))
-    tl.store(stops + tl.load(chunk_first + k) + code, (b[:, None] * 8 + bit[None, :]).to(tl.int32), mask=hit)
-
-
-@triton.jit
 def _field(words, bit, width, valid):
     """The ``width``-bit field (width ≤ 32) at bit index ``bit``, from two aligned little-endian 32-bit words."""
     w = bit >> 5
@@ -115,7 +96,7 @@ def _bit(buf, bit, valid):
 @triton.jit
 def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
                chunk_start, chunk_length, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out,
-               FINAL: tl.constexpr, BLOCK: tl.constexpr, FILL: tl.constexpr):
+               FINAL: tl.constexpr, BLOCK: tl.constexpr, FILL: tl.constexpr, DENSE: tl.constexpr):
     t = tl.program_id(0)
     k = tl.load(tile_chunk + t)
     j0 = tl.load(tile_j0 + t)
@@ -146,33 +127,39 @@ def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_
         ok = valid & (p < length) & (s >= jj)
         bad = valid & ((p >= length) | (s < jj))
         tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
-        # this tile owns the output range (position of the code before it, its last position]; at a
-        # chunk's last tile the range runs to the chunk's end. Write the zeros there first, so each entry
-        # is written once from DRAM's view (the values below land in lines still in L2).
         start = tl.load(chunk_start + k)
-        s_prev = tl.load(stops + first + j0 - 1, mask=j0 > 0, other=0).to(tl.int64)
-        prev = tl.where(j0 > 0, m * (s_prev - (j0 - 1)) + roff + j0 - 1, -1)
-        hi = tl.where(j0 + BLOCK >= count, length - 1, tl.max(tl.where(ok, p, -1), 0))
-        lo = tl.maximum(prev + 1, 0)  # clamped: a corrupt payload (refused by the checks) never writes outside its chunk
-        hi = tl.minimum(hi, length - 1)
-        v_zero = tl.load(values + 1)
-        # [g_lo, g_hi) of the output: a masked head and tail, and whole aligned blocks between (vector stores)
-        g_lo = start + lo
-        g_hi = start + hi + 1
-        a0 = (g_lo + FILL - 1) // FILL * FILL
-        a1 = g_hi // FILL * FILL
-        ar = tl.arange(0, FILL)
-        tl.store(out + g_lo + ar, v_zero, mask=g_lo + ar < tl.minimum(a0, g_hi))
-        tail = tl.maximum(a1, a0) + ar
-        tl.store(out + tail, v_zero, mask=tail < tl.where(a1 >= a0, g_hi, a1))  # no tail when the head took all
-        for a in range(a0, a1, FILL):
-            tl.store(out + tl.multiple_of(a, FILL) + ar, v_zero)
-        tl.debug_barrier()
+        if DENSE:
+            _fill_range(stops, values, out, first, j0, count, m, roff, start, length, p, ok, BLOCK, FILL)
         neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
         v_neg = tl.load(values)
         v_pos = tl.load(values + 2)
         v = tl.where(neg == 1, v_neg, v_pos)
         tl.store(out + start + p, v, mask=ok)
+
+
+@triton.jit
+def _fill_range(stops, values, out, first, j0, count, m, roff, start, length, p, ok, BLOCK: tl.constexpr, FILL: tl.constexpr):
+    """Write θ_init (values[1]) over the output range this code tile owns: (position of the code before it,
+    its last position], to the chunk's end at a chunk's last tile. Done before the tile's values, so the
+    values land in lines still in L2 and DRAM sees each entry written once."""
+    s_prev = tl.load(stops + first + j0 - 1, mask=j0 > 0, other=0).to(tl.int64)
+    prev = tl.where(j0 > 0, m * (s_prev - (j0 - 1)) + roff + j0 - 1, -1)
+    hi = tl.where(j0 + BLOCK >= count, length - 1, tl.max(tl.where(ok, p, -1), 0))
+    lo = tl.maximum(prev + 1, 0)  # clamped: a corrupt payload (refused by the checks) never writes outside its chunk
+    hi = tl.minimum(hi, length - 1)
+    v_zero = tl.load(values + 1)
+    # [g_lo, g_hi) of the output: a masked head and tail, and whole aligned blocks between (vector stores)
+    g_lo = start + lo
+    g_hi = start + hi + 1
+    a0 = (g_lo + FILL - 1) // FILL * FILL
+    a1 = g_hi // FILL * FILL
+    ar = tl.arange(0, FILL)
+    tl.store(out + g_lo + ar, v_zero, mask=g_lo + ar < tl.minimum(a0, g_hi))
+    tail = tl.maximum(a1, a0) + ar
+    tl.store(out + tail, v_zero, mask=tail < tl.where(a1 >= a0, g_hi, a1))  # no tail when the head took all
+    for a in range(a0, a1, FILL):
+        tl.store(out + tl.multiple_of(a, FILL) + ar, v_zero)
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -226,8 +213,10 @@ class Plan:
         (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.unary_last, self.pad_byte, self.pad_used) = dev[15 * cols.K :].split(cols.tail_sizes)
 
 
-def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None) -> None:
-    """Decode the mode-0 chunks ``ids`` of ``table`` from the padded device buffer into ``out`` (no host sync)."""
+def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None,
+                        dense: bool = True) -> None:
+    """Decode the mode-0 chunks ``ids`` of ``table`` from the padded device buffer into ``out`` (no host sync);
+    ``dense`` writes the zeros too (else ``out`` must hold θ_init already)."""
     device = buf.device
     p = plan or Plan(table, ids, device)
     n, K = p.n, p.K
@@ -239,8 +228,7 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        select = _select_pass_2d if SELECT_2D else _select_pass
-        select[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
         checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
@@ -254,7 +242,7 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     words = buf.view(torch.int32)
     args = [buf, words, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
     grid = (p.n_tiles,)
-    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK)
+    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, DENSE=False)
     checks.add(_chunk_totals(tile_x, p.t_chunk, K) == p.c_xbits, "golomb chunk extra-bit count differs from its table")
     tile_xoff = _segmented_exclusive(tile_x, p.t_chunk, p.c_tile0)
     # each tile's extra bits are one run of its chunk's extra plane: their sum is a popcount of that run
@@ -262,5 +250,6 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
                                                            MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
     tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, num_warps=CODE_WARPS)
+    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, DENSE=dense,
+                     num_warps=CODE_WARPS)
     checks.add(tile_err == 0, "golomb chunk position is past its length")
