@@ -9,9 +9,10 @@ the inclusive sum of the remainders. Everything else is a tile-local scan plus a
                                                      → torch segmented scan → extra-bit offset per tile
   E   per code tile: popcount of its run of the extra plane (= Σ of its extra bits)
                                                      → torch segmented scan → remainder offset per tile
-  C2  positions, signs, range checks; each tile writes its whole output range: the zeros between the
-      position before it and its last position (to the chunk's end at a chunk's last tile), then its
-      values, so the output needs no separate fill and DRAM sees each entry written once
+  C2  positions, signs, range checks, the values written in place. The zeros (θ_init) are filled by
+      decode_fast while the payload is still being copied; with FUSED_FILL each tile instead writes
+      its whole output range (zeros, then values, so DRAM sees each entry once). On an H100 the two
+      are even (bench.ab_decode), and the separate fill is the default
 Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first;
 every chunk has at least one code tile. Low fields are read as two aligned 32-bit words (the buffer is
 padded to whole words); in-tile scans are int32 (a tile's remainders sum below 2^30). Mode-1 chunks
