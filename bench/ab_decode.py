@@ -13,7 +13,16 @@ import torch
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 
-VARIANTS = [(True, 512, 4, 4), (False, 512, 4, 4), (True, 256, 4, 4), (False, 256, 4, 4), (True, 512, 4, 4), (False, 512, 4, 4)]
+VARIANTS = [
+    {},
+    {"CODE_BLOCK": 2048},
+    {"CODE_BLOCK": 512},
+    {"BYTE_BLOCK": 128, "SELECT_WARPS": 2},
+    {"BYTE_BLOCK": 1024, "SELECT_WARPS": 8},
+    {"CODE_BLOCK": 2048, "CODE_WARPS": 8},
+    {"FUSED_FILL": True},
+    {},
+]
 
 
 def main(density: float = 0.1) -> None:
@@ -28,8 +37,10 @@ def main(density: float = 0.1) -> None:
         api.compress(src, Path(tmp) / "art", density=density, device="cuda")
         host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
     ref = None
-    for fused_fill, byte_block, select_warps, code_warps in VARIANTS:
-        gt.FUSED_FILL, gt.BYTE_BLOCK, gt.SELECT_WARPS, gt.CODE_WARPS = fused_fill, byte_block, select_warps, code_warps
+    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS", "FUSED_FILL")}
+    for variant in VARIANTS:
+        for name, value in {**defaults, **variant}.items():
+            setattr(gt, name, value)
         art = ResidentArtifact(host, verify=False)
         out = art.load(dev)
         flat = torch.cat([t.reshape(-1) for t in out.values()])
@@ -48,7 +59,7 @@ def main(density: float = 0.1) -> None:
             times.append(time.perf_counter() - a)
             gpu.append(e0.elapsed_time(e1))
             del res
-        print(f"fused_fill {fused_fill} byte_block {byte_block} select_warps {select_warps} code_warps {code_warps}: resident load median "
+        print(f"{variant or 'defaults'}: resident load median "
               f"{1e3 * statistics.median(times):.2f} ms (events {statistics.median(gpu):.2f} ms), same output {same}", flush=True)
 
 
