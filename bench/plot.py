@@ -46,6 +46,7 @@ def main(src: str = "bench/results/gpu/results.json", dst: str = "docs/benchmark
             if r["shape"] == s and r["density"] == k0
         ]
         ax.plot(xs, lim, ":", color="gray", label=f"limit k={k0}: payload over PCIe + bf16 write")
+    ax.axhline(5.0, color="black", lw=0.8, ls="-.", alpha=0.6, label="issue 3 target: ≤ 5 ms (65B)")
     for s, x in zip(shapes, xs):
         ax.annotate(f"LLaMA-{s}", (x, 0.35), ha="center", fontsize=8, color="dimgray")
     ax.set_xscale("log")
