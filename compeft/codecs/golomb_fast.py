@@ -122,7 +122,7 @@ class PlanColumns:
         unary = table.unary_bytes[ids]
         m = table.m[ids]
         u_eff = np.where(m > 1, table.u[ids], 1 << 40)
-        # every chunk has a code tile: the last pass also writes the zeros of its tile's output range
+        # every chunk has a code tile: with FUSED_FILL the last pass writes the zeros of its tile's output range
         code_chunk, code_j0, code_first_tile = tiles(cnt, code_block, at_least_one=True)
         byte_chunk, byte_b0, byte_first_tile = tiles(unary, byte_block)
         self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
@@ -203,8 +203,8 @@ def decode_fast(
     """Decode a golomb payload on ``device``.
 
     With ``values`` None the result is the int8 ternary τ; with ``values`` = (v₋₁, v₀, v₊₁), a tensor of
-    3 entries of any dtype (on the CPU, the fastest, or on ``device``), it is τ mapped through that table (e.g. θ_init + s·t already in
-    bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/``buf`` let several threads
+    3 entries of any dtype (on the CPU, the fastest, or on ``device``), it is τ mapped through that table
+    (e.g. θ_init + s·t already in bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/``buf`` let several threads
     decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``;
     ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made earlier (golomb_triton.plan_columns).
     """
@@ -221,8 +221,8 @@ def decode_fast(
     if values is None:
         values = torch.tensor([-1, 0, 1], dtype=torch.int8)
     zero = values[1].item() if values.device.type == "cpu" else values[1]  # a host scalar: the vectorized fill, exact
-    if values.device.type == "cpu" and device.type == "cuda":  # through page-locked memory: a pageable copy waits for the device
-        values = values.pin_memory().to(device, non_blocking=True)
+    if values.device.type == "cpu" and device.type == "cuda":
+        values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
     elif values.device.type != device.type:
         values = values.to(device)
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
