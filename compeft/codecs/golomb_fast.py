@@ -204,13 +204,28 @@ def decode_fast(
 
     With ``values`` None the result is the int8 ternary τ; with ``values`` = (v₋₁, v₀, v₊₁), a tensor of
     3 entries of any dtype (on the CPU, the fastest, or on ``device``), it is τ mapped through that table
-    (e.g. θ_init + s·t already in bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/``buf`` let several threads
-    decode disjoint chunk ranges into one output; ``buf_stream`` is the stream still writing a given ``buf``;
-    ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made earlier (golomb_triton.plan_columns).
+    (e.g. θ_init + s·t already in bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/
+    ``buf`` let several threads decode disjoint chunk ranges into one output; ``buf_stream`` is the stream
+    still writing a given ``buf``; ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made
+    earlier (golomb_triton.plan_columns).
     """
     device = torch.device(device)
     if table is None:
         table = read_table_fast(payload, d)  # first: it checks d against the payload before d bytes are allocated
+    rng = range(len(table))[chunks] if chunks is not None else range(len(table))
+    all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
+    ids = all_ids[table.mode[all_ids] == 0]
+    if backend is None:
+        from compeft.kernels import triton_available
+
+        backend = "triton" if device.type == "cuda" and triton_available() else "torch"
+    plan = None
+    if plan_columns is not None and ids.size and backend == "triton":
+        from compeft.kernels.golomb_triton import Plan
+
+        # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the
+        # first decode pass needs both
+        plan = Plan(table, ids, device, plan_columns)
     side = buf_stream
     if buf is None and device.type == "cuda" and out is None:
         # copy the payload on a side stream while the main stream fills the output
@@ -225,13 +240,6 @@ def decode_fast(
         values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
     elif values.device.type != device.type:
         values = values.to(device)
-    rng = range(len(table))[chunks] if chunks is not None else range(len(table))
-    all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
-    ids = all_ids[table.mode[all_ids] == 0]
-    if backend is None:
-        from compeft.kernels import triton_available
-
-        backend = "triton" if device.type == "cuda" and triton_available() else "torch"
     dense = False
     if backend == "triton":
         from compeft.kernels import golomb_triton
@@ -241,11 +249,10 @@ def decode_fast(
         out = torch.empty(d, dtype=values.dtype, device=device)
         if not dense:
             out.fill_(zero)
-    plan = None
-    if ids.size and backend == "triton":
+    if plan is None and ids.size and backend == "triton":
         from compeft.kernels.golomb_triton import Plan
 
-        plan = Plan(table, ids, device, plan_columns)  # one asynchronous upload from page-locked memory
+        plan = Plan(table, ids, device)  # one asynchronous upload from page-locked memory
     if buf is None:
         buf = padded_buffer(payload, device)
     if side is not None:
