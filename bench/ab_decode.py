@@ -15,13 +15,13 @@ from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 VARIANTS = [
     {},
-    {"SELECT_BY_CODE": False},
+    {"CODE_BLOCK": 2048},
+    {"CODE_BLOCK": 512},
     {"BYTE_BLOCK": 256},
-    {"BYTE_BLOCK": 256, "SELECT_BY_CODE": False},
-    {"SELECT_WARPS": 8},
+    {"BYTE_BLOCK": 1024, "SELECT_WARPS": 8},
+    {"CODE_BLOCK": 2048, "CODE_WARPS": 8},
     {"FUSED_FILL": True},
     {},
-    {"SELECT_BY_CODE": False},
 ]
 
 
@@ -37,7 +37,7 @@ def main(density: float = 0.1) -> None:
         api.compress(src, Path(tmp) / "art", density=density, device="cuda")
         host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
     ref = None
-    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS", "FUSED_FILL", "SELECT_BY_CODE")}
+    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS", "FUSED_FILL")}
     for variant in VARIANTS:
         for name, value in {**defaults, **variant}.items():
             setattr(gt, name, value)

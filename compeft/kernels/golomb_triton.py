@@ -33,7 +33,6 @@ BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
 FILL_BLOCK = 1024
 SELECT_WARPS = 4
-SELECT_BY_CODE = True
 # True: the last pass writes the zeros too; False: decode_fast fills the output while the payload is
 # copied (bench.ab_decode: even on an H100, slightly ahead at k = 0.2)
 FUSED_FILL = False
@@ -81,43 +80,6 @@ def _select_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_firs
     code = tl.load(tile_off + t) + (tl.cumsum(one, 0) - one)
     hit = (one == 1) & (code < tl.load(chunk_count + k))
     tl.store(stops + tl.load(chunk_first + k) + code, (b * 8 + (lane & 7)).to(tl.int32), mask=hit)
-
-
-@triton.jit
-def _select_by_code(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, tile_pop, scratch,
-                    stops, BLOCK: tl.constexpr, STEPS: tl.constexpr):
-    """U2 with one lane per code: the bytes' inclusive popcounts go to a per-tile scratch row, and each code
-    finds its byte by binary search there, then its bit inside the byte (coalesced stores, no bit-wide scan)."""
-    t = tl.program_id(0)
-    k = tl.load(tile_chunk + t)
-    b0 = tl.load(tile_b0 + t)
-    ubyte = tl.load(chunk_ubyte + k)
-    i = tl.arange(0, BLOCK)
-    x = tl.load(buf + ubyte + b0 + i, mask=b0 + i < tl.load(chunk_ubytes + k), other=0).to(tl.int32)
-    row = scratch + t.to(tl.int64) * BLOCK
-    tl.store(row + i, tl.cumsum(_popcount8(x), 0))
-    tl.debug_barrier()
-    r = tl.arange(0, 8 * BLOCK)  # rank of a one bit inside this tile
-    rank0 = tl.load(tile_off + t)
-    live = (r < tl.load(tile_pop + t)) & (rank0 + r < tl.load(chunk_count + k))
-    lo = tl.zeros([8 * BLOCK], dtype=tl.int32)
-    hi = tl.full([8 * BLOCK], BLOCK, tl.int32)
-    for _ in tl.static_range(STEPS):  # the first byte whose inclusive popcount exceeds r
-        active = live & (lo < hi)
-        mid = (lo + hi) // 2
-        right = active & (tl.load(row + mid, mask=active, other=0) <= r)
-        lo = tl.where(right, mid + 1, lo)
-        hi = tl.where(active & ~right, mid, hi)
-    live = live & (lo < BLOCK)
-    j = r - tl.load(row + lo - 1, mask=live & (lo > 0), other=0)  # the j-th one bit of that byte
-    xb = tl.load(buf + ubyte + b0 + lo, mask=live, other=0).to(tl.int32)
-    pos = tl.zeros([8 * BLOCK], dtype=tl.int32)
-    seen = tl.zeros([8 * BLOCK], dtype=tl.int32)
-    for bit in tl.static_range(8):
-        one = (xb >> bit) & 1
-        pos = tl.where((one == 1) & (seen == j), bit, pos)
-        seen += one
-    tl.store(stops + tl.load(chunk_first + k) + rank0 + r, ((b0 + lo) * 8 + pos).to(tl.int32), mask=live)
 
 
 @triton.jit
@@ -269,13 +231,8 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
         ones = _chunk_totals(tile_pop, p.b_chunk, K)
         checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
         offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        if SELECT_BY_CODE:
-            scratch = torch.empty(p.nb_tiles * BYTE_BLOCK, dtype=torch.int32, device=device)
-            _select_by_code[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, tile_pop, scratch, stops,
-                                  BLOCK=BYTE_BLOCK, STEPS=BYTE_BLOCK.bit_length(), num_warps=SELECT_WARPS)
-        else:
-            _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK,
-                               num_warps=SELECT_WARPS)
+        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK,
+                           num_warps=SELECT_WARPS)
         checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
     else:
         checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
