@@ -26,3 +26,16 @@ def random_case(seed: int, max_len: int = 5000) -> tuple[list[int], list[float]]
     if seed % 3 == 0:
         densities[seed % k] = special[seed % len(special)]
     return segments, densities
+
+
+def flipped_case(seed: int, max_len: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs, their reference golomb payload with one bit flipped), both chosen by ``seed``."""
+    from compeft.codecs import get_codec
+
+    segments, densities = random_case(seed, max_len)
+    signs = random_signs(segments, densities, seed)
+    payload = get_codec("golomb").encode_reference(signs, segments).clone()
+    g = torch.Generator().manual_seed(seed)
+    i = int(torch.randint(0, payload.numel(), (1,), generator=g))
+    payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+    return signs, payload

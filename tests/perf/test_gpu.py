@@ -15,7 +15,7 @@ from compeft.codecs.golomb_fast import decode_fast, encode_fast
 from compeft.errors import CodecError
 from compeft.fastload import load_fast
 from compeft.sparsify import ternarize
-from tests.perf.helpers import random_case, random_signs
+from tests.perf.helpers import flipped_case, random_case, random_signs
 
 pytestmark = pytest.mark.gpu
 GOLOMB = get_codec("golomb")
@@ -35,12 +35,7 @@ def test_gpu_golomb_bytes_and_values_equal_cpu(seed):
 
 @pytest.mark.parametrize("seed", range(60))
 def test_gpu_decoder_refuses_what_cpu_refuses(seed):
-    segments, densities = random_case(seed, 600)
-    signs = random_signs(segments, densities, seed)
-    payload = GOLOMB.encode_reference(signs, segments).clone()
-    g = torch.Generator().manual_seed(seed)
-    i = int(torch.randint(0, payload.numel(), (1,), generator=g))
-    payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+    signs, payload = flipped_case(seed)
     try:
         expected = GOLOMB.decode_reference(payload, signs.numel())
     except CodecError:

@@ -13,7 +13,7 @@ import torch
 from compeft.codecs import get_codec
 from compeft.codecs.golomb_fast import decode_fast
 from compeft.errors import CodecError
-from tests.perf.helpers import random_case, random_signs
+from tests.perf.helpers import flipped_case, random_case, random_signs
 
 GOLOMB = get_codec("golomb")
 
@@ -34,12 +34,7 @@ def check_values(seeds: range) -> None:
 def check_corrupted(seeds: range) -> None:
     """One flipped bit: the reference's CodecError or the reference's output."""
     for seed in seeds:
-        segments, densities = random_case(seed, 600)
-        signs = random_signs(segments, densities, seed)
-        payload = GOLOMB.encode_reference(signs, segments).clone()
-        g = torch.Generator().manual_seed(seed)
-        i = int(torch.randint(0, payload.numel(), (1,), generator=g))
-        payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
+        signs, payload = flipped_case(seed)
         try:
             expected = GOLOMB.decode_reference(payload, signs.numel())
         except CodecError:
