@@ -20,7 +20,6 @@ VARIANTS = [
     {"BYTE_BLOCK": 256},
     {"BYTE_BLOCK": 1024, "SELECT_WARPS": 8},
     {"CODE_BLOCK": 2048, "CODE_WARPS": 8},
-    {"FUSED_FILL": True},
     {},
 ]
 
@@ -37,7 +36,7 @@ def main(density: float = 0.1) -> None:
         api.compress(src, Path(tmp) / "art", density=density, device="cuda")
         host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
     ref = None
-    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS", "FUSED_FILL")}
+    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS")}
     for variant in VARIANTS:
         for name, value in {**defaults, **variant}.items():
             setattr(gt, name, value)

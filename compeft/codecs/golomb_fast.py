@@ -98,12 +98,9 @@ def read_table_fast(payload: torch.Tensor, d: int) -> Table:
     return table
 
 
-def tiles(counts: np.ndarray, block: int, at_least_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk); with
-    ``at_least_one`` an empty chunk still gets one (empty) tile."""
+def tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk)."""
     per = (counts + block - 1) // block
-    if at_least_one:
-        per = np.maximum(per, 1)
     first_tile = np.cumsum(per) - per
     chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
     start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
@@ -122,8 +119,7 @@ class PlanColumns:
         unary = table.unary_bytes[ids]
         m = table.m[ids]
         u_eff = np.where(m > 1, table.u[ids], 1 << 40)
-        # every chunk has a code tile: with FUSED_FILL the last pass writes the zeros of its tile's output range
-        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block, at_least_one=True)
+        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block)
         byte_chunk, byte_b0, byte_first_tile = tiles(unary, byte_block)
         self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
         width, low, extra, sign, xbits = table.width[ids], 8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.extra_bits[ids]
@@ -240,15 +236,9 @@ def decode_fast(
         values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
     elif values.device.type != device.type:
         values = values.to(device)
-    dense = False
-    if backend == "triton":
-        from compeft.kernels import golomb_triton
-
-        dense = golomb_triton.FUSED_FILL  # the last Triton pass writes every entry of its chunks, the zeros included
     if out is None:  # queued before the plan: the device fills while the host plans and the payload is copied
         out = torch.empty(d, dtype=values.dtype, device=device)
-        if not dense:
-            out.fill_(zero)
+        out.fill_(zero)
     if plan is None and ids.size and backend == "triton":
         from compeft.kernels.golomb_triton import Plan
 
@@ -269,7 +259,7 @@ def decode_fast(
             from compeft.kernels.golomb_triton import decode_mode0_triton
 
             checks = _Checks()
-            decode_mode0_triton(table, ids, buf, out, values, checks, plan, dense=dense)
+            decode_mode0_triton(table, ids, buf, out, values, checks, plan)
             if deferred is not None:
                 deferred.append(checks.raise_first)
             else:

@@ -9,12 +9,10 @@ the inclusive sum of the remainders. Everything else is a tile-local scan plus a
                                                      → torch segmented scan → extra-bit offset per tile
   E   per code tile: popcount of its run of the extra plane (= Σ of its extra bits)
                                                      → torch segmented scan → remainder offset per tile
-  C2  positions, signs, range checks, the values written in place. The zeros (θ_init) are filled by
-      decode_fast while the payload is still being copied; with FUSED_FILL each tile instead writes
-      its whole output range (zeros, then values, so DRAM sees each entry once). On an H100 the two
-      are even (bench.ab_decode), and the separate fill is the default
-Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first;
-every chunk has at least one code tile. Low fields are read as two aligned 32-bit words (the buffer is
+  C2  positions, signs, range checks, the values written in place (decode_fast fills the zeros, θ_init,
+      while the payload is still being copied)
+Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first.
+Low fields are read as two aligned 32-bit words (the buffer is
 padded to whole words); in-tile scans are int32 (a tile's remainders sum below 2^30). Mode-1 chunks
 and validation of the table are left to golomb_fast (same checks, same errors).
 """
@@ -31,11 +29,7 @@ from compeft.codecs.golomb_fast import PlanColumns
 CODE_BLOCK = 1024
 BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 RUN_BLOCK = 128
-FILL_BLOCK = 1024
 SELECT_WARPS = 4
-# True: the last pass writes the zeros too; False: decode_fast fills the output while the payload is
-# copied (bench.ab_decode: even on an H100, slightly ahead at k = 0.2)
-FUSED_FILL = False
 CODE_WARPS = 4
 
 
@@ -99,7 +93,7 @@ def _bit(buf, bit, valid):
 @triton.jit
 def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
                chunk_start, chunk_length, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out,
-               FINAL: tl.constexpr, BLOCK: tl.constexpr, FILL: tl.constexpr, DENSE: tl.constexpr):
+               FINAL: tl.constexpr, BLOCK: tl.constexpr):
     t = tl.program_id(0)
     k = tl.load(tile_chunk + t)
     j0 = tl.load(tile_j0 + t)
@@ -131,38 +125,11 @@ def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_
         bad = valid & ((p >= length) | (s < jj))
         tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
         start = tl.load(chunk_start + k)
-        if DENSE:
-            _fill_range(stops, values, out, first, j0, count, m, roff, start, length, p, ok, BLOCK, FILL)
         neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
         v_neg = tl.load(values)
         v_pos = tl.load(values + 2)
         v = tl.where(neg == 1, v_neg, v_pos)
         tl.store(out + start + p, v, mask=ok)
-
-
-@triton.jit
-def _fill_range(stops, values, out, first, j0, count, m, roff, start, length, p, ok, BLOCK: tl.constexpr, FILL: tl.constexpr):
-    """Write θ_init (values[1]) over the output range this code tile owns: (position of the code before it,
-    its last position], to the chunk's end at a chunk's last tile. Done before the tile's values, so the
-    values land in lines still in L2 and DRAM sees each entry written once."""
-    s_prev = tl.load(stops + first + j0 - 1, mask=j0 > 0, other=0).to(tl.int64)
-    prev = tl.where(j0 > 0, m * (s_prev - (j0 - 1)) + roff + j0 - 1, -1)
-    hi = tl.where(j0 + BLOCK >= count, length - 1, tl.max(tl.where(ok, p, -1), 0))
-    lo = tl.maximum(prev + 1, 0)  # clamped: a corrupt payload (refused by the checks) never writes outside its chunk
-    hi = tl.minimum(hi, length - 1)
-    v_zero = tl.load(values + 1)
-    # [g_lo, g_hi) of the output: a masked head and tail, and whole aligned blocks between (vector stores)
-    g_lo = start + lo
-    g_hi = start + hi + 1
-    a0 = (g_lo + FILL - 1) // FILL * FILL
-    a1 = g_hi // FILL * FILL
-    ar = tl.arange(0, FILL)
-    tl.store(out + g_lo + ar, v_zero, mask=g_lo + ar < tl.minimum(a0, g_hi))
-    tail = tl.maximum(a1, a0) + ar
-    tl.store(out + tail, v_zero, mask=tail < tl.where(a1 >= a0, g_hi, a1))  # no tail when the head took all
-    for a in range(a0, a1, FILL):
-        tl.store(out + tl.multiple_of(a, FILL) + ar, v_zero)
-    tl.debug_barrier()
 
 
 @triton.jit
@@ -216,10 +183,9 @@ class Plan:
         (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.unary_last, self.pad_byte, self.pad_used) = dev[15 * cols.K :].split(cols.tail_sizes)
 
 
-def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None,
-                        dense: bool = True) -> None:
-    """Decode the mode-0 chunks ``ids`` of ``table`` from the padded device buffer into ``out`` (no host sync);
-    ``dense`` writes the zeros too (else ``out`` must hold θ_init already)."""
+def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None) -> None:
+    """Decode the mode-0 chunks ``ids`` of ``table`` from the padded device buffer into ``out``, which holds
+    θ_init already (no host sync)."""
     device = buf.device
     p = plan or Plan(table, ids, device)
     n, K = p.n, p.K
@@ -246,7 +212,7 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     words = buf.view(torch.int32)
     args = [buf, words, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
     grid = (p.n_tiles,)
-    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, DENSE=False)
+    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK)
     checks.add(_chunk_totals(tile_x, p.t_chunk, K) == p.c_xbits, "golomb chunk extra-bit count differs from its table")
     tile_xoff = _segmented_exclusive(tile_x, p.t_chunk, p.c_tile0)
     # each tile's extra bits are one run of its chunk's extra plane: their sum is a popcount of that run
@@ -254,6 +220,5 @@ def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Te
     _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
                                                            MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
     tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, FILL=FILL_BLOCK, DENSE=dense,
-                     num_warps=CODE_WARPS)
+    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
     checks.add(tile_err == 0, "golomb chunk position is past its length")

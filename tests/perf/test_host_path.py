@@ -151,7 +151,7 @@ def test_plan_byte_checks_match_the_formulas_they_replace(container):
     c = host[: 15 * k].view(15, k)
     cnt, ubyte, ubytes = c[0], c[10], c[11]
     code_chunk, code_j0, byte_chunk, byte_b0, unary_last, pad_byte, pad_used = host[15 * k :].split(plan.tail_sizes)
-    ref_code = tiles(table.count[ids], 1024, at_least_one=True)
+    ref_code = tiles(table.count[ids], 1024)
     assert np.array_equal(code_chunk.numpy(), ref_code[0]) and np.array_equal(code_j0.numpy(), ref_code[1])
     assert np.array_equal(c[13].numpy(), ref_code[2])
     w = table.width[ids]

@@ -19,7 +19,7 @@ GOLOMB = get_codec("golomb")
 
 
 def check_values(seeds: range) -> None:
-    """Valid payloads: int8 τ and a bf16 value table (θ_init ≠ 0: every zero is written), equal to the signs encoded."""
+    """Valid payloads: int8 τ and a bf16 value table (θ_init ≠ 0), equal to the signs that were encoded."""
     values = torch.tensor([0.75, 1.0, 1.25]).to(torch.bfloat16)
     for seed in seeds:
         segments, densities = random_case(seed, 200_000 if seed % 5 == 0 else 5000)
@@ -50,10 +50,6 @@ def check_corrupted(seeds: range) -> None:
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("set TRITON_INTERPRET=1")
-    from compeft.kernels import golomb_triton
-
-    for fused_fill in (True, False):  # the last pass writes the zeros, or decode_fast fills the output first
-        golomb_triton.FUSED_FILL = fused_fill
-        check_values(range(int(sys.argv[1])))
-        check_corrupted(range(int(sys.argv[2])))
+    check_values(range(int(sys.argv[1])))
+    check_corrupted(range(int(sys.argv[2])))
     print("ok")
