@@ -12,9 +12,9 @@ the inclusive sum of the remainders. Everything else is a tile-local scan plus a
   C2  positions, signs, range checks, the values written in place (decode_fast fills the zeros, θ_init,
       while the payload is still being copied)
 Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first.
-Low fields are read as two aligned 32-bit words (the buffer is
-padded to whole words); in-tile scans are int32 (a tile's remainders sum below 2^30). Mode-1 chunks
-and validation of the table are left to golomb_fast (same checks, same errors).
+Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile scans
+are int32 (a tile's remainders sum below 2^30). Mode-1 chunks and validation of the table are left to
+golomb_fast (same checks, same errors). Tile sizes and warps: bench.ab_decode compares variants.
 """
 
 from __future__ import annotations
