@@ -14,6 +14,13 @@ from compeft.container import container_path, read_bytes
 from compeft.fastload import ResidentArtifact, load_bytes, load_fast
 
 
+def assert_same_tensors(got: dict, ref: dict) -> None:
+    """The same names, dtypes and values (bit for bit)."""
+    assert set(got) == set(ref)
+    for name in ref:
+        assert got[name].dtype == ref[name].dtype and torch.equal(got[name], ref[name]), name
+
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
     root = tmp_path_factory.mktemp("fastload")
@@ -25,10 +32,7 @@ def test_load_fast_equals_api_load(adapter, tmp_path, codec):
     dst = tmp_path / "art"
     api.compress(adapter, dst, density=0.1, codec=codec, device="cpu")
     ref = api.load(dst, device="cpu")
-    fast = load_fast(dst, "cpu")
-    assert set(fast) == set(ref)
-    for name in ref:
-        assert fast[name].dtype == ref[name].dtype and torch.equal(fast[name], ref[name])
+    assert_same_tensors(load_fast(dst, "cpu"), ref)
 
 
 def test_load_bytes_refuses_flipped_payload(adapter, tmp_path):
@@ -54,9 +58,7 @@ def test_mixed_dtypes_fall_back(tmp_path):
     save_file(tensors, str(src / "adapter_model.safetensors"))
     dst = tmp_path / "art"
     api.compress(src, dst, density=0.3, device="cpu")
-    ref, fast = api.load(dst), load_fast(dst)
-    for name in ref:
-        assert torch.equal(fast[name], ref[name])
+    assert_same_tensors(load_fast(dst), api.load(dst))
 
 
 @pytest.mark.parametrize("codec", ["golomb", "bitmask"])
@@ -68,10 +70,7 @@ def test_resident_artifact_loads_like_api_load_every_time(adapter, tmp_path, cod
     first = resident.load("cpu")
     for t in first.values():
         t.zero_()  # each load returns fresh tensors
-    second = resident.load("cpu")
-    assert set(second) == set(ref)
-    for name in ref:
-        assert second[name].dtype == ref[name].dtype and torch.equal(second[name], ref[name])
+    assert_same_tensors(resident.load("cpu"), ref)
 
 
 def test_resident_artifact_checks_once_at_construction(adapter, tmp_path):
@@ -103,12 +102,9 @@ def test_resident_artifact_refuses_what_load_bytes_refuses(adapter, tmp_path_fac
         with pytest.raises(type(err), match=re.escape(str(err))):
             ResidentArtifact(data, verify=False).load("cpu")
     else:
-        got = ResidentArtifact(data, verify=False).load("cpu")
-        assert all(torch.equal(got[n], expected[n]) for n in expected)
+        assert_same_tensors(ResidentArtifact(data, verify=False).load("cpu"), expected)
 
 
 def test_resident_artifact_of_mixed_dtypes_falls_back(tmp_path):
     test_mixed_dtypes_fall_back(tmp_path)
-    ref = api.load(tmp_path / "art")
-    got = ResidentArtifact.open(tmp_path / "art").load("cpu")
-    assert all(torch.equal(got[n], ref[n]) for n in ref)
+    assert_same_tensors(ResidentArtifact.open(tmp_path / "art").load("cpu"), api.load(tmp_path / "art"))
