@@ -1,4 +1,7 @@
-"""A/B of the Triton decode's tile sizes and warps on one 65B-shape artifact (resident loads, medians)."""
+"""A/B of the Triton decode's tile sizes, warps and copy pieces on one 65B-shape artifact (resident loads, medians).
+
+    python -m bench.ab_decode [k]
+"""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 VARIANTS = [
     {},
+    {"PIECE_BYTES": 1 << 40},
+    {"PIECE_BYTES": 8 << 20},
+    {"PIECE_BYTES": 32 << 20},
+    {"SCAN_BLOCK": 256},
+    {"RUN_SCAN_BLOCK": 128},
     {"CODE_BLOCK": 2048},
-    {"CODE_BLOCK": 512},
-    {"BYTE_BLOCK": 256},
-    {"BYTE_BLOCK": 1024, "SELECT_WARPS": 8},
-    {"CODE_BLOCK": 2048, "CODE_WARPS": 8},
     {},
 ]
 
@@ -28,6 +32,7 @@ def main(density: float = 0.1) -> None:
     from compeft import api
     from compeft.container import container_path, read_bytes
     from compeft.fastload import ResidentArtifact
+    from compeft.codecs import golomb_fast as gf
     from compeft.kernels import golomb_triton as gt
 
     dev = torch.device("cuda")
@@ -36,10 +41,12 @@ def main(density: float = 0.1) -> None:
         api.compress(src, Path(tmp) / "art", density=density, device="cuda")
         host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
     ref = None
-    defaults = {name: getattr(gt, name) for name in ("CODE_BLOCK", "BYTE_BLOCK", "SELECT_WARPS", "CODE_WARPS")}
+    modules = {name: gt for name in ("CODE_BLOCK", "BYTE_BLOCK", "SCAN_BLOCK", "RUN_SCAN_BLOCK", "SELECT_WARPS", "CODE_WARPS")}
+    modules["PIECE_BYTES"] = gf
+    defaults = {name: getattr(module, name) for name, module in modules.items()}
     for variant in VARIANTS:
         for name, value in {**defaults, **variant}.items():
-            setattr(gt, name, value)
+            setattr(modules[name], name, value)
         art = ResidentArtifact(host, verify=False)
         out = art.load(dev)
         flat = torch.cat([t.reshape(-1) for t in out.values()])

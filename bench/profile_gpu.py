@@ -141,9 +141,9 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
         c = parse_container(host, Path("<memory>"), verify=False, prefetch=prefetched)
         t.append(time.perf_counter())
         recs0 = c.doc["tensors"]
-        values = value_table(c.doc["scale"], 0.0, torch.bfloat16).to(dev)
+        values = value_table(c.doc["scale"], 0.0, torch.bfloat16)
         pending: list = []
-        flat = decode_fast(c.payload, c.doc["d"], dev, values, buf=prefetched.buf, buf_stream=prefetched.stream, deferred=pending)
+        flat = decode_fast(c.payload, c.doc["d"], dev, values, staged=prefetched.staged, deferred=pending)
         finish = lambda: [f() for f in pending]  # noqa: E731
         t.append(time.perf_counter())
         records = check_records(c)

@@ -43,10 +43,11 @@ def artifact_bytes(shape: str = "65B", rank: int = 4, density: float = 0.1) -> t
 
 def stages(host: torch.Tensor, repeats: int = 30) -> dict[str, float]:
     """Median ms of each device-independent stage of load_bytes (decode replaced by an empty output)."""
-    from compeft.codecs.golomb_fast import PlanColumns, read_table_fast
+    from compeft.codecs.golomb_fast import read_table_fast
     from compeft.container import parse_container
     from compeft.document import check_records
     from compeft.fastload import views_of
+    from compeft.kernels.golomb_plan import PlanColumns
 
     rows: dict[str, list[float]] = {}
     for _ in range(repeats):
@@ -56,7 +57,7 @@ def stages(host: torch.Tensor, repeats: int = 30) -> dict[str, float]:
         t.append(time.perf_counter())
         table = read_table_fast(c.payload, c.doc["d"])
         ids = (table.mode == 0).nonzero()[0]
-        torch.from_numpy(PlanColumns(table, ids, 1024, 2048).host)
+        PlanColumns(table, ids, 1024, 512, torch.zeros(3, dtype=torch.bfloat16))
         t.append(time.perf_counter())
         records = check_records(c)
         t.append(time.perf_counter())

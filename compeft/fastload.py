@@ -20,7 +20,7 @@ import torch
 
 from compeft.adapters import DTYPES_BY_NAME
 from compeft.codecs import get_codec
-from compeft.codecs.golomb_fast import decode_fast, padded_buffer, read_table_fast, side_stream
+from compeft.codecs.golomb_fast import StagedPayload, decode_fast, read_table_fast
 from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
 from compeft.devices import resolve_device
 from compeft.document import RecordColumns, check_document, check_records
@@ -51,10 +51,10 @@ def reconstruct_fast(
     if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
         theta_init = float(next(iter(kinds))[1])
         values = value_table(float(doc["scale"]), theta_init, dtype)
-        if prefetched is not None and prefetched.buf is not None and codec.id == "golomb":
+        if prefetched is not None and prefetched.staged is not None and codec.id == "golomb":
             # golomb's decode_values_deferred on a device, with the payload copy already under way
             pending: list = []
-            flat = decode_fast(container.payload, d, device, values, buf=prefetched.buf, buf_stream=prefetched.stream, deferred=pending)
+            flat = decode_fast(container.payload, d, device, values, staged=prefetched.staged, deferred=pending)
             finish = lambda: [f() for f in pending] and None  # noqa: E731
         else:
             flat, finish = codec.decode_values_deferred(container.payload, d, device, values)
@@ -149,13 +149,10 @@ class Prefetch:
     """Starts the payload's copy to a CUDA device (on a side stream) while the document is still being parsed."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.buf, self.stream = device, None, None
+        self.device, self.staged = device, None
 
     def __call__(self, payload: torch.Tensor) -> None:
-        self.stream = side_stream(self.device)
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.stream):
-            self.buf = padded_buffer(payload, self.device)
+        self.staged = StagedPayload(payload, self.device)
 
 
 def finish_quietly(finish) -> None:
@@ -240,7 +237,7 @@ class ResidentArtifact:
             from compeft.kernels.golomb_triton import plan_columns
 
             ids = np.flatnonzero(self.table.mode == 0)
-            plan = self._plans[device] = plan_columns(self.table, ids, device) if ids.size else None
+            plan = self._plans[device] = plan_columns(self.table, ids, device, self.values) if ids.size else None
         return plan
 
 

@@ -35,6 +35,7 @@ from compeft.errors import CodecError
 TABLE_DTYPE = np.dtype(
     [("length", "<u4"), ("count", "<u4"), ("m", "<u4"), ("mode", "u1"), ("pad", "V3"), ("unary_bytes", "<u4"), ("extra_bits", "<u4")]
 )
+PIECE_BYTES = 16 << 20  # StagedPayload's copy granularity
 PAD = 8  # zero bytes after the payload so that field reads (two 4-byte words) never run past the buffer
 
 
@@ -98,49 +99,6 @@ def read_table_fast(payload: torch.Tensor, d: int) -> Table:
     return table
 
 
-def tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk)."""
-    per = (counts + block - 1) // block
-    first_tile = np.cumsum(per) - per
-    chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
-    start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
-    return chunk, start, first_tile
-
-
-class PlanColumns:
-    """The Triton decode's per-chunk and per-tile parameters packed in one int64 host array (no device),
-    with the static parts of the byte checks (which bytes to read, by how much to shift) worked out here."""
-
-    def __init__(self, table: Table, ids: np.ndarray, code_block: int, byte_block: int, alloc=None) -> None:
-        cnt = table.count[ids]
-        self.n = int(cnt.sum())
-        self.K = len(ids)
-        first = np.cumsum(cnt) - cnt
-        unary = table.unary_bytes[ids]
-        m = table.m[ids]
-        u_eff = np.where(m > 1, table.u[ids], 1 << 40)
-        code_chunk, code_j0, code_first_tile = tiles(cnt, code_block)
-        byte_chunk, byte_b0, byte_first_tile = tiles(unary, byte_block)
-        self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
-        width, low, extra, sign, xbits = table.width[ids], 8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.extra_bits[ids]
-        uoff = table.unary_off[ids]
-        chunk_cols = [cnt, first, m, u_eff, width, low, extra, sign, table.start[ids], table.length[ids], uoff, unary,
-                      xbits, code_first_tile, byte_first_tile]
-        # the last unary byte of every chunk with codes (it must be non-zero)
-        unary_last = np.maximum(uoff + unary - 1, 0)[cnt > 0]
-        # padding: the last byte of every low, extra and sign plane that ends inside a byte, and its used bits
-        pad_end = np.concatenate([low + cnt * width, extra + xbits, sign + cnt])
-        partial = np.flatnonzero(pad_end & 7)
-        tails = [code_chunk, code_j0, byte_chunk, byte_b0, unary_last, pad_end[partial] >> 3, pad_end[partial] & 7]
-        self.tail_sizes = [t.size for t in tails]
-        parts = chunk_cols + tails
-        size = sum(c.size for c in parts)
-        # alloc(size) → an int64 torch tensor, e.g. in page-locked memory; copies to a device read ``tensor``
-        self.tensor = torch.empty(size, dtype=torch.int64) if alloc is None else alloc(size)
-        self.host = self.tensor.numpy()
-        np.concatenate(parts, out=self.host)
-
-
 def _to_device(columns: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
     """Move several equal-length numpy columns to the device in one copy."""
     if not columns[0].size:
@@ -193,17 +151,17 @@ def decode_fast(
     buf: torch.Tensor | None = None,
     backend: str | None = None,
     deferred: list | None = None,
-    buf_stream: torch.cuda.Stream | None = None,
-    plan_columns: PlanColumns | None = None,
+    staged: StagedPayload | None = None,
+    plan_columns=None,
 ) -> torch.Tensor:
     """Decode a golomb payload on ``device``.
 
     With ``values`` None the result is the int8 ternary τ; with ``values`` = (v₋₁, v₀, v₊₁), a tensor of
     3 entries of any dtype (on the CPU, the fastest, or on ``device``), it is τ mapped through that table
     (e.g. θ_init + s·t already in bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/
-    ``buf`` let several threads decode disjoint chunk ranges into one output; ``buf_stream`` is the stream
-    still writing a given ``buf``; ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made
-    earlier (golomb_triton.plan_columns).
+    ``buf`` let several threads decode disjoint chunk ranges into one output; ``staged`` is the payload's
+    copy to the device already under way; ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made
+    earlier (golomb_triton.plan_columns, for ``values``' dtype).
     """
     device = torch.device(device)
     if table is None:
@@ -215,57 +173,54 @@ def decode_fast(
         from compeft.kernels import triton_available
 
         backend = "triton" if device.type == "cuda" and triton_available() else "torch"
-    plan = None
-    if plan_columns is not None and ids.size and backend == "triton":
-        from compeft.kernels.golomb_triton import Plan
-
-        # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the
-        # first decode pass needs both
-        plan = Plan(table, ids, device, plan_columns)
-    side = buf_stream
-    if buf is None and device.type == "cuda" and out is None:
-        # copy the payload on a side stream while the main stream fills the output
-        side = side_stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            buf = padded_buffer(payload, device)
     if values is None:
         values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+    triton = bool(ids.size) and backend == "triton"
+    if triton:
+        from compeft.kernels.golomb_triton import Plan, decode_mode0_triton, plan_columns as make_plan, raise_errors
+    plan = None
+    if triton and plan_columns is not None and plan_columns.dtype == values.dtype:
+        # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the
+        # first decode pass needs both
+        plan = Plan(plan_columns, device)
+    if buf is None and staged is None and device.type == "cuda":
+        staged = StagedPayload(payload, device)  # the main stream fills the output meanwhile
     zero = values[1].item() if values.device.type == "cpu" else values[1]  # a host scalar: the vectorized fill, exact
-    if values.device.type == "cpu" and device.type == "cuda":
-        values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
-    elif values.device.type != device.type:
-        values = values.to(device)
     if out is None:  # queued before the plan: the device fills while the host plans and the payload is copied
         out = torch.empty(d, dtype=values.dtype, device=device)
         out.fill_(zero)
-    if plan is None and ids.size and backend == "triton":
-        from compeft.kernels.golomb_triton import Plan
-
-        plan = Plan(table, ids, device)  # one asynchronous upload from page-locked memory
-    if buf is None:
+    if triton and plan is None:
+        plan = Plan(make_plan(table, ids, device, values), device)  # one asynchronous upload from page-locked memory
+    if plan is not None:
+        values = plan.values
+    elif values.device.type == "cpu" and device.type == "cuda":
+        values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
+    elif values.device.type != device.type:
+        values = values.to(device)
+    main = torch.cuda.current_stream(device) if staged is not None else None
+    if staged is not None:
+        buf = staged.buf
+        if not triton or (table.mode[all_ids] == 1).any():
+            staged.wait_all(main)
+    elif buf is None:
         buf = padded_buffer(payload, device)
-    if side is not None:
-        main = torch.cuda.current_stream(device)
-        main.wait_stream(side)
-        buf.record_stream(main)
     for i in all_ids[table.mode[all_ids] == 1].tolist():
         a, n = int(table.unary_off[i]), int(table.body_bytes[i])
         t = decode_chunk(table.entry(i), buf[a : a + n])
         s = int(table.start[i])
         out[s : s + t.numel()] = values[(t + 1).to(torch.int64)]
-    if ids.size:
-        if plan is not None:
-            from compeft.kernels.golomb_triton import decode_mode0_triton
-
-            checks = _Checks()
-            decode_mode0_triton(table, ids, buf, out, values, checks, plan)
-            if deferred is not None:
-                deferred.append(checks.raise_first)
-            else:
-                checks.raise_first()
+    if triton:
+        decode_mode0_triton(plan, buf, out, staged)
+        if staged is not None:
+            staged.wait_all(main)
+        errors = plan.errors
+        check = lambda: raise_errors(errors.cpu().numpy())  # noqa: E731  (waits for the device)
+        if deferred is not None:
+            deferred.append(check)
         else:
-            _decode_mode0(table, ids, buf, out, values, device)
+            check()
+    elif ids.size:
+        _decode_mode0(table, ids, buf, out, values, device)
     return out
 
 
@@ -278,6 +233,37 @@ def side_stream(device: torch.device) -> torch.cuda.Stream:
     if stream is None:
         stream = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
     return stream
+
+
+class StagedPayload:
+    """The payload's copy to a CUDA device, on a side stream, in pieces of PIECE_BYTES with an event after
+    each: a decode can start on the chunks that have arrived while the rest is still being copied."""
+
+    def __init__(self, payload: torch.Tensor, device: torch.device) -> None:
+        self.stream = side_stream(device)
+        self.stream.wait_stream(torch.cuda.current_stream(device))
+        n = payload.numel()
+        self.ends = [*range(PIECE_BYTES, n, PIECE_BYTES), n]
+        self.events = []
+        payload = payload.reshape(-1)
+        with torch.cuda.stream(self.stream):
+            self.buf = torch.empty((n + PAD + 3) // 4 * 4, dtype=torch.uint8, device=device)
+            self.buf[n:].zero_()
+            start = 0
+            for end in self.ends:
+                self.buf[start:end].copy_(payload[start:end], non_blocking=True)
+                self.events.append(torch.cuda.Event())
+                self.events[-1].record(self.stream)
+                start = end
+
+    def wait_piece(self, i: int) -> None:
+        """Make the current stream wait for pieces 0..i."""
+        torch.cuda.current_stream(self.buf.device).wait_event(self.events[i])
+
+    def wait_all(self, stream: torch.cuda.Stream) -> None:
+        """Make ``stream`` wait for the whole copy (and keep the buffer alive for it)."""
+        stream.wait_event(self.events[-1])
+        self.buf.record_stream(stream)
 
 
 def padded_buffer(payload: torch.Tensor, device: torch.device) -> torch.Tensor:

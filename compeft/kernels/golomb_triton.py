@@ -1,20 +1,24 @@
-"""Triton decode of ``golomb`` payloads on CUDA: five passes (one of them tiny) instead of ~40 torch kernels.
+"""Triton decode of ``golomb`` payloads on CUDA: six kernel launches, no torch ops in between.
 
 Closed form used: with s_j the bit index of code j's unary stop inside its chunk, the sum of the
 quotients up to j is s_j − j, so the position of code j is p_j = M·(s_j − j) + R_j + j, where R_j is
 the inclusive sum of the remainders. Everything else is a tile-local scan plus a per-chunk carry:
-  U1  popcount of each tile of unary bytes           → torch segmented scan → code offset per tile
+  U1  popcount of each tile of unary bytes
+  S1  per chunk: scan of its tiles' popcounts → code offset per tile; count, trailing-byte and padding checks
   U2  write s_j for every one bit (select; one lane per bit, so the writes are coalesced)
   C1  per code tile: the codes with an extra bit, and Σ of the remainders without it (h or 2h − u)
-                                                     → torch segmented scan → extra-bit offset per tile
-  E   per code tile: popcount of its run of the extra plane (= Σ of its extra bits)
-                                                     → torch segmented scan → remainder offset per tile
+  S2  per chunk: scan of its tiles' extra counts → extra-bit offset per tile; each tile's extra bits are
+      one run of the extra plane, so their sum is a popcount of it; scan of the remainder sums → remainder
+      offset per tile; extra-bit count check
   C2  positions, signs, range checks, the values written in place (decode_fast fills the zeros, θ_init,
       while the payload is still being copied)
-Tiles never straddle chunks, so each scan's carry is a cumsum over tile sums minus the chunk's first.
-Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile scans
-are int32 (a tile's remainders sum below 2^30). Mode-1 chunks and validation of the table are left to
-golomb_fast (same checks, same errors). Tile sizes and warps: bench.ab_decode compares variants.
+Tiles never straddle chunks. The plan (golomb_plan) carries every parameter, zeroed error flags and the
+value table in one upload; the kernels set error flags instead of raising, and the host reads them back
+once. Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile
+scans are int32 (a tile's remainders sum below 2^30). Chunks can be decoded in groups (``base``
+arguments), so that a group decodes while the next one's bytes are still being copied. Mode-1 chunks
+and validation of the table are left to golomb_fast (same checks, same errors). Tile sizes and warps:
+bench.ab_decode compares variants.
 """
 
 from __future__ import annotations
@@ -24,13 +28,34 @@ import torch
 import triton
 import triton.language as tl
 
-from compeft.codecs.golomb_fast import PlanColumns
+from compeft.errors import CodecError
+from compeft.kernels import golomb_plan as gp
 
 CODE_BLOCK = 1024
 BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
-RUN_BLOCK = 128
+SCAN_BLOCK = 1024
+RUN_SCAN_BLOCK = 256
 SELECT_WARPS = 4
 CODE_WARPS = 4
+
+_CNT = tl.constexpr(gp.CNT)
+_FIRST = tl.constexpr(gp.FIRST)
+_M = tl.constexpr(gp.M)
+_U = tl.constexpr(gp.U)
+_W = tl.constexpr(gp.W)
+_LOW = tl.constexpr(gp.LOW)
+_EXTRA = tl.constexpr(gp.EXTRA)
+_SIGN = tl.constexpr(gp.SIGN)
+_START = tl.constexpr(gp.START)
+_LEN = tl.constexpr(gp.LEN)
+_UBYTE = tl.constexpr(gp.UBYTE)
+_UBYTES = tl.constexpr(gp.UBYTES)
+_XBITS = tl.constexpr(gp.XBITS)
+_TILE0 = tl.constexpr(gp.TILE0)
+_NTILES = tl.constexpr(gp.NTILES)
+_BTILE0 = tl.constexpr(gp.BTILE0)
+_NBTILES = tl.constexpr(gp.NBTILES)
+_ERR_COUNT, _ERR_TRAILING, _ERR_PADDING, _ERR_EXTRA, _ERR_RANGE = (tl.constexpr(i) for i in range(5))
 
 
 @triton.jit
@@ -51,29 +76,67 @@ def _popcount32(x):
 
 
 @triton.jit
-def _unary_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, tile_pop, BLOCK: tl.constexpr):
-    """U1: the one bits of each tile of unary bytes."""
-    t = tl.program_id(0)
-    k = tl.load(tile_chunk + t)
-    b = tl.load(tile_b0 + t) + tl.arange(0, BLOCK)
-    valid = b < tl.load(chunk_ubytes + k)
-    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
-    tl.store(tile_pop + t, tl.sum(_popcount8(x), 0))
+def _flag(err, code, bad):
+    """Set error flag ``code`` when the scalar ``bad`` is true (plain stores of 1: races are harmless)."""
+    tl.store(err + code, bad.to(tl.int64), mask=bad)
 
 
 @triton.jit
-def _select_pass(buf, tile_chunk, tile_b0, chunk_ubyte, chunk_ubytes, chunk_first, chunk_count, tile_off, stops, BLOCK: tl.constexpr):
+def _unary_pass(buf, plan, K, b_chunk, b_b0, tile_pop, base, BLOCK: tl.constexpr):
+    """U1: the one bits of each tile of unary bytes."""
+    t = base + tl.program_id(0)
+    k = tl.load(b_chunk + t)
+    b = tl.load(b_b0 + t) + tl.arange(0, BLOCK)
+    valid = b < tl.load(plan + _UBYTES * K + k)
+    x = tl.load(buf + tl.load(plan + _UBYTE * K + k) + b, mask=valid, other=0).to(tl.int32)
+    tl.store(tile_pop + t, tl.sum(_popcount8(x), 0).to(tl.int64))
+
+
+@triton.jit
+def _padding_bad(buf, end):
+    """True when bits at and above bit index ``end`` of its byte are not all zero."""
+    used = end & 7
+    byte = tl.load(buf + (end >> 3), mask=used != 0, other=0).to(tl.int32)
+    return (byte >> used.to(tl.int32)) != 0
+
+
+@triton.jit
+def _unary_scan(buf, plan, K, tile_pop, tile_off, err, base, BLOCK: tl.constexpr):
+    """S1, one program per chunk: code offsets of its unary tiles, and the chunk's byte-level checks."""
+    k = base + tl.program_id(0)
+    t0 = tl.load(plan + _BTILE0 * K + k)
+    nt = tl.load(plan + _NBTILES * K + k)
+    carry = tl.full([], 0, tl.int64)
+    for i in range(0, nt, BLOCK):
+        idx = i + tl.arange(0, BLOCK)
+        inside = idx < nt
+        x = tl.load(tile_pop + t0 + idx, mask=inside, other=0)
+        tl.store(tile_off + t0 + idx, carry + tl.cumsum(x, 0) - x, mask=inside)
+        carry += tl.sum(x, 0)
+    cnt = tl.load(plan + _CNT * K + k)
+    _flag(err, _ERR_COUNT, carry != cnt)
+    last = tl.maximum(tl.load(plan + _UBYTE * K + k) + tl.load(plan + _UBYTES * K + k) - 1, 0)
+    _flag(err, _ERR_TRAILING, (cnt > 0) & (tl.load(buf + last) == 0))
+    w = tl.load(plan + _W * K + k)
+    bad = _padding_bad(buf, tl.load(plan + _LOW * K + k) + cnt * w)
+    bad = bad | _padding_bad(buf, tl.load(plan + _EXTRA * K + k) + tl.load(plan + _XBITS * K + k))
+    bad = bad | _padding_bad(buf, tl.load(plan + _SIGN * K + k) + cnt)
+    _flag(err, _ERR_PADDING, bad)
+
+
+@triton.jit
+def _select_pass(buf, plan, K, b_chunk, b_b0, tile_off, stops, base, BLOCK: tl.constexpr):
     """U2: s_j for every one bit. One lane per bit, so the stops of a warp land side by side (coalesced)."""
-    t = tl.program_id(0)
-    k = tl.load(tile_chunk + t)
+    t = base + tl.program_id(0)
+    k = tl.load(b_chunk + t)
     lane = tl.arange(0, 8 * BLOCK)
-    b = tl.load(tile_b0 + t) + (lane >> 3)
-    valid = b < tl.load(chunk_ubytes + k)
-    x = tl.load(buf + tl.load(chunk_ubyte + k) + b, mask=valid, other=0).to(tl.int32)
+    b = tl.load(b_b0 + t) + (lane >> 3)
+    valid = b < tl.load(plan + _UBYTES * K + k)
+    x = tl.load(buf + tl.load(plan + _UBYTE * K + k) + b, mask=valid, other=0).to(tl.int32)
     one = (x >> (lane & 7)) & 1
     code = tl.load(tile_off + t) + (tl.cumsum(one, 0) - one)
-    hit = (one == 1) & (code < tl.load(chunk_count + k))
-    tl.store(stops + tl.load(chunk_first + k) + code, (b * 8 + (lane & 7)).to(tl.int32), mask=hit)
+    hit = (one == 1) & (code < tl.load(plan + _CNT * K + k))
+    tl.store(stops + tl.load(plan + _FIRST * K + k) + code, (b * 8 + (lane & 7)).to(tl.int32), mask=hit)
 
 
 @triton.jit
@@ -91,134 +154,148 @@ def _bit(buf, bit, valid):
 
 
 @triton.jit
-def _code_pass(buf, words, tile_chunk, tile_j0, chunk_count, chunk_first, chunk_m, chunk_u, chunk_w, chunk_low, chunk_extra, chunk_sign,
-               chunk_start, chunk_length, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out,
+def _code_pass(buf, words, plan, K, t_chunk, t_j0, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
                FINAL: tl.constexpr, BLOCK: tl.constexpr):
-    t = tl.program_id(0)
-    k = tl.load(tile_chunk + t)
-    j0 = tl.load(tile_j0 + t)
-    j = j0 + tl.arange(0, BLOCK)
-    count = tl.load(chunk_count + k)
-    valid = j < count
+    t = base + tl.program_id(0)
+    k = tl.load(t_chunk + t)
+    j = tl.load(t_j0 + t) + tl.arange(0, BLOCK)
+    valid = j < tl.load(plan + _CNT * K + k)
     jj = j.to(tl.int64)
-    w = tl.load(chunk_w + k)
-    u = tl.load(chunk_u + k)
-    h = _field(words, tl.load(chunk_low + k) + jj * w, w, valid)
+    w = tl.load(plan + _W * K + k)
+    u = tl.load(plan + _U * K + k)
+    h = _field(words, tl.load(plan + _LOW * K + k) + jj * w, w, valid)
     has_extra = valid & (h >= u)
     hx = has_extra.to(tl.int32)
     # the remainder without its extra bit: h, or 2h - u when an extra bit follows (r = that + e)
     r0 = tl.where(has_extra, 2 * h - u, h).to(tl.int32)
     if not FINAL:
-        tl.store(tile_x + t, tl.sum(hx, 0))
-        tl.store(tile_h + t, tl.sum(r0, 0))
+        tl.store(tile_x + t, tl.sum(hx, 0).to(tl.int64))
+        tl.store(tile_h + t, tl.sum(r0, 0).to(tl.int64))
     else:
         ex = tl.load(tile_xoff + t) + (tl.cumsum(hx, 0) - hx)
-        e = _bit(buf, tl.load(chunk_extra + k) + ex, has_extra)
+        e = _bit(buf, tl.load(plan + _EXTRA * K + k) + ex, has_extra)
         r = tl.where(has_extra, r0 + e, r0)
-        m = tl.load(chunk_m + k)
-        first = tl.load(chunk_first + k)
-        roff = tl.load(tile_roff + t)
-        s = tl.load(stops + first + j, mask=valid, other=0).to(tl.int64)
-        p = m * (s - jj) + roff + tl.cumsum(r, 0) + jj
-        length = tl.load(chunk_length + k)
+        s = tl.load(stops + tl.load(plan + _FIRST * K + k) + j, mask=valid, other=0).to(tl.int64)
+        p = tl.load(plan + _M * K + k) * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
+        length = tl.load(plan + _LEN * K + k)
         ok = valid & (p < length) & (s >= jj)
         bad = valid & ((p >= length) | (s < jj))
-        tl.store(tile_err + t, tl.max(bad.to(tl.int32), 0))
-        start = tl.load(chunk_start + k)
-        neg = _bit(buf, tl.load(chunk_sign + k) + jj, valid)
-        v_neg = tl.load(values)
-        v_pos = tl.load(values + 2)
-        v = tl.where(neg == 1, v_neg, v_pos)
-        tl.store(out + start + p, v, mask=ok)
+        _flag(err, _ERR_RANGE, tl.max(bad.to(tl.int32), 0) > 0)
+        neg = _bit(buf, tl.load(plan + _SIGN * K + k) + jj, valid)
+        v = tl.where(neg == 1, tl.load(values), tl.load(values + 2))
+        tl.store(out + tl.load(plan + _START * K + k) + p, v, mask=ok)
 
 
 @triton.jit
-def _range_popcount(words, first_bit, nbits, n, total, MAX_WORDS: tl.constexpr, BLOCK: tl.constexpr):
-    """total[i] = set bits in [first_bit[i], first_bit[i] + nbits[i]) of the word buffer (nbits ≤ 32·(MAX_WORDS − 1))."""
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    valid = i < n
-    a = tl.load(first_bit + i, mask=valid, other=0)
-    z = a + tl.load(nbits + i, mask=valid, other=0)
+def _run_popcount(words, a, n, MAX_WORDS: tl.constexpr):
+    """Set bits in [a, a + n) of the word buffer, element-wise (n ≤ 32·(MAX_WORDS − 1))."""
+    z = a + n
     w0 = a >> 5
-    acc = tl.zeros([BLOCK], dtype=tl.int64)
+    acc = tl.zeros(a.shape, dtype=tl.int64)
     for q in tl.static_range(MAX_WORDS):
         lo = (w0 + q) * 32  # bits [lo, lo + 32) of word w0 + q, clipped to [a, z)
-        take = valid & (lo < z)
+        take = lo < z
         x = tl.load(words + w0 + q, mask=take, other=0).to(tl.int64) & 0xFFFFFFFF
         keep_from = tl.maximum(a - lo, 0)
         keep_to = tl.minimum(z - lo, 32)
         x = x & (((1 << keep_to) - 1) - ((1 << keep_from) - 1))
         acc += tl.where(take & (keep_to > keep_from), _popcount32(x), 0)
-    tl.store(total + i, acc, mask=valid)
+    return acc
 
 
-def _segmented_exclusive(tile_sums: torch.Tensor, tile_chunk: torch.Tensor, chunk_first_tile: torch.Tensor) -> torch.Tensor:
-    """Exclusive prefix sums of tile sums, restarted at the first tile of each chunk."""
-    inclusive = torch.cumsum(tile_sums, 0)
-    exclusive = inclusive - tile_sums
-    return exclusive - exclusive[chunk_first_tile[tile_chunk]]
+@triton.jit
+def _code_scan(words, plan, K, tile_x, tile_h, tile_xoff, tile_roff, err, base, BLOCK: tl.constexpr, MAX_WORDS: tl.constexpr):
+    """S2, one program per chunk: extra-bit and remainder offsets of its code tiles, and the extra-bit count check."""
+    k = base + tl.program_id(0)
+    t0 = tl.load(plan + _TILE0 * K + k)
+    nt = tl.load(plan + _NTILES * K + k)
+    extra = tl.load(plan + _EXTRA * K + k)
+    carry_x = tl.full([], 0, tl.int64)
+    carry_r = tl.full([], 0, tl.int64)
+    for i in range(0, nt, BLOCK):
+        idx = i + tl.arange(0, BLOCK)
+        inside = idx < nt
+        x = tl.load(tile_x + t0 + idx, mask=inside, other=0)
+        xoff = carry_x + tl.cumsum(x, 0) - x
+        r = tl.load(tile_h + t0 + idx, mask=inside, other=0) + _run_popcount(words, extra + xoff, x, MAX_WORDS)
+        tl.store(tile_xoff + t0 + idx, xoff, mask=inside)
+        tl.store(tile_roff + t0 + idx, carry_r + tl.cumsum(r, 0) - r, mask=inside)
+        carry_x += tl.sum(x, 0)
+        carry_r += tl.sum(r, 0)
+    _flag(err, _ERR_EXTRA, carry_x != tl.load(plan + _XBITS * K + k))
 
 
-def _chunk_totals(tile_sums: torch.Tensor, tile_chunk: torch.Tensor, n_chunks: int) -> torch.Tensor:
-    totals = torch.zeros(n_chunks, dtype=torch.int64, device=tile_sums.device)
-    totals.index_add_(0, tile_chunk, tile_sums.to(torch.int64))
-    return totals
-
-
-def plan_columns(table, ids: np.ndarray, device: torch.device) -> PlanColumns:
-    """The decode's plan columns for ``ids``, in page-locked memory when ``device`` is CUDA (for an asynchronous
-    copy: torch's host allocator keeps the block until the copies that read it are done)."""
-    return PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, alloc=lambda n: torch.empty(n, dtype=torch.int64, pin_memory=device.type == "cuda"))
+def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Tensor) -> gp.PlanColumns:
+    """The decode's plan for ``ids`` decoding into ``values``' dtype, in page-locked memory when ``device``
+    is CUDA (for an asynchronous copy: torch's host allocator keeps the block until the copies that read it
+    are done)."""
+    return gp.PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, values,
+                          alloc=lambda n: torch.empty(n, dtype=torch.int64, pin_memory=device.type == "cuda"))
 
 
 class Plan:
-    """Per-chunk and per-tile parameters of one decode, uploaded to the device in a single copy."""
+    """A plan on the device (one asynchronous copy), with its tile columns, error flags and value table as views."""
 
-    def __init__(self, table, ids: np.ndarray, device: torch.device, columns: PlanColumns | None = None) -> None:
-        cols = columns if columns is not None else plan_columns(table, ids, device)
-        self.n, self.K, self.n_tiles, self.nb_tiles = cols.n, cols.K, cols.n_tiles, cols.nb_tiles
-        dev = cols.tensor.to(device, non_blocking=True)
-        (self.c_cnt, self.c_first, self.c_m, self.c_u, self.c_w, self.c_low, self.c_extra, self.c_sign, self.c_start, self.c_len,
-         self.c_ubyte, self.c_ubytes, self.c_xbits, self.c_tile0, self.c_btile0) = dev[: 15 * cols.K].view(15, cols.K).unbind(0)
-        (self.t_chunk, self.t_j0, self.b_chunk, self.b_b0, self.unary_last, self.pad_byte, self.pad_used) = dev[15 * cols.K :].split(cols.tail_sizes)
+    def __init__(self, cols: gp.PlanColumns, device: torch.device) -> None:
+        self.cols = cols
+        dev = self.tensor = cols.tensor.to(device, non_blocking=True, copy=True)  # the device sets its error flags
+        self.t_chunk = dev[cols.code_tiles_at : cols.code_tiles_at + cols.n_tiles]
+        self.t_j0 = dev[cols.code_tiles_at + cols.n_tiles : cols.byte_tiles_at]
+        self.b_chunk = dev[cols.byte_tiles_at : cols.byte_tiles_at + cols.nb_tiles]
+        self.b_b0 = dev[cols.byte_tiles_at + cols.nb_tiles : cols.errors_at]
+        self.errors = dev[cols.errors_at : cols.values_at]
+        itemsize = torch.empty((), dtype=cols.dtype).element_size()
+        self.values = dev[cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(cols.dtype)
 
 
-def decode_mode0_triton(table, ids: np.ndarray, buf: torch.Tensor, out: torch.Tensor, values: torch.Tensor, checks, plan: Plan | None = None) -> None:
-    """Decode the mode-0 chunks ``ids`` of ``table`` from the padded device buffer into ``out``, which holds
-    θ_init already (no host sync)."""
-    device = buf.device
-    p = plan or Plan(table, ids, device)
-    n, K = p.n, p.K
+def chunk_groups(cols: gp.PlanColumns, ends: list[int]) -> list[tuple[int, int, int]]:
+    """(first chunk, end chunk, piece) of each run of planned chunks whose bodies end in the same copied piece
+    of the payload (``ends``: the pieces' end offsets)."""
+    if not cols.K:
+        return []
+    rows = cols.host[: gp.N_ROWS * cols.K].reshape(gp.N_ROWS, cols.K)
+    body_end = (rows[gp.SIGN] + rows[gp.CNT] + 7) >> 3  # a mode-0 body ends with its sign plane
+    piece = np.minimum(np.searchsorted(np.asarray(ends), body_end, side="left"), len(ends) - 1)
+    cuts = np.flatnonzero(np.diff(piece)) + 1
+    starts = [0, *cuts.tolist()]
+    return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
+
+
+def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None) -> None:
+    """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already
+    (no host sync; the error flags are in ``plan.errors``, see raise_errors). With ``staged``
+    (golomb_fast.StagedPayload), each group of chunks waits only for the piece of the copy its bodies end in."""
+    cols, device = plan.cols, buf.device
+    K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
+    scratch = torch.empty(2 * nb_tiles + 4 * n_tiles, dtype=torch.int64, device=device)  # every entry is written before it is read
+    tile_pop, tile_off = scratch[:nb_tiles], scratch[nb_tiles : 2 * nb_tiles]
+    tile_x, tile_h, tile_xoff, tile_roff = scratch[2 * nb_tiles :].view(4, n_tiles).unbind(0) if n_tiles else (scratch,) * 4
     stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
-    if p.nb_tiles:
-        grid = (p.nb_tiles,)
-        tile_pop = torch.empty(p.nb_tiles, dtype=torch.int64, device=device)  # every tile writes its entry
-        _unary_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, tile_pop, BLOCK=BYTE_BLOCK)
-        ones = _chunk_totals(tile_pop, p.b_chunk, K)
-        checks.add(ones == p.c_cnt, "golomb chunk unary stream has a code count other than its table's")
-        offsets = _segmented_exclusive(tile_pop, p.b_chunk, p.c_btile0)
-        _select_pass[grid](buf, p.b_chunk, p.b_b0, p.c_ubyte, p.c_ubytes, p.c_first, p.c_cnt, offsets, stops, BLOCK=BYTE_BLOCK,
-                           num_warps=SELECT_WARPS)
-        checks.add(buf[p.unary_last] != 0, "golomb chunk unary stream has trailing bytes")
-    else:
-        checks.add(p.c_cnt == 0, "golomb chunk unary stream has a code count other than its table's")
-    checks.add((buf[p.pad_byte].to(torch.int64) >> p.pad_used) == 0, "golomb chunk has non-zero padding bits")
-    if p.n_tiles == 0:
-        checks.add(p.c_xbits == 0, "golomb chunk extra-bit count differs from its table")
-        return
-    tile_x = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
-    tile_h = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
-    tile_err = torch.empty(p.n_tiles, dtype=torch.int32, device=device)  # every tile writes its entry
-    words = buf.view(torch.int32)
-    args = [buf, words, p.t_chunk, p.t_j0, p.c_cnt, p.c_first, p.c_m, p.c_u, p.c_w, p.c_low, p.c_extra, p.c_sign, p.c_start, p.c_len]
-    grid = (p.n_tiles,)
-    _code_pass[grid](*args, tile_x, tile_x, tile_h, tile_h, tile_err, stops, values, out, FINAL=False, BLOCK=CODE_BLOCK)
-    checks.add(_chunk_totals(tile_x, p.t_chunk, K) == p.c_xbits, "golomb chunk extra-bit count differs from its table")
-    tile_xoff = _segmented_exclusive(tile_x, p.t_chunk, p.c_tile0)
-    # each tile's extra bits are one run of its chunk's extra plane: their sum is a popcount of that run
-    tile_e = torch.empty(p.n_tiles, dtype=torch.int64, device=device)
-    _range_popcount[(triton.cdiv(p.n_tiles, RUN_BLOCK),)](words, p.c_extra[p.t_chunk] + tile_xoff, tile_x, p.n_tiles, tile_e,
-                                                           MAX_WORDS=CODE_BLOCK // 32 + 1, BLOCK=RUN_BLOCK)
-    tile_roff = _segmented_exclusive(tile_h + tile_e, p.t_chunk, p.c_tile0)
-    _code_pass[grid](*args, tile_x, tile_xoff, tile_h, tile_roff, tile_err, stops, values, out, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
-    checks.add(tile_err == 0, "golomb chunk position is past its length")
+    p, err, words = plan.tensor, plan.errors, buf.view(torch.int32)
+    groups = chunk_groups(cols, staged.ends) if staged is not None else [(0, K, 0)] * bool(K)
+    rows = cols.host[: gp.N_ROWS * K].reshape(gp.N_ROWS, K)
+    for k0, k1, piece in groups:
+        if staged is not None:
+            staged.wait_piece(piece)
+        # the group's tiles: chunks' tiles are consecutive, in chunk order
+        t0, t1 = int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1])
+        b0, b1 = int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])
+        if b1 > b0:
+            _unary_pass[(b1 - b0,)](buf, p, K, plan.b_chunk, plan.b_b0, tile_pop, b0, BLOCK=BYTE_BLOCK)
+        _unary_scan[(k1 - k0,)](buf, p, K, tile_pop, tile_off, err, k0, BLOCK=SCAN_BLOCK)
+        if b1 > b0:
+            _select_pass[(b1 - b0,)](buf, p, K, plan.b_chunk, plan.b_b0, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        args = (buf, words, p, K, plan.t_chunk, plan.t_j0, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
+        if t1 > t0:
+            _code_pass[(t1 - t0,)](*args, FINAL=False, BLOCK=CODE_BLOCK)
+        _code_scan[(k1 - k0,)](words, p, K, tile_x, tile_h, tile_xoff, tile_roff, err, k0, BLOCK=RUN_SCAN_BLOCK,
+                               MAX_WORDS=CODE_BLOCK // 32 + 1)
+        if t1 > t0:
+            _code_pass[(t1 - t0,)](*args, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
+
+
+def raise_errors(flags: np.ndarray) -> None:
+    """Raise CodecError with the message of the first error flag set (the order the checks run in)."""
+    for flag, message in zip(flags.tolist(), gp.ERROR_MESSAGES):
+        if flag:
+            raise CodecError(message)

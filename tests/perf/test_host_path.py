@@ -13,11 +13,12 @@ import torch
 
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 from compeft import api
-from compeft.codecs.golomb_fast import PlanColumns, padded_buffer, read_table_fast, tiles
+from compeft.codecs.golomb_fast import read_table_fast
 from compeft.container import container_path, read_container
 from compeft.document import RecordColumns, check_document, check_records
 from compeft.errors import ContainerError
 from compeft.fastload import views_of
+from compeft.kernels import golomb_plan as gp
 from compeft.taskvector import DeltaRecord
 
 
@@ -140,46 +141,31 @@ def test_views_equal_per_record_views(seed):
         assert g.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr() and torch.equal(g, t)
 
 
-def test_plan_byte_checks_match_the_formulas_they_replace(container):
-    """The unary-tail and padding checks read host-chosen bytes; on corrupted buffers they fail exactly
-    where the device formulas they replace (max(ubyte+ubytes-1, 0), (base+bits)>>3, bits & 7) fail."""
+def test_plan_layout_holds_the_table_tiles_zeroed_flags_and_values(container):
+    """The one array the Triton decode uploads: chunk rows from the table, tiles that cover every code and
+    unary byte once, zeroed error flags, and the value table's bytes."""
     table = read_table_fast(container.payload, container.doc["d"])
     ids = np.flatnonzero(table.mode == 0)
-    plan = PlanColumns(table, ids, 1024, 2048)
-    k = plan.K
-    host = torch.from_numpy(plan.host)
-    c = host[: 15 * k].view(15, k)
-    cnt, ubyte, ubytes = c[0], c[10], c[11]
-    code_chunk, code_j0, byte_chunk, byte_b0, unary_last, pad_byte, pad_used = host[15 * k :].split(plan.tail_sizes)
-    ref_code = tiles(table.count[ids], 1024)
-    assert np.array_equal(code_chunk.numpy(), ref_code[0]) and np.array_equal(code_j0.numpy(), ref_code[1])
-    assert np.array_equal(c[13].numpy(), ref_code[2])
-    w = table.width[ids]
-    pad_base = torch.from_numpy(np.concatenate([8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids]]))
-    pad_bits = torch.from_numpy(np.concatenate([table.count[ids] * w, table.extra_bits[ids], table.count[ids]]))
-
-    def old(buf):
-        a = ((cnt == 0) | (buf[(ubyte + ubytes - 1).clamp(min=0)] != 0)).all().item()
-        tail = pad_bits & 7
-        b = ((tail == 0) | ((buf[(pad_base + pad_bits) >> 3].to(torch.int64) >> tail) == 0)).all().item()
-        return a, b
-
-    def new(buf):
-        return (buf[unary_last] != 0).all().item(), ((buf[pad_byte].to(torch.int64) >> pad_used) == 0).all().item()
-
-    clean = padded_buffer(container.payload, torch.device("cpu"))
-    assert old(clean) == new(clean) == (True, True)
-    rng = random.Random(0)
-    for i in range(200):
-        buf = clean.clone()
-        if i % 3 == 0 and unary_last.numel():
-            buf[int(unary_last[rng.randrange(unary_last.numel())])] = 0
-        elif i % 3 == 1 and pad_byte.numel():
-            buf[int(pad_byte[rng.randrange(pad_byte.numel())])] |= 0x80
-        else:
-            for _ in range(rng.randint(1, 20)):
-                buf[rng.randrange(buf.numel() - 8)] ^= 1 << rng.randrange(8)
-        assert old(buf) == new(buf)
+    values = torch.tensor([0.5, 1.0, 1.5], dtype=torch.bfloat16)
+    plan = gp.PlanColumns(table, ids, 64, 16, values)
+    k, host = plan.K, plan.host
+    rows = host[: gp.N_ROWS * k].reshape(gp.N_ROWS, k)
+    assert np.array_equal(rows[gp.CNT], table.count[ids]) and np.array_equal(rows[gp.START], table.start[ids])
+    assert np.array_equal(rows[gp.LOW], 8 * table.low_off[ids]) and np.array_equal(rows[gp.UBYTES], table.unary_bytes[ids])
+    for (chunk_at, n), block, sizes, first, count in (
+        ((plan.code_tiles_at, plan.n_tiles), 64, table.count[ids], rows[gp.TILE0], rows[gp.NTILES]),
+        ((plan.byte_tiles_at, plan.nb_tiles), 16, table.unary_bytes[ids], rows[gp.BTILE0], rows[gp.NBTILES]),
+    ):
+        chunk, start = host[chunk_at : chunk_at + n], host[chunk_at + n : chunk_at + 2 * n]
+        covered = np.zeros(int(sizes.sum()), dtype=np.int64)
+        base = np.cumsum(sizes) - sizes
+        for c, s in zip(chunk.tolist(), start.tolist()):
+            covered[base[c] + s : base[c] + min(s + block, sizes[c])] += 1
+        assert (covered == 1).all()
+        assert np.array_equal(np.flatnonzero(np.diff(chunk, prepend=-1)), first[count > 0])
+        assert np.array_equal(np.bincount(chunk, minlength=k), count)
+    assert not host[plan.errors_at : plan.values_at].any()
+    assert torch.equal(plan.tensor[plan.values_at :].view(torch.uint8)[:6].view(torch.bfloat16), values)
 
 
 def test_decode_checks_d_against_the_payload_before_allocating(container):

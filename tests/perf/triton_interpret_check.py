@@ -11,7 +11,8 @@ import sys
 import torch
 
 from compeft.codecs import get_codec
-from compeft.codecs.golomb_fast import decode_fast
+from compeft.codecs.golomb import ENTRY, HEADER
+from compeft.codecs.golomb_fast import decode_fast, padded_buffer, read_table_fast
 from compeft.errors import CodecError
 from tests.perf.helpers import flipped_case, random_case, random_signs
 
@@ -47,9 +48,102 @@ def check_corrupted(seeds: range) -> None:
             sys.exit(f"seed {seed}: the Triton decoder's output differs from the reference's")
 
 
+class PiecesOnCpu:
+    """StagedPayload's interface without a device: the piece ends, and waits that return at once."""
+
+    def __init__(self, ends: list[int]) -> None:
+        self.ends = ends
+
+    def wait_piece(self, i: int) -> None:
+        pass
+
+
+def mode0_decode(payload: torch.Tensor, d: int, staged) -> tuple[torch.Tensor, list[int]]:
+    """decode_mode0_triton's output (mode-1 chunks left at zero) and error flags, in groups when ``staged``."""
+    from compeft.kernels.golomb_triton import Plan, decode_mode0_triton, plan_columns
+
+    table = read_table_fast(payload, d)
+    ids = (table.mode == 0).nonzero()[0]
+    values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+    plan = Plan(plan_columns(table, ids, torch.device("cpu"), values), torch.device("cpu"))
+    out = torch.zeros(d, dtype=torch.int8)
+    decode_mode0_triton(plan, padded_buffer(payload, torch.device("cpu")), out, staged)
+    return out, plan.errors.tolist()
+
+
+def check_groups(seeds: range) -> None:
+    """Chunks decoded in groups (as when the payload is copied in pieces): the same error flags, and on valid
+    payloads the same output (a corrupted one may read unwritten scratch)."""
+    for seed in seeds:
+        signs, payload = flipped_case(seed) if seed % 2 else (None, None)
+        if payload is None:
+            segments, densities = random_case(seed, 20_000)
+            signs = random_signs(segments, densities, seed)
+            payload = GOLOMB.encode_reference(signs, segments)
+        try:
+            read_table_fast(payload, signs.numel())
+        except CodecError:
+            continue
+        g = torch.Generator().manual_seed(seed)
+        n = payload.numel()
+        ends = sorted({int(x) for x in torch.randint(1, n, (3,), generator=g)}) + [n]
+        (grouped, flags), (whole, expected) = (mode0_decode(payload, signs.numel(), s) for s in (PiecesOnCpu(ends), None))
+        if flags != expected or (not any(flags) and not torch.equal(grouped, whole)):
+            sys.exit(f"seed {seed}: decoding in groups (piece ends {ends}) differs")
+
+
+def outcome(payload: torch.Tensor, d: int, backend: str) -> str:
+    try:
+        decode_fast(payload, d, "cpu", backend=backend)
+    except CodecError as err:
+        return str(err)
+    return "accepted"
+
+
+def targeted(payload: torch.Tensor, d: int, seed: int) -> list[tuple[str, torch.Tensor]]:
+    """Corruptions one flipped bit rarely makes: a zero byte after a chunk's unary plane (with its table
+    entry grown to match), and a set padding bit after a chunk's sign plane."""
+    table = read_table_fast(payload, d)
+    chunks = [i for i in range(len(table)) if table.mode[i] == 0 and table.count[i] > 0]
+    if not chunks:
+        return []
+    i = chunks[seed % len(chunks)]
+    raw = bytearray(payload.numpy().tobytes())
+    entry = HEADER.size + i * ENTRY.size
+    grown = bytearray(raw)
+    grown[entry + 16 : entry + 20] = int(table.unary_bytes[i] + 1).to_bytes(4, "little")
+    end = int(table.unary_off[i] + table.unary_bytes[i])
+    grown[end:end] = b"\0"
+    cases = [("golomb chunk unary stream has trailing bytes", torch.frombuffer(grown, dtype=torch.uint8))]
+    nz = int(table.nonzeros[i])
+    if nz % 8:
+        raw[int(table.sign_off[i]) + nz // 8] |= 0x80
+        cases.append(("golomb chunk has non-zero padding bits", torch.frombuffer(raw, dtype=torch.uint8)))
+    return cases
+
+
+def check_targeted(seeds: range) -> None:
+    """Targeted corruptions: the reference refuses them, and both fast backends name the same check."""
+    for seed in seeds:
+        segments, densities = random_case(seed, 3000)
+        signs = random_signs(segments, densities, seed)
+        payload = GOLOMB.encode_reference(signs, segments)
+        for message, bad in targeted(payload, signs.numel(), seed):
+            try:
+                GOLOMB.decode_reference(bad, signs.numel())
+                sys.exit(f"seed {seed}: the reference accepted a corruption ({message})")
+            except CodecError:
+                pass
+            got = {backend: outcome(bad, signs.numel(), backend) for backend in ("triton", "torch")}
+            if set(got.values()) != {message}:
+                sys.exit(f"seed {seed}: expected {message!r}, got {got}")
+
+
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("set TRITON_INTERPRET=1")
     check_values(range(int(sys.argv[1])))
     check_corrupted(range(int(sys.argv[2])))
+    check_targeted(range(int(sys.argv[1])))
+    check_groups(range(int(sys.argv[1]) + 10))
     print("ok")
