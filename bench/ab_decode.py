@@ -19,8 +19,8 @@ from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 VARIANTS = [
     {},
     {"PIECE_BYTES": 1 << 40},
-    {"PIECE_BYTES": 8 << 20},
-    {"PIECE_BYTES": 32 << 20},
+    {"PIECE_BYTES": 16 << 20},
+    {"PIECE_BYTES": 24 << 20},
     {"SCAN_BLOCK": 256},
     {"RUN_SCAN_BLOCK": 128},
     {"CODE_BLOCK": 2048},

@@ -35,7 +35,7 @@ from compeft.errors import CodecError
 TABLE_DTYPE = np.dtype(
     [("length", "<u4"), ("count", "<u4"), ("m", "<u4"), ("mode", "u1"), ("pad", "V3"), ("unary_bytes", "<u4"), ("extra_bits", "<u4")]
 )
-PIECE_BYTES = 16 << 20  # StagedPayload's copy granularity
+PIECE_BYTES = 32 << 20  # StagedPayload's largest piece (bench.ab_decode compares sizes)
 PAD = 8  # zero bytes after the payload so that field reads (two 4-byte words) never run past the buffer
 
 
@@ -236,14 +236,16 @@ def side_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 class StagedPayload:
-    """The payload's copy to a CUDA device, on a side stream, in pieces of PIECE_BYTES with an event after
-    each: a decode can start on the chunks that have arrived while the rest is still being copied."""
+    """The payload's copy to a CUDA device, on a side stream, in equal pieces of at most PIECE_BYTES with an
+    event after each: a decode can start on the chunks that have arrived while the rest is still being
+    copied (each piece costs the decode one more set of kernel launches)."""
 
     def __init__(self, payload: torch.Tensor, device: torch.device) -> None:
         self.stream = side_stream(device)
         self.stream.wait_stream(torch.cuda.current_stream(device))
         n = payload.numel()
-        self.ends = [*range(PIECE_BYTES, n, PIECE_BYTES), n]
+        pieces = max(1, -(-n // PIECE_BYTES))
+        self.ends = [n * (i + 1) // pieces for i in range(pieces)]
         self.events = []
         payload = payload.reshape(-1)
         with torch.cuda.stream(self.stream):

@@ -1,11 +1,12 @@
 """The Triton golomb decode's plan: per-chunk and per-tile parameters in one int64 host array (numpy only).
 
 Layout of the array (the kernels in golomb_triton index it with the row constants below):
-    N_ROWS rows of K entries (one entry per chunk, row-major)    chunk parameters
-    code tiles: chunk id, first code;  byte tiles: chunk id, first unary byte
+    N_ROWS rows of K entries (one entry per chunk, row-major)    chunk parameters, tiles included
     N_ERRORS zeros                                               error flags, set by the device
     3 slots                                                      the value table's bytes (v₋₁, v₀, v₊₁)
-One host → device copy per decode brings all of it, the error flags already zeroed.
+One host → device copy per decode brings all of it, the error flags already zeroed. Each chunk's codes
+are cut into tiles of ``code_block`` codes and its unary plane into tiles of ``byte_block`` bytes; the
+tiles are numbered in chunk order, and a kernel finds its tile's chunk by binary search in TILE0/BTILE0.
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ ERROR_MESSAGES = (
 N_ERRORS = len(ERROR_MESSAGES)
 
 
-def tiles(counts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(chunk of each tile, start of each tile inside its chunk, first tile of each chunk, tiles per chunk)."""
-    per = (counts + block - 1) // block
-    first_tile = np.cumsum(per) - per
-    chunk = np.repeat(np.arange(counts.size, dtype=np.int64), per)
-    start = (np.arange(chunk.size, dtype=np.int64) - first_tile[chunk]) * block
-    return chunk, start, first_tile, per
+def tiles(sizes: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first tile of each chunk, tiles of each chunk) for chunks of ``sizes`` cut into tiles of ``block``."""
+    per = (sizes + block - 1) // block
+    return np.cumsum(per) - per, per
 
 
 class PlanColumns:
@@ -47,23 +45,20 @@ class PlanColumns:
         self.K = len(ids)
         m = table.m[ids]
         unary = table.unary_bytes[ids]
-        code_chunk, code_j0, code_tile0, code_tiles = tiles(cnt, code_block)
-        byte_chunk, byte_b0, byte_tile0, byte_tiles = tiles(unary, byte_block)
-        self.n_tiles, self.nb_tiles = code_chunk.size, byte_chunk.size
+        code_tile0, code_tiles = tiles(cnt, code_block)
+        byte_tile0, byte_tiles = tiles(unary, byte_block)
+        self.n_tiles, self.nb_tiles = int(code_tiles.sum()), int(byte_tiles.sum())
         rows = [
             cnt, np.cumsum(cnt) - cnt, m, np.where(m > 1, table.u[ids], 1 << 40), table.width[ids],
             8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.start[ids], table.length[ids],
             table.unary_off[ids], unary, table.extra_bits[ids], code_tile0, code_tiles, byte_tile0, byte_tiles,
         ]
-        parts = rows + [code_chunk, code_j0, byte_chunk, byte_b0]
-        self.code_tiles_at = N_ROWS * self.K
-        self.byte_tiles_at = self.code_tiles_at + 2 * self.n_tiles
-        self.errors_at = self.byte_tiles_at + 2 * self.nb_tiles
+        self.errors_at = N_ROWS * self.K
         self.values_at = self.errors_at + N_ERRORS
         size = self.values_at + 3
         self.tensor = torch.empty(size, dtype=torch.int64) if alloc is None else alloc(size)
         self.host = self.tensor.numpy()
-        np.concatenate(parts, out=self.host[: self.errors_at])
+        np.concatenate(rows, out=self.host[: self.errors_at])
         self.host[self.errors_at :] = 0
         raw = values.detach().cpu().contiguous().view(torch.uint8).numpy()
         self.host[self.values_at :].view(np.uint8)[: raw.size] = raw

@@ -82,11 +82,25 @@ def _flag(err, code, bad):
 
 
 @triton.jit
-def _unary_pass(buf, plan, K, b_chunk, b_b0, tile_pop, base, BLOCK: tl.constexpr):
+def _chunk_of(first_tile, t, k0, nk, steps):
+    """The chunk holding tile ``t``: the last k in [k0, k0 + nk) with first_tile[k] ≤ t (chunks without tiles
+    share their successor's first tile and come before it). A binary search in ``steps`` = bit_length(nk) steps."""
+    lo = k0
+    count = nk
+    for _ in range(steps):
+        half = count // 2
+        go = (count > 0) & (tl.load(first_tile + lo + half, mask=count > 0, other=0) <= t)
+        lo = tl.where(go, lo + half + 1, lo)
+        count = tl.where(go, count - half - 1, half)
+    return lo - 1
+
+
+@triton.jit
+def _unary_pass(buf, plan, K, k0, nk, steps, tile_pop, base, BLOCK: tl.constexpr):
     """U1: the one bits of each tile of unary bytes."""
     t = base + tl.program_id(0)
-    k = tl.load(b_chunk + t)
-    b = tl.load(b_b0 + t) + tl.arange(0, BLOCK)
+    k = _chunk_of(plan + _BTILE0 * K, t, k0, nk, steps)
+    b = (t - tl.load(plan + _BTILE0 * K + k)) * BLOCK + tl.arange(0, BLOCK)
     valid = b < tl.load(plan + _UBYTES * K + k)
     x = tl.load(buf + tl.load(plan + _UBYTE * K + k) + b, mask=valid, other=0).to(tl.int32)
     tl.store(tile_pop + t, tl.sum(_popcount8(x), 0).to(tl.int64))
@@ -125,12 +139,12 @@ def _unary_scan(buf, plan, K, tile_pop, tile_off, err, base, BLOCK: tl.constexpr
 
 
 @triton.jit
-def _select_pass(buf, plan, K, b_chunk, b_b0, tile_off, stops, base, BLOCK: tl.constexpr):
+def _select_pass(buf, plan, K, k0, nk, steps, tile_off, stops, base, BLOCK: tl.constexpr):
     """U2: s_j for every one bit. One lane per bit, so the stops of a warp land side by side (coalesced)."""
     t = base + tl.program_id(0)
-    k = tl.load(b_chunk + t)
+    k = _chunk_of(plan + _BTILE0 * K, t, k0, nk, steps)
     lane = tl.arange(0, 8 * BLOCK)
-    b = tl.load(b_b0 + t) + (lane >> 3)
+    b = (t - tl.load(plan + _BTILE0 * K + k)) * BLOCK + (lane >> 3)
     valid = b < tl.load(plan + _UBYTES * K + k)
     x = tl.load(buf + tl.load(plan + _UBYTE * K + k) + b, mask=valid, other=0).to(tl.int32)
     one = (x >> (lane & 7)) & 1
@@ -154,11 +168,11 @@ def _bit(buf, bit, valid):
 
 
 @triton.jit
-def _code_pass(buf, words, plan, K, t_chunk, t_j0, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
+def _code_pass(buf, words, plan, K, k0, nk, steps, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
                FINAL: tl.constexpr, BLOCK: tl.constexpr):
     t = base + tl.program_id(0)
-    k = tl.load(t_chunk + t)
-    j = tl.load(t_j0 + t) + tl.arange(0, BLOCK)
+    k = _chunk_of(plan + _TILE0 * K, t, k0, nk, steps)
+    j = (t - tl.load(plan + _TILE0 * K + k)) * BLOCK + tl.arange(0, BLOCK)
     valid = j < tl.load(plan + _CNT * K + k)
     jj = j.to(tl.int64)
     w = tl.load(plan + _W * K + k)
@@ -234,15 +248,11 @@ def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Ten
 
 
 class Plan:
-    """A plan on the device (one asynchronous copy), with its tile columns, error flags and value table as views."""
+    """A plan on the device (one asynchronous copy), with its error flags and value table as views."""
 
     def __init__(self, cols: gp.PlanColumns, device: torch.device) -> None:
         self.cols = cols
         dev = self.tensor = cols.tensor.to(device, non_blocking=True, copy=True)  # the device sets its error flags
-        self.t_chunk = dev[cols.code_tiles_at : cols.code_tiles_at + cols.n_tiles]
-        self.t_j0 = dev[cols.code_tiles_at + cols.n_tiles : cols.byte_tiles_at]
-        self.b_chunk = dev[cols.byte_tiles_at : cols.byte_tiles_at + cols.nb_tiles]
-        self.b_b0 = dev[cols.byte_tiles_at + cols.nb_tiles : cols.errors_at]
         self.errors = dev[cols.errors_at : cols.values_at]
         itemsize = torch.empty((), dtype=cols.dtype).element_size()
         self.values = dev[cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(cols.dtype)
@@ -280,12 +290,13 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
         # the group's tiles: chunks' tiles are consecutive, in chunk order
         t0, t1 = int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1])
         b0, b1 = int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])
+        nk, steps = k1 - k0, (k1 - k0).bit_length()
         if b1 > b0:
-            _unary_pass[(b1 - b0,)](buf, p, K, plan.b_chunk, plan.b_b0, tile_pop, b0, BLOCK=BYTE_BLOCK)
+            _unary_pass[(b1 - b0,)](buf, p, K, k0, nk, steps, tile_pop, b0, BLOCK=BYTE_BLOCK)
         _unary_scan[(k1 - k0,)](buf, p, K, tile_pop, tile_off, err, k0, BLOCK=SCAN_BLOCK)
         if b1 > b0:
-            _select_pass[(b1 - b0,)](buf, p, K, plan.b_chunk, plan.b_b0, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
-        args = (buf, words, p, K, plan.t_chunk, plan.t_j0, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
+            _select_pass[(b1 - b0,)](buf, p, K, k0, nk, steps, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        args = (buf, words, p, K, k0, nk, steps, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
         if t1 > t0:
             _code_pass[(t1 - t0,)](*args, FINAL=False, BLOCK=CODE_BLOCK)
         _code_scan[(k1 - k0,)](words, p, K, tile_x, tile_h, tile_xoff, tile_roff, err, k0, BLOCK=RUN_SCAN_BLOCK,

@@ -142,29 +142,20 @@ def test_views_equal_per_record_views(seed):
 
 
 def test_plan_layout_holds_the_table_tiles_zeroed_flags_and_values(container):
-    """The one array the Triton decode uploads: chunk rows from the table, tiles that cover every code and
-    unary byte once, zeroed error flags, and the value table's bytes."""
+    """The one array the Triton decode uploads: chunk rows from the table, tiles numbered in chunk order that
+    cover every code and unary byte once, zeroed error flags, and the value table's bytes."""
     table = read_table_fast(container.payload, container.doc["d"])
     ids = np.flatnonzero(table.mode == 0)
     values = torch.tensor([0.5, 1.0, 1.5], dtype=torch.bfloat16)
     plan = gp.PlanColumns(table, ids, 64, 16, values)
-    k, host = plan.K, plan.host
-    rows = host[: gp.N_ROWS * k].reshape(gp.N_ROWS, k)
+    rows = plan.host[: gp.N_ROWS * plan.K].reshape(gp.N_ROWS, plan.K)
     assert np.array_equal(rows[gp.CNT], table.count[ids]) and np.array_equal(rows[gp.START], table.start[ids])
     assert np.array_equal(rows[gp.LOW], 8 * table.low_off[ids]) and np.array_equal(rows[gp.UBYTES], table.unary_bytes[ids])
-    for (chunk_at, n), block, sizes, first, count in (
-        ((plan.code_tiles_at, plan.n_tiles), 64, table.count[ids], rows[gp.TILE0], rows[gp.NTILES]),
-        ((plan.byte_tiles_at, plan.nb_tiles), 16, table.unary_bytes[ids], rows[gp.BTILE0], rows[gp.NBTILES]),
-    ):
-        chunk, start = host[chunk_at : chunk_at + n], host[chunk_at + n : chunk_at + 2 * n]
-        covered = np.zeros(int(sizes.sum()), dtype=np.int64)
-        base = np.cumsum(sizes) - sizes
-        for c, s in zip(chunk.tolist(), start.tolist()):
-            covered[base[c] + s : base[c] + min(s + block, sizes[c])] += 1
-        assert (covered == 1).all()
-        assert np.array_equal(np.flatnonzero(np.diff(chunk, prepend=-1)), first[count > 0])
-        assert np.array_equal(np.bincount(chunk, minlength=k), count)
-    assert not host[plan.errors_at : plan.values_at].any()
+    for sizes, block, first, count, total in ((table.count[ids], 64, rows[gp.TILE0], rows[gp.NTILES], plan.n_tiles),
+                                              (table.unary_bytes[ids], 16, rows[gp.BTILE0], rows[gp.NBTILES], plan.nb_tiles)):
+        assert np.array_equal(first, np.concatenate([[0], np.cumsum(count)[:-1]])) and count.sum() == total
+        assert ((count - 1) * block < np.maximum(sizes, 1)).all() and (count * block >= sizes).all()
+    assert not plan.host[plan.errors_at : plan.values_at].any()
     assert torch.equal(plan.tensor[plan.values_at :].view(torch.uint8)[:6].view(torch.bfloat16), values)
 
 
