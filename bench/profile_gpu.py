@@ -129,7 +129,7 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
 
     from compeft.codecs.golomb_fast import decode_fast
     from compeft.container import parse_container
-    from compeft.document import check_records
+    from compeft.document import check_records, record_kinds
     from compeft.fastload import Prefetch, value_table, views_of
 
     rows: dict[str, list[float]] = {}
@@ -140,7 +140,7 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
         prefetched = Prefetch(dev)  # as load_bytes: the payload copy starts before the document is parsed
         c = parse_container(host, Path("<memory>"), verify=False, prefetch=prefetched)
         t.append(time.perf_counter())
-        recs0 = c.doc["tensors"]
+        kinds = record_kinds(c)
         values = value_table(c.doc["scale"], 0.0, torch.bfloat16)
         pending: list = []
         flat = decode_fast(c.payload, c.doc["d"], dev, values, staged=prefetched.staged, deferred=pending)
@@ -156,7 +156,7 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
         for name, a, b in zip(["parse container", "launch decode", "check_records", "views", "wait + checks"], t, t[1:]):
             rows.setdefault(name, []).append(b - a)
         rows.setdefault("total", []).append(t[-1] - t[0])
-        del out, flat, recs0
+        del out, flat, kinds
     for name, v in rows.items():
         print(f"stage {name:16s} {1e3 * statistics.median(v):7.2f} ms")
     import cProfile

@@ -100,7 +100,8 @@ def compress_breakdown(src: Path, dst_root: Path, density: float, device: torch.
     """Time each stage of compress (file → artifact) on ``device``, and the API call end to end."""
     from compeft import api
     from compeft.codecs import get_codec
-    from compeft.container import write_container
+    from compeft.container import FORMAT_VERSION, write_container
+    from compeft.document import record_tensors
     from compeft.sparsify import (
         DeviceMoments,
         bits_to_float,
@@ -150,8 +151,9 @@ def compress_breakdown(src: Path, dst_root: Path, density: float, device: torch.
     t_enc, payload = timed(lambda: codec.encode(signs, segments), device, repeats)
     out["encode_s"] = t_enc
     target = dst_root / "breakdown.safetensors"
-    doc = {"format": "compeft", "format_version": 1, "d": d, "threshold": bits_to_float(t_bits)}
-    t_write, _ = timed(lambda: write_container(target, doc, payload, {}), torch.device("cpu"), repeats, warmup=0)
+    doc = {"format": "compeft", "format_version": FORMAT_VERSION, "d": d, "threshold": bits_to_float(t_bits)}
+    columns = record_tensors(tv.records)
+    t_write, _ = timed(lambda: write_container(target, doc, payload, {}, columns), torch.device("cpu"), repeats, warmup=0)
     out["write_s"] = t_write
     out["in_memory_s"] = t_tv + out["threshold_s"] + out["ternarize_s"] + t_enc
     out["d"] = d

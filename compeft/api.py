@@ -16,7 +16,7 @@ from compeft.atomic import atomic_directory, check_destination
 from compeft.codecs import DEFAULT_CODEC, get_codec
 from compeft.container import FILENAME, named_payload_errors, read_container, write_container
 from compeft.devices import resolve_device
-from compeft.document import ArtifactInfo, artifact_info, build_document, check_document
+from compeft.document import ArtifactInfo, artifact_info, build_document, check_document, record_tensors
 from compeft.errors import ContainerError, InputError, OptionError
 from compeft.modelcard import render_model_card
 from compeft.sparsify import check_density, ternarize
@@ -166,7 +166,7 @@ def compress(
     )
     with atomic_directory(dst, overwrite) as tmp:
         shutil.copyfile(adapter.path / ADAPTER_CONFIG, tmp / ADAPTER_CONFIG)
-        write_container(tmp / FILENAME, doc, payload, carried)
+        write_container(tmp / FILENAME, doc, payload, carried, record_tensors(tv.records))
         info = finish_artifact(tmp, Path(src).resolve().name)
     return result_of(info, dst, adapter.weights_bytes)
 

@@ -6,11 +6,13 @@ Layout (normative; docs/format.md is the long form):
 
 The header maps tensor names to {dtype, shape, data_offsets} as safetensors defines, plus
 ``__metadata__`` = {"compeft": DOC, "compeft_sha256": hex sha256 of DOC's UTF-8 bytes}. Tensors:
-``payload`` (U8, the codec's bytes) and ``carried/<name>`` for every carried tensor. Data is laid
-out by item size (largest first), then by name, with no gaps. DOC is compact JSON with sorted keys
-holding format name and version, codec, k, α, σ, s, d, kept, per-tensor records, source hashes,
-package version and ``checksums``: the sha256 of every tensor's bytes. N is capped at 64 MiB.
-Readers refuse anything that does not match exactly; writers are deterministic.
+``payload`` (U8, the codec's bytes), ``carried/<name>`` for every carried tensor and, from format
+version 2, the per-tensor records as columns ``records/<column>`` (document.py; version 1 kept them as
+a JSON list in DOC, which costs milliseconds to parse for a 1000-tensor adapter). Data is laid out by
+item size (largest first), then by name, with no gaps. DOC is compact JSON with sorted keys holding
+format name and version, codec, k, α, σ, s, d, kept, source hashes, package version and ``checksums``:
+the sha256 of every tensor's bytes (the record columns' are always checked, like DOC's own hash). N is
+capped at 64 MiB. Readers refuse anything that does not match exactly; writers are deterministic.
 """
 
 from __future__ import annotations
@@ -31,22 +33,26 @@ from compeft.errors import ChecksumError, CodecError, ContainerError, UnknownCod
 
 FILENAME = "compeft.safetensors"
 FORMAT_NAME = "compeft"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PAYLOAD = "payload"
 CARRIED_PREFIX = "carried/"
+RECORDS_PREFIX = "records/"
 MAX_HEADER_BYTES = 64 << 20
 DOC_KEY, DOC_HASH_KEY = "compeft", "compeft_sha256"
 
 
 @dataclass(frozen=True)
 class Container:
-    """A container read back: the document, the codec payload (uint8) and the carried tensors."""
+    """A container read back: the document, the codec payload (uint8), the carried tensors and (version ≥ 2)
+    the record columns."""
 
     path: Path
     doc: dict
     payload: torch.Tensor = field(repr=False)
     carried: dict[str, torch.Tensor] = field(repr=False)
     file_bytes: int
+    records: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 def _itemsize(dtype: torch.dtype) -> int:
@@ -67,10 +73,13 @@ def encode_document(doc: Mapping) -> str:
         raise ContainerError(f"document holds a non-finite number: {err}") from err
 
 
-def write_container(path: Path, doc: Mapping, payload: torch.Tensor, carried: Mapping[str, torch.Tensor]) -> int:
+def write_container(
+    path: Path, doc: Mapping, payload: torch.Tensor, carried: Mapping[str, torch.Tensor], records: Mapping[str, torch.Tensor]
+) -> int:
     """Write the container deterministically; returns its size in bytes. ``doc`` gets ``checksums``."""
     tensors = {PAYLOAD: payload.reshape(-1).to(torch.uint8)}
     tensors.update({CARRIED_PREFIX + name: t for name, t in carried.items()})
+    tensors.update({RECORDS_PREFIX + name: t for name, t in records.items()})
     order = sorted(tensors, key=lambda n: (-_itemsize(tensors[n].dtype), n))
     blobs = {name: tensor_bytes(tensors[name]) for name in order}
     full_doc = dict(doc)
@@ -125,9 +134,10 @@ def _parse_document(path: Path, header: dict) -> dict:
         raise ContainerError(f"{path}: compeft document is not valid JSON ({err})") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise ContainerError(f"{path}: document format is {doc.get('format') if isinstance(doc, dict) else doc!r}, not {FORMAT_NAME!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
+    version = doc.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise ContainerError(
-            f"{path}: format version {doc.get('format_version')!r} is not supported (this build reads {FORMAT_VERSION})"
+            f"{path}: format version {version!r} is not supported (this build reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     return doc
 
@@ -195,13 +205,17 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True, pref
         raise ContainerError(f"{path}: no uint8 {PAYLOAD!r} tensor")
     tensors = {}
     for name, (dtype, shape, a, b) in layout.items():
-        if verify and hashlib.sha256(raw[start + a : start + b]).hexdigest() != checksums[name]:
+        # the record columns are part of the document: always checked, as its hash is
+        if (verify or name.startswith(RECORDS_PREFIX)) and hashlib.sha256(raw[start + a : start + b]).hexdigest() != checksums[name]:
             raise ChecksumError(f"{path}: checksum mismatch in tensor {name!r}")
         tensors[name] = flat[start + a : start + b].view(dtype).reshape(shape)
     carried = {n[len(CARRIED_PREFIX) :]: t for n, t in tensors.items() if n.startswith(CARRIED_PREFIX)}
-    if len(carried) + 1 != len(tensors):
+    records = {n[len(RECORDS_PREFIX) :]: t for n, t in tensors.items() if n.startswith(RECORDS_PREFIX)}
+    if doc["format_version"] == 1 and len(carried) + 1 != len(tensors):
         raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r} and {CARRIED_PREFIX}*")
-    return Container(path, doc, tensors[PAYLOAD].reshape(-1), carried, len(raw))
+    if doc["format_version"] >= 2 and len(carried) + len(records) + 1 != len(tensors):
+        raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r}, {CARRIED_PREFIX}* and {RECORDS_PREFIX}*")
+    return Container(path, doc, tensors[PAYLOAD].reshape(-1), carried, len(raw), records)
 
 
 def container_path(path: str | Path) -> Path:

@@ -1,4 +1,17 @@
-"""The container's JSON document as values: what compress writes, and what readers check and show."""
+"""The container's document and record columns as values: what compress writes, and what readers check and show.
+
+Record columns (format version 2; tensors ``records/<column>`` of the container), for n records in τ order:
+
+    names       U8   [Σ bytes]  the records' names, UTF-8, concatenated
+    name_ends   I64  [n]        end of each name in ``names`` (non-decreasing; the last is len(names))
+    ndim        I64  [n]        rank of each record's shape
+    dims        I64  [Σ ndim]   the shapes, concatenated
+    dtype       U8   [n]        index into the document's ``record_dtypes`` (sorted dtype names)
+    theta_init  F64  [n]        θ_init of each record
+
+The document holds ``records`` = n. Offsets into τ are implicit: consecutive, in record order. Version
+1 documents hold the same records as a JSON list (``tensors``); both are read.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from compeft.adapters import DTYPES_BY_NAME
-from compeft.container import FORMAT_NAME, FORMAT_VERSION, Container
+from compeft.container import FORMAT_NAME, FORMAT_VERSION, RECORDS_PREFIX, Container
 from compeft.errors import ContainerError
 from compeft.stats import entropy_bits_per_param
 from compeft.taskvector import DeltaRecord
@@ -33,7 +49,7 @@ def build_document(
     source: Mapping,
     package_version: str,
 ) -> dict:
-    """The document of a new container (``checksums`` are added by the writer)."""
+    """The document of a new container (``checksums`` are added by the writer; the records go in record_tensors)."""
     d = records[-1].offset + records[-1].numel if records else 0
     return {
         "format": FORMAT_NAME,
@@ -47,10 +63,41 @@ def build_document(
         "threshold": threshold,
         "d": d,
         "kept": kept,
-        "tensors": [r.to_dict() for r in records],
+        "records": len(records),
+        "record_dtypes": record_dtypes(records),
         "carried": [{"name": n, "shape": list(s), "dtype": dt} for n, (s, dt) in sorted(carried.items())],
         "source": dict(source),
         "package_version": package_version,
+    }
+
+
+def record_dtypes(records: Sequence[DeltaRecord]) -> list[str]:
+    """The dtype names the records use, sorted (the ``dtype`` column indexes this list)."""
+    return sorted({r.dtype for r in records})
+
+
+# column → (dtype, is per record)
+RECORD_COLUMNS = {
+    "names": (torch.uint8, False),
+    "name_ends": (torch.int64, True),
+    "ndim": (torch.int64, True),
+    "dims": (torch.int64, False),
+    "dtype": (torch.uint8, True),
+    "theta_init": (torch.float64, True),
+}
+
+
+def record_tensors(records: Sequence[DeltaRecord]) -> dict[str, torch.Tensor]:
+    """The record columns of a new container (offsets are implicit: records are consecutive in τ)."""
+    names = [r.name.encode("utf-8") for r in records]
+    index = {name: i for i, name in enumerate(record_dtypes(records))}
+    return {
+        "names": torch.frombuffer(bytearray(b"".join(names)), dtype=torch.uint8) if any(names) else torch.zeros(0, dtype=torch.uint8),
+        "name_ends": torch.tensor(list(itertools.accumulate(map(len, names))), dtype=torch.int64),
+        "ndim": torch.tensor([len(r.shape) for r in records], dtype=torch.int64),
+        "dims": torch.tensor([s for r in records for s in r.shape], dtype=torch.int64),
+        "dtype": torch.tensor([index[r.dtype] for r in records], dtype=torch.uint8),
+        "theta_init": torch.tensor([r.theta_init for r in records], dtype=torch.float64),
     }
 
 
@@ -107,6 +154,74 @@ def _columns_slow(raw: list) -> RecordColumns:
     return RecordColumns.of([DeltaRecord.from_dict(r) for r in raw])
 
 
+def _record_column(container: Container, name: str) -> np.ndarray:
+    dtype, per_record = RECORD_COLUMNS[name]
+    t = container.records.get(name)
+    if t is None or t.dtype != dtype or t.dim() != 1 or (per_record and t.numel() != container.doc["records"]):
+        raise ContainerError(f"record column {RECORDS_PREFIX}{name} is missing or has the wrong dtype or length")
+    return t.numpy()
+
+
+def _columns_v2(container: Container) -> RecordColumns:
+    """The record columns of a version-2 container, checked (types, lengths, ranges) without a loop in numpy."""
+    doc = container.doc
+    n = _number(doc, "records", int)
+    dtypes = doc.get("record_dtypes")
+    if not isinstance(dtypes, list) or not set(dtypes) <= DTYPES_BY_NAME.keys() or len(set(dtypes)) != len(dtypes):
+        raise ContainerError(f"document field 'record_dtypes' must list known dtype names once each, got {dtypes!r}")
+    raw, ends, ndim, dims, code, theta = (_record_column(container, c) for c in RECORD_COLUMNS)
+    if n and (ends[0] < 0 or (np.diff(ends) < 0).any() or ends[-1] != raw.size) or (not n and raw.size):
+        raise ContainerError(f"record column {RECORDS_PREFIX}name_ends does not cut {RECORDS_PREFIX}names into {n} names")
+    if (ndim < 0).any() or int(ndim.sum()) != dims.size or (dims < 0).any():
+        raise ContainerError(f"record columns {RECORDS_PREFIX}ndim/dims do not hold {n} shapes")
+    if (code >= len(dtypes)).any():
+        raise ContainerError(f"record column {RECORDS_PREFIX}dtype indexes past 'record_dtypes'")
+    if not np.isfinite(theta).all():
+        raise ContainerError(f"record column {RECORDS_PREFIX}theta_init holds a non-finite value")
+    data = raw.tobytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ContainerError(f"record column {RECORDS_PREFIX}names is not UTF-8") from err
+    starts = [0, *ends[:-1].tolist()]
+    if len(text) == len(data):  # ASCII: byte offsets are character offsets
+        names = tuple(map(text.__getitem__, map(slice, starts, ends.tolist())))
+    else:
+        try:
+            names = tuple(data[a:b].decode("utf-8") for a, b in zip(starts, ends.tolist()))
+        except UnicodeDecodeError as err:
+            raise ContainerError(f"record column {RECORDS_PREFIX}name_ends cuts a name inside a UTF-8 character") from err
+    flat_dims = dims.tolist()
+    cuts = list(itertools.accumulate(ndim.tolist(), initial=0))
+    shapes = tuple(map(tuple, map(flat_dims.__getitem__, map(slice, cuts, cuts[1:]))))
+    numels = tuple(map(math.prod, shapes))
+    offsets = tuple(itertools.accumulate(numels, initial=0))[:-1]
+    return RecordColumns(names, shapes, tuple(map(dtypes.__getitem__, code.tolist())), tuple(theta.tolist()), offsets, numels)
+
+
+def record_count(container: Container) -> int:
+    """How many delta records the container declares (unchecked)."""
+    doc = container.doc
+    return len(doc.get("tensors") or ()) if doc.get("format_version") == 1 else int(doc.get("records") or 0)
+
+
+def record_kinds(container: Container) -> set:
+    """The distinct (dtype name, θ_init) of the records, read before they are checked (None where unreadable):
+    the fast load picks its fused decode from this while check_records runs beside the device."""
+    if container.doc.get("format_version") == 1:
+        raw = container.doc.get("tensors")
+        if not isinstance(raw, list) or not raw:
+            return set()
+        if set(map(type, raw)) == {dict}:
+            return set(zip(map(dict.get, raw, itertools.repeat("dtype")), map(dict.get, raw, itertools.repeat("theta_init"))))
+        return {(r.get("dtype"), r.get("theta_init")) for r in raw if isinstance(r, dict)}
+    code, theta, dtypes = container.records.get("dtype"), container.records.get("theta_init"), container.doc.get("record_dtypes")
+    if code is None or theta is None or code.dtype != torch.uint8 or theta.dtype != torch.float64 or not isinstance(dtypes, list):
+        return {(None, None)}
+    pairs = set(zip(code.tolist(), theta.tolist()))
+    return {(dtypes[c] if c < len(dtypes) else None, t) for c, t in pairs}
+
+
 def check_records(container: Container) -> RecordColumns:
     """check_document, returning the delta records as columns."""
     doc, path = container.doc, container.path
@@ -118,9 +233,14 @@ def check_records(container: Container) -> RecordColumns:
         d, kept = _number(doc, "d", int), _number(doc, "kept", int)
         if not 0 < doc["density"] <= 1 or kept > d:
             raise ContainerError("document fields density/kept are out of range")
-        if not isinstance(doc.get("tensors"), list) or not isinstance(doc.get("carried"), list):
-            raise ContainerError("document fields 'tensors' and 'carried' must be lists")
-        cols = _columns_fast(doc["tensors"]) or _columns_slow(doc["tensors"])
+        if not isinstance(doc.get("carried"), list):
+            raise ContainerError("document field 'carried' must be a list")
+        if doc["format_version"] >= 2:
+            cols = _columns_v2(container)
+        elif not isinstance(doc.get("tensors"), list):
+            raise ContainerError("document field 'tensors' must be a list")
+        else:
+            cols = _columns_fast(doc["tensors"]) or _columns_slow(doc["tensors"])
         if not all(map(math.isfinite, cols.theta_inits)):
             bad = next(n for n, t in zip(cols.names, cols.theta_inits) if not math.isfinite(t))
             raise ContainerError(f"tensor record {bad!r} has a non-finite theta_init")
@@ -203,7 +323,7 @@ def artifact_info(container: Container, sha256: str) -> ArtifactInfo:
         threshold=doc["threshold"],
         d=d,
         kept=doc["kept"],
-        tensors=len(doc["tensors"]),
+        tensors=record_count(container),
         carried=len(doc["carried"]),
         payload_bytes=payload,
         file_bytes=container.file_bytes,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import itertools
 from contextlib import contextmanager
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from compeft.codecs import get_codec
 from compeft.codecs.golomb_fast import StagedPayload, decode_fast, read_table_fast
 from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
 from compeft.devices import resolve_device
-from compeft.document import RecordColumns, check_document, check_records
+from compeft.document import RecordColumns, check_document, check_records, record_kinds
 from compeft.errors import ContainerError, InputError
 from compeft.kernels import triton_available
 from compeft.taskvector import DeltaRecord, reconstruct
@@ -45,7 +44,7 @@ def reconstruct_fast(
     With ``records`` None the document is checked (check_records) while the device decodes."""
     doc = container.doc
     codec = get_codec(doc["codec"])
-    kinds = record_kinds(doc.get("tensors"))
+    kinds = record_kinds(container)
     dtype = DTYPES_BY_NAME.get(next(iter(kinds))[0]) if len(kinds) == 1 else None
     d = doc.get("d")
     if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
@@ -73,15 +72,6 @@ def reconstruct_fast(
         records = check_document(container)
     ternary = codec.decode(container.payload, doc["d"], device)
     return reconstruct(records, ternary, doc["scale"])
-
-
-def record_kinds(raw) -> set:
-    """The distinct (dtype, theta_init) of the raw tensor records that are dicts (None where missing)."""
-    if not isinstance(raw, list) or not raw:
-        return set()
-    if set(map(type, raw)) == {dict}:
-        return set(zip(map(dict.get, raw, repeat("dtype")), map(dict.get, raw, repeat("theta_init"))))
-    return {(r.get("dtype"), r.get("theta_init")) for r in raw if isinstance(r, dict)}
 
 
 def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

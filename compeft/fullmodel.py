@@ -20,7 +20,7 @@ from compeft.atomic import atomic_directory
 from compeft.checkpoint import INDEX, WEIGHTS, Checkpoint, index_document
 from compeft.codecs import Codec
 from compeft.container import FILENAME, Container, tensor_bytes, write_container
-from compeft.document import build_document
+from compeft.document import build_document, record_tensors
 from compeft.errors import AdapterFormatError, ContainerError
 from compeft.progress import Progress
 from compeft.sparsify import (
@@ -149,7 +149,7 @@ def compress_full(
     with atomic_directory(dst, overwrite) as tmp:
         for p in side_files(src):
             shutil.copyfile(p, tmp / p.name)
-        write_container(tmp / FILENAME, doc, payload, carried)
+        write_container(tmp / FILENAME, doc, payload, carried, record_tensors(records))
         info = finish_artifact(tmp, src.resolve().name)
     return result_of(info, dst, ft.bytes())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import struct
 from pathlib import Path
@@ -17,7 +18,7 @@ from safetensors.numpy import load_file as np_load_file
 
 import compeft
 import compeft.api
-from checks import read_doc
+from checks import read_doc, read_records
 from compeft.errors import CompeftError, ContainerError, DestinationExistsError, InputError
 
 FILE = "compeft.safetensors"
@@ -43,14 +44,16 @@ def rewrite_document(path: Path, edit) -> None:
 
 
 def test_any_safetensors_reader_lists_the_container(head_artifact):
-    """safetensors.safe_open and the numpy loader read compeft.safetensors: uint8 payload, carried tensors, metadata document."""
+    """safetensors.safe_open and the numpy loader read compeft.safetensors: uint8 payload, carried tensors, record
+    columns, metadata document."""
     path = head_artifact / FILE
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
         meta = f.metadata()
         assert f.get_tensor("payload").dtype == torch.uint8
-        carried = {k: f.get_tensor(k) for k in keys if k != "payload"}
-    assert "payload" in keys and carried and all(k.startswith("carried/") for k in carried)
+        carried = {k: f.get_tensor(k) for k in keys if k.startswith("carried/")}
+    columns = {"records/" + c for c in ("names", "name_ends", "ndim", "dims", "dtype", "theta_init")}
+    assert keys == {"payload", *carried, *columns} and carried
     assert set(meta) == {"compeft", "compeft_sha256"}
     assert np_load_file(str(path))["payload"].dtype == np.uint8
     doc = json.loads(meta["compeft"])
@@ -65,12 +68,13 @@ def test_document_fields_and_checksums(head_artifact, head_dir):
     meta = header.pop("__metadata__")
     assert hashlib.sha256(meta["compeft"].encode()).hexdigest() == meta["compeft_sha256"]
     doc = json.loads(meta["compeft"])
-    for key in ("format", "format_version", "codec", "density", "alpha", "sigma", "scale", "d", "kept", "tensors", "carried", "source", "package_version", "checksums"):
+    for key in ("format", "format_version", "codec", "density", "alpha", "sigma", "scale", "d", "kept", "records", "record_dtypes",
+                "carried", "source", "package_version", "checksums"):
         assert key in doc, key
-    assert doc["format"] == "compeft" and doc["format_version"] == 1 and doc["codec"] == "bitmask"
+    assert doc["format"] == "compeft" and doc["format_version"] == 2 and doc["codec"] == "bitmask"
     assert doc["density"] == 0.2 and doc["alpha"] == 1.0 and doc["package_version"] == compeft.__version__
-    for rec in doc["tensors"]:
-        assert set(rec) >= {"name", "shape", "dtype", "theta_init", "offset"}
+    records = read_records(head_artifact)
+    assert len(records) == doc["records"] > 0 and sum(math.prod(r["shape"]) for r in records) == doc["d"]
     files = doc["source"]["files"]
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert files[name] == hashlib.sha256((head_dir / name).read_bytes()).hexdigest()
@@ -195,7 +199,7 @@ def test_appended_bytes_are_refused(tmp_path, head_artifact):
     _assert_refused(art, tmp_path)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", "2", True, None])
 def test_unknown_format_version_is_refused(tmp_path, head_artifact, version):
     """A (correctly hashed) document with another format_version is refused, naming that version."""
     art = tmp_path / "art"
@@ -211,15 +215,14 @@ def test_unknown_format_version_is_refused(tmp_path, head_artifact, version):
     "edit",
     [
         pytest.param(lambda doc: doc.__setitem__("d", doc["d"] + 1), id="d"),
-        pytest.param(lambda doc: doc["tensors"][0].__setitem__("shape", [doc["tensors"][0]["shape"][0] + 1, *doc["tensors"][0]["shape"][1:]]), id="record-shape"),
-        pytest.param(lambda doc: doc["tensors"][1].__setitem__("offset", doc["tensors"][1]["offset"] + 1), id="record-offset"),
+        pytest.param(lambda doc: doc.__setitem__("records", doc["records"] + 1), id="record-count"),
+        pytest.param(lambda doc: doc.__setitem__("record_dtypes", ["XX"]), id="record-dtypes"),
         pytest.param(lambda doc: doc["carried"][0].__setitem__("dtype", "F16"), id="carried-dtype"),
         pytest.param(lambda doc: doc.__setitem__("kept", doc["d"] + 5), id="kept"),
         pytest.param(lambda doc: doc.__setitem__("format", "other"), id="format"),
         pytest.param(lambda doc: doc["checksums"].__setitem__("payload", "0" * 64), id="payload-checksum"),
         pytest.param(lambda doc: doc.__setitem__("codec", "golomb"), id="codec-swapped"),
         pytest.param(lambda doc: doc.__setitem__("codec", "no-such-codec"), id="codec-unknown"),
-        pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", float("nan")), id="theta-init-nan"),
     ],
 )
 def test_consistently_hashed_but_inconsistent_document_is_refused(tmp_path, head_artifact, edit):
@@ -232,6 +235,79 @@ def test_consistently_hashed_but_inconsistent_document_is_refused(tmp_path, head
     err = info.value
     assert isinstance(err, InputError) and err.exit_code == 2
     assert str(art / FILE) in str(err) and "\n" not in str(err)
+
+
+def rewrite_records(path: Path, edit) -> None:
+    """Apply ``edit(columns, doc)`` to the record columns (numpy arrays, by column name) and write the file again
+    with consistent checksums (a consistent tamper)."""
+    from compeft.container import write_container
+
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        doc = json.loads(f.metadata()["compeft"])
+    cols = {k.split("/", 1)[1]: t.numpy().copy() for k, t in tensors.items() if k.startswith("records/")}
+    edit(cols, doc)
+    del doc["checksums"]
+    carried = {k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith("carried/")}
+    write_container(path, doc, tensors["payload"], carried, {k: torch.from_numpy(v) for k, v in cols.items()})
+
+
+def _same_name_twice(cols, doc):
+    names, ends = bytes(cols["names"]), cols["name_ends"]
+    parts = [names[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+    parts[1] = parts[0]
+    cols["names"] = np.frombuffer(b"".join(parts), dtype=np.uint8).copy()
+    cols["name_ends"] = np.cumsum([len(p) for p in parts]).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda c, d: c["dims"].__setitem__(0, c["dims"][0] + 1), id="shape"),
+        pytest.param(lambda c, d: c["ndim"].__setitem__(0, c["ndim"][0] + 1), id="ndim"),
+        pytest.param(lambda c, d: c["theta_init"].__setitem__(0, np.nan), id="theta-init-nan"),
+        pytest.param(lambda c, d: c["name_ends"].__setitem__(0, c["name_ends"][1] + 1), id="name-ends"),
+        pytest.param(lambda c, d: c["names"].__setitem__(0, 0xFF), id="names-not-utf8"),
+        pytest.param(lambda c, d: c["dtype"].__setitem__(0, 7), id="dtype-index"),
+        pytest.param(lambda c, d: c.pop("ndim"), id="column-missing"),
+        pytest.param(lambda c, d: c.__setitem__("theta_init", c["theta_init"].astype(np.float32)), id="column-dtype"),
+        pytest.param(lambda c, d: c.__setitem__("dtype", c["dtype"][:-1]), id="column-length"),
+        pytest.param(_same_name_twice, id="name-repeated"),
+    ],
+)
+def test_consistently_hashed_but_inconsistent_record_columns_are_refused(tmp_path, head_artifact, edit):
+    """Record columns with valid checksums but contents that disagree with each other or the document are refused
+    with a one-line error naming the file."""
+    art = tmp_path / "art"
+    shutil.copytree(head_artifact, art)
+    rewrite_records(art / FILE, edit)
+    _assert_refused(art, tmp_path, ("load", "inspect"))
+    for verify in (True, False):
+        from compeft.container import read_bytes
+        from compeft.fastload import ResidentArtifact, load_bytes
+
+        with pytest.raises(ContainerError):
+            load_bytes(read_bytes(art / FILE), verify=verify, label=str(art / FILE))
+        with pytest.raises(ContainerError):
+            ResidentArtifact(read_bytes(art / FILE), verify=verify)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("shape", [doc["tensors"][0]["shape"][0] + 1, *doc["tensors"][0]["shape"][1:]]), id="record-shape"),
+        pytest.param(lambda doc: doc["tensors"][1].__setitem__("offset", doc["tensors"][1]["offset"] + 1), id="record-offset"),
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", float("nan")), id="theta-init-nan"),
+        pytest.param(lambda doc: doc.__setitem__("tensors", {}), id="tensors-not-a-list"),
+    ],
+)
+def test_inconsistent_version_1_records_are_refused(tmp_path, edit):
+    """Format version 1 keeps its records in the document; tampered ones (consistently hashed) are refused."""
+    art = tmp_path / "art"
+    shutil.copytree(Path(__file__).parents[1] / "golden" / "v1" / "ia3-head-golomb", art)
+    assert compeft.load(art)
+    rewrite_document(art / FILE, edit)
+    _assert_refused(art, tmp_path, ("load", "inspect"))
 
 
 def test_extra_tensor_with_consistent_checksums_is_refused(tmp_path, head_artifact):

@@ -55,6 +55,14 @@ def container(tmp_path_factory):
     return read_container(container_path(root / "art"))
 
 
+@pytest.fixture(scope="module")
+def container_v1(container):
+    """The same container as format version 1 holds it: the records as a JSON list in the document."""
+    doc = {k: v for k, v in container.doc.items() if k not in ("records", "record_dtypes")}
+    doc.update(format_version=1, tensors=[r.to_dict() for r in check_document(container)])
+    return dataclasses.replace(container, doc=doc, records={})
+
+
 MUTATIONS = [
     lambda t: t.__setitem__(1, [1, 2]),
     lambda t: t.__setitem__(1, "record"),
@@ -92,10 +100,10 @@ MUTATIONS = [
 
 
 @pytest.mark.parametrize("index", range(len(MUTATIONS)))
-def test_column_check_matches_per_record_check(container, index):
-    doc = copy.deepcopy(container.doc)
+def test_column_check_matches_per_record_check(container_v1, index):
+    doc = copy.deepcopy(container_v1.doc)
     MUTATIONS[index](doc["tensors"])
-    bad = dataclasses.replace(container, doc=doc)
+    bad = dataclasses.replace(container_v1, doc=doc)
     expected = outcome(lambda: reference_records(doc))
     got = outcome(lambda: check_document(bad))
     if isinstance(expected, tuple) and expected and isinstance(expected[0], type):
@@ -105,10 +113,11 @@ def test_column_check_matches_per_record_check(container, index):
     assert got == expected
 
 
-def test_column_check_of_intact_document(container):
+def test_column_check_of_intact_document(container, container_v1):
+    """Version 2's record columns and version 1's JSON list give the same records."""
     cols = check_records(container)
-    assert cols.records() == reference_records(container.doc)
-    assert cols == RecordColumns.of(cols.records())
+    assert cols.records() == reference_records(container_v1.doc)
+    assert cols == RecordColumns.of(cols.records()) == check_records(container_v1)
 
 
 def reference_views(flat: torch.Tensor, records) -> dict[str, torch.Tensor]:
