@@ -15,6 +15,14 @@ import torch
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 
+def timeline(prof) -> None:
+    """The device kernels and copies of a profile in start order (start µs, duration µs)."""
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    t0 = min((e.time_range.start for e in kernels), default=0)
+    for e in sorted(kernels, key=lambda e: e.time_range.start):
+        print(f"  {e.time_range.start - t0:9.1f} {e.time_range.elapsed_us():8.1f}  {e.name[:70]}")
+
+
 def resident(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
     """ResidentArtifact.load: torch profiler table of the device work, and host stages (launch, views, wait)."""
     import gc
@@ -33,10 +41,7 @@ def resident(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
     print("resident load, device work:")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25))
     print("resident load, device kernels and copies in launch order (start µs, duration µs):")
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    t0 = min((e.time_range.start for e in kernels), default=0)
-    for e in sorted(kernels, key=lambda e: e.time_range.start):
-        print(f"  {e.time_range.start - t0:9.1f} {e.time_range.elapsed_us():8.1f}  {e.name[:70]}")
+    timeline(prof)
     import cProfile
     import pstats
 
@@ -118,6 +123,8 @@ def main(shape: str = "65B", density: float = 0.1, load_only: bool = False) -> N
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15))
+    print("cold load, device kernels and copies in launch order (start µs, duration µs):")
+    timeline(prof)
     stages(host, dev, profile=not load_only)
     resident(host, dev)
 

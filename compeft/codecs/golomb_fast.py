@@ -258,6 +258,10 @@ class StagedPayload:
                 self.events[-1].record(self.stream)
                 start = end
 
+    def first_pending(self) -> int:
+        """The first piece still being copied (the last one when all have arrived)."""
+        return next((i for i, e in enumerate(self.events) if not e.query()), len(self.events) - 1)
+
     def wait_piece(self, i: int) -> None:
         """Make the current stream wait for pieces 0..i."""
         torch.cuda.current_stream(self.buf.device).wait_event(self.events[i])

@@ -6,7 +6,8 @@ Layout of the array (the kernels in golomb_triton index it with the row constant
     3 slots                                                      the value table's bytes (v₋₁, v₀, v₊₁)
 One host → device copy per decode brings all of it, the error flags already zeroed. Each chunk's codes
 are cut into tiles of ``code_block`` codes and its unary plane into tiles of ``byte_block`` bytes; the
-tiles are numbered in chunk order, and a kernel finds its tile's chunk by binary search in TILE0/BTILE0.
+tiles are numbered in chunk order (the device fills in each tile's chunk id from TILE0/NTILES and
+BTILE0/NBTILES, rather than the host building per-tile arrays).
 """
 
 from __future__ import annotations

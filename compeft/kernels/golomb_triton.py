@@ -1,8 +1,9 @@
-"""Triton decode of ``golomb`` payloads on CUDA: six kernel launches, no torch ops in between.
+"""Triton decode of ``golomb`` payloads on CUDA: seven kernel launches, no torch ops in between.
 
 Closed form used: with s_j the bit index of code j's unary stop inside its chunk, the sum of the
 quotients up to j is s_j − j, so the position of code j is p_j = M·(s_j − j) + R_j + j, where R_j is
 the inclusive sum of the remainders. Everything else is a tile-local scan plus a per-chunk carry:
+  T   per chunk: its id into the chunk column of its tiles (tiles are numbered in chunk order)
   U1  popcount of each tile of unary bytes
   S1  per chunk: scan of its tiles' popcounts → code offset per tile; count, trailing-byte and padding checks
   U2  write s_j for every one bit (select; one lane per bit, so the writes are coalesced)
@@ -35,6 +36,7 @@ CODE_BLOCK = 1024
 BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
 SCAN_BLOCK = 1024
 RUN_SCAN_BLOCK = 256
+TILE_BLOCK = 256
 SELECT_WARPS = 4
 CODE_WARPS = 4
 
@@ -82,24 +84,25 @@ def _flag(err, code, bad):
 
 
 @triton.jit
-def _chunk_of(first_tile, t, k0, nk, steps):
-    """The chunk holding tile ``t``: the last k in [k0, k0 + nk) with first_tile[k] ≤ t (chunks without tiles
-    share their successor's first tile and come before it). A binary search in ``steps`` = bit_length(nk) steps."""
-    lo = k0
-    count = nk
-    for _ in range(steps):
-        half = count // 2
-        go = (count > 0) & (tl.load(first_tile + lo + half, mask=count > 0, other=0) <= t)
-        lo = tl.where(go, lo + half + 1, lo)
-        count = tl.where(go, count - half - 1, half)
-    return lo - 1
+def _mark_tiles(chunk_of, t0, nt, k, BLOCK: tl.constexpr):
+    for i in range(0, nt, BLOCK):
+        idx = i + tl.arange(0, BLOCK)
+        tl.store(chunk_of + t0 + idx, tl.full([BLOCK], 0, tl.int32) + k, mask=idx < nt)
 
 
 @triton.jit
-def _unary_pass(buf, plan, K, k0, nk, steps, tile_pop, base, BLOCK: tl.constexpr):
+def _tile_chunks(plan, K, code_chunk, byte_chunk, BLOCK: tl.constexpr):
+    """T, one program per chunk: its id into the chunk column of each of its code tiles and unary-byte tiles."""
+    k = tl.program_id(0)
+    _mark_tiles(code_chunk, tl.load(plan + _TILE0 * K + k), tl.load(plan + _NTILES * K + k), k, BLOCK)
+    _mark_tiles(byte_chunk, tl.load(plan + _BTILE0 * K + k), tl.load(plan + _NBTILES * K + k), k, BLOCK)
+
+
+@triton.jit
+def _unary_pass(buf, plan, K, byte_chunk, tile_pop, base, BLOCK: tl.constexpr):
     """U1: the one bits of each tile of unary bytes."""
     t = base + tl.program_id(0)
-    k = _chunk_of(plan + _BTILE0 * K, t, k0, nk, steps)
+    k = tl.load(byte_chunk + t)
     b = (t - tl.load(plan + _BTILE0 * K + k)) * BLOCK + tl.arange(0, BLOCK)
     valid = b < tl.load(plan + _UBYTES * K + k)
     x = tl.load(buf + tl.load(plan + _UBYTE * K + k) + b, mask=valid, other=0).to(tl.int32)
@@ -139,10 +142,10 @@ def _unary_scan(buf, plan, K, tile_pop, tile_off, err, base, BLOCK: tl.constexpr
 
 
 @triton.jit
-def _select_pass(buf, plan, K, k0, nk, steps, tile_off, stops, base, BLOCK: tl.constexpr):
+def _select_pass(buf, plan, K, byte_chunk, tile_off, stops, base, BLOCK: tl.constexpr):
     """U2: s_j for every one bit. One lane per bit, so the stops of a warp land side by side (coalesced)."""
     t = base + tl.program_id(0)
-    k = _chunk_of(plan + _BTILE0 * K, t, k0, nk, steps)
+    k = tl.load(byte_chunk + t)
     lane = tl.arange(0, 8 * BLOCK)
     b = (t - tl.load(plan + _BTILE0 * K + k)) * BLOCK + (lane >> 3)
     valid = b < tl.load(plan + _UBYTES * K + k)
@@ -168,10 +171,10 @@ def _bit(buf, bit, valid):
 
 
 @triton.jit
-def _code_pass(buf, words, plan, K, k0, nk, steps, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
+def _code_pass(buf, words, plan, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
                FINAL: tl.constexpr, BLOCK: tl.constexpr):
     t = base + tl.program_id(0)
-    k = _chunk_of(plan + _TILE0 * K, t, k0, nk, steps)
+    k = tl.load(code_chunk + t)
     j = (t - tl.load(plan + _TILE0 * K + k)) * BLOCK + tl.arange(0, BLOCK)
     valid = j < tl.load(plan + _CNT * K + k)
     jj = j.to(tl.int64)
@@ -258,14 +261,15 @@ class Plan:
         self.values = dev[cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(cols.dtype)
 
 
-def chunk_groups(cols: gp.PlanColumns, ends: list[int]) -> list[tuple[int, int, int]]:
+def chunk_groups(cols: gp.PlanColumns, ends: list[int], first_pending: int = 0) -> list[tuple[int, int, int]]:
     """(first chunk, end chunk, piece) of each run of planned chunks whose bodies end in the same copied piece
-    of the payload (``ends``: the pieces' end offsets)."""
+    of the payload (``ends``: the pieces' end offsets); pieces before ``first_pending`` have arrived already,
+    so their chunks join its group (fewer launches)."""
     if not cols.K:
         return []
     rows = cols.host[: gp.N_ROWS * cols.K].reshape(gp.N_ROWS, cols.K)
     body_end = (rows[gp.SIGN] + rows[gp.CNT] + 7) >> 3  # a mode-0 body ends with its sign plane
-    piece = np.minimum(np.searchsorted(np.asarray(ends), body_end, side="left"), len(ends) - 1)
+    piece = np.clip(np.searchsorted(np.asarray(ends), body_end, side="left"), first_pending, len(ends) - 1)
     cuts = np.flatnonzero(np.diff(piece)) + 1
     starts = [0, *cuts.tolist()]
     return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
@@ -281,8 +285,11 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
     tile_pop, tile_off = scratch[:nb_tiles], scratch[nb_tiles : 2 * nb_tiles]
     tile_x, tile_h, tile_xoff, tile_roff = scratch[2 * nb_tiles :].view(4, n_tiles).unbind(0) if n_tiles else (scratch,) * 4
     stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
+    chunk_of = torch.empty(n_tiles + nb_tiles + 1, dtype=torch.int32, device=device)
+    code_chunk, byte_chunk = chunk_of[:n_tiles], chunk_of[n_tiles:]
     p, err, words = plan.tensor, plan.errors, buf.view(torch.int32)
-    groups = chunk_groups(cols, staged.ends) if staged is not None else [(0, K, 0)] * bool(K)
+    _tile_chunks[(K,)](p, K, code_chunk, byte_chunk, BLOCK=TILE_BLOCK)  # needs the plan only: runs while the payload arrives
+    groups = chunk_groups(cols, staged.ends, staged.first_pending()) if staged is not None else [(0, K, 0)] * bool(K)
     rows = cols.host[: gp.N_ROWS * K].reshape(gp.N_ROWS, K)
     for k0, k1, piece in groups:
         if staged is not None:
@@ -290,13 +297,12 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
         # the group's tiles: chunks' tiles are consecutive, in chunk order
         t0, t1 = int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1])
         b0, b1 = int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])
-        nk, steps = k1 - k0, (k1 - k0).bit_length()
         if b1 > b0:
-            _unary_pass[(b1 - b0,)](buf, p, K, k0, nk, steps, tile_pop, b0, BLOCK=BYTE_BLOCK)
+            _unary_pass[(b1 - b0,)](buf, p, K, byte_chunk, tile_pop, b0, BLOCK=BYTE_BLOCK)
         _unary_scan[(k1 - k0,)](buf, p, K, tile_pop, tile_off, err, k0, BLOCK=SCAN_BLOCK)
         if b1 > b0:
-            _select_pass[(b1 - b0,)](buf, p, K, k0, nk, steps, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
-        args = (buf, words, p, K, k0, nk, steps, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
+            _select_pass[(b1 - b0,)](buf, p, K, byte_chunk, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        args = (buf, words, p, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
         if t1 > t0:
             _code_pass[(t1 - t0,)](*args, FINAL=False, BLOCK=CODE_BLOCK)
         _code_scan[(k1 - k0,)](words, p, K, tile_x, tile_h, tile_xoff, tile_roff, err, k0, BLOCK=RUN_SCAN_BLOCK,

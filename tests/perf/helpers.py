@@ -39,3 +39,14 @@ def flipped_case(seed: int, max_len: int = 600) -> tuple[torch.Tensor, torch.Ten
     i = int(torch.randint(0, payload.numel(), (1,), generator=g))
     payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
     return signs, payload
+
+
+def payload_span(data: torch.Tensor) -> tuple[int, int]:
+    """(start, end) of the codec payload inside a container image (record columns may follow it)."""
+    from pathlib import Path
+
+    from compeft.container import parse_container
+
+    payload = parse_container(data, Path("<memory>"), verify=False).payload
+    start = payload.data_ptr() - data.data_ptr()
+    return start, start + payload.numel()

@@ -12,6 +12,7 @@ from compeft import api
 from compeft.errors import ChecksumError, CompeftError
 from compeft.container import container_path, read_bytes
 from compeft.fastload import ResidentArtifact, load_bytes, load_fast
+from tests.perf.helpers import payload_span
 
 
 def assert_same_tensors(got: dict, ref: dict) -> None:
@@ -92,9 +93,9 @@ def test_resident_artifact_refuses_what_load_bytes_refuses(adapter, tmp_path_fac
     dst = tmp_path_factory.mktemp("r") / "art"
     api.compress(adapter, dst, density=0.1, device="cpu")
     data = read_bytes(container_path(dst)).clone()
-    payload_start = data.numel() - int(ResidentArtifact(data).container.payload.numel())
+    start, end = payload_span(data)
     g = torch.Generator().manual_seed(seed)
-    i = payload_start + int(torch.randint(0, data.numel() - payload_start, (1,), generator=g))
+    i = int(torch.randint(start, end, (1,), generator=g))
     data[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
     try:
         expected = load_bytes(data, "cpu", verify=False)

@@ -54,6 +54,9 @@ class PiecesOnCpu:
     def __init__(self, ends: list[int]) -> None:
         self.ends = ends
 
+    def first_pending(self) -> int:
+        return 0
+
     def wait_piece(self, i: int) -> None:
         pass
 
