@@ -218,8 +218,12 @@ def record_kinds(container: Container) -> set:
     code, theta, dtypes = container.records.get("dtype"), container.records.get("theta_init"), container.doc.get("record_dtypes")
     if code is None or theta is None or code.dtype != torch.uint8 or theta.dtype != torch.float64 or not isinstance(dtypes, list):
         return {(None, None)}
-    pairs = set(zip(code.tolist(), theta.tolist()))
-    return {(dtypes[c] if c < len(dtypes) else None, t) for c, t in pairs}
+    c, t = code.numpy(), theta.numpy()
+    if c.size and (c == c[0]).all() and (t == t[0]).all():  # every LoRA: one dtype, one θ_init
+        pairs = {(int(c[0]), float(t[0]))}
+    else:
+        pairs = set(zip(c.tolist(), t.tolist()))
+    return {(dtypes[i] if i < len(dtypes) else None, x) for i, x in pairs}
 
 
 def check_records(container: Container) -> RecordColumns:

@@ -186,9 +186,21 @@ def decode_fast(
     if buf is None and staged is None and device.type == "cuda":
         staged = StagedPayload(payload, device)  # the main stream fills the output meanwhile
     zero = values[1].item() if values.device.type == "cpu" else values[1]  # a host scalar: the vectorized fill, exact
+    main = torch.cuda.current_stream(device) if staged is not None else None
+    filled = None
     if out is None:  # queued before the plan: the device fills while the host plans and the payload is copied
         out = torch.empty(d, dtype=values.dtype, device=device)
-        out.fill_(zero)
+        if triton and staged is not None:
+            # on a stream of its own, beside the first decode passes: only the last one needs θ_init in place
+            fill = side_stream(device, "fill")
+            fill.wait_stream(main)
+            with torch.cuda.stream(fill):
+                out.fill_(zero)
+            out.record_stream(fill)
+            filled = torch.cuda.Event()
+            filled.record(fill)
+        else:
+            out.fill_(zero)
     if triton and plan is None:
         plan = Plan(make_plan(table, ids, device, values), device)  # one asynchronous upload from page-locked memory
     if plan is not None:
@@ -197,11 +209,12 @@ def decode_fast(
         values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
     elif values.device.type != device.type:
         values = values.to(device)
-    main = torch.cuda.current_stream(device) if staged is not None else None
     if staged is not None:
         buf = staged.buf
         if not triton or (table.mode[all_ids] == 1).any():
             staged.wait_all(main)
+            if filled is not None:
+                main.wait_event(filled)
     elif buf is None:
         buf = padded_buffer(payload, device)
     for i in all_ids[table.mode[all_ids] == 1].tolist():
@@ -210,7 +223,7 @@ def decode_fast(
         s = int(table.start[i])
         out[s : s + t.numel()] = values[(t + 1).to(torch.int64)]
     if triton:
-        decode_mode0_triton(plan, buf, out, staged)
+        decode_mode0_triton(plan, buf, out, staged, filled)
         if staged is not None:
             staged.wait_all(main)
         errors = plan.errors
@@ -227,11 +240,11 @@ def decode_fast(
 _SIDE_STREAMS: dict = {}
 
 
-def side_stream(device: torch.device) -> torch.cuda.Stream:
-    """One long-lived side stream per device (fresh streams would each grow their own allocator pool)."""
-    stream = _SIDE_STREAMS.get(device)
+def side_stream(device: torch.device, role: str = "copy") -> torch.cuda.Stream:
+    """One long-lived side stream per device and role (fresh streams would each grow their own allocator pool)."""
+    stream = _SIDE_STREAMS.get((device, role))
     if stream is None:
-        stream = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+        stream = _SIDE_STREAMS[(device, role)] = torch.cuda.Stream(device)
     return stream
 
 

@@ -275,10 +275,11 @@ def chunk_groups(cols: gp.PlanColumns, ends: list[int], first_pending: int = 0) 
     return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
 
 
-def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None) -> None:
-    """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already
-    (no host sync; the error flags are in ``plan.errors``, see raise_errors). With ``staged``
-    (golomb_fast.StagedPayload), each group of chunks waits only for the piece of the copy its bodies end in."""
+def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, filled=None) -> None:
+    """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already or
+    will once the CUDA event ``filled`` has passed (no host sync; the error flags are in ``plan.errors``, see
+    raise_errors). With ``staged`` (golomb_fast.StagedPayload), each group of chunks waits only for the piece
+    of the copy its bodies end in."""
     cols, device = plan.cols, buf.device
     K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
     scratch = torch.empty(2 * nb_tiles + 4 * n_tiles, dtype=torch.int64, device=device)  # every entry is written before it is read
@@ -307,6 +308,9 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
             _code_pass[(t1 - t0,)](*args, FINAL=False, BLOCK=CODE_BLOCK)
         _code_scan[(k1 - k0,)](words, p, K, tile_x, tile_h, tile_xoff, tile_roff, err, k0, BLOCK=RUN_SCAN_BLOCK,
                                MAX_WORDS=CODE_BLOCK // 32 + 1)
+        if filled is not None:
+            torch.cuda.current_stream(device).wait_event(filled)
+            filled = None
         if t1 > t0:
             _code_pass[(t1 - t0,)](*args, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
 
