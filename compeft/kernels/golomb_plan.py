@@ -2,7 +2,7 @@
 
 Layout of the array (the kernels in golomb_triton index it with the row constants below):
     N_ROWS rows of K entries (one entry per chunk, row-major)    chunk parameters, tiles included
-    N_ERRORS zeros                                               error flags, set by the device
+    zeros up to a multiple of 8 entries, then 8 zeros            error flags (N_ERRORS used), set by the device
     3 slots                                                      the value table's bytes (v₋₁, v₀, v₊₁)
 One host → device copy per decode brings all of it, the error flags already zeroed. Each chunk's codes
 are cut into tiles of ``code_block`` codes and its unary plane into tiles of ``byte_block`` bytes; the
@@ -54,13 +54,13 @@ class PlanColumns:
             8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.start[ids], table.length[ids],
             table.unary_off[ids], unary, table.extra_bits[ids], code_tile0, code_tiles, byte_tile0, byte_tiles,
         ]
-        self.errors_at = N_ROWS * self.K
-        self.values_at = self.errors_at + N_ERRORS
+        self.errors_at = -(-N_ROWS * self.K // 8) * 8  # aligned (Triton specializes kernels on pointer alignment)
+        self.values_at = self.errors_at + 8
         size = self.values_at + 3
         self.tensor = torch.empty(size, dtype=torch.int64) if alloc is None else alloc(size)
         self.host = self.tensor.numpy()
-        np.concatenate(rows, out=self.host[: self.errors_at])
-        self.host[self.errors_at :] = 0
+        np.concatenate(rows, out=self.host[: N_ROWS * self.K])
+        self.host[N_ROWS * self.K :] = 0
         raw = values.detach().cpu().contiguous().view(torch.uint8).numpy()
         self.host[self.values_at :].view(np.uint8)[: raw.size] = raw
         self.dtype = values.dtype

@@ -90,7 +90,7 @@ def _mark_tiles(chunk_of, t0, nt, k, BLOCK: tl.constexpr):
         tl.store(chunk_of + t0 + idx, tl.full([BLOCK], 0, tl.int32) + k, mask=idx < nt)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K"])  # no recompiles as sizes and group offsets vary
 def _tile_chunks(plan, K, code_chunk, byte_chunk, BLOCK: tl.constexpr):
     """T, one program per chunk: its id into the chunk column of each of its code tiles and unary-byte tiles."""
     k = tl.program_id(0)
@@ -98,7 +98,7 @@ def _tile_chunks(plan, K, code_chunk, byte_chunk, BLOCK: tl.constexpr):
     _mark_tiles(byte_chunk, tl.load(plan + _BTILE0 * K + k), tl.load(plan + _NBTILES * K + k), k, BLOCK)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K", "base"])
 def _unary_pass(buf, plan, K, byte_chunk, tile_pop, base, BLOCK: tl.constexpr):
     """U1: the one bits of each tile of unary bytes."""
     t = base + tl.program_id(0)
@@ -117,7 +117,7 @@ def _padding_bad(buf, end):
     return (byte >> used.to(tl.int32)) != 0
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K", "base"])
 def _unary_scan(buf, plan, K, tile_pop, tile_off, err, base, BLOCK: tl.constexpr):
     """S1, one program per chunk: code offsets of its unary tiles, and the chunk's byte-level checks."""
     k = base + tl.program_id(0)
@@ -141,7 +141,7 @@ def _unary_scan(buf, plan, K, tile_pop, tile_off, err, base, BLOCK: tl.constexpr
     _flag(err, _ERR_PADDING, bad)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K", "base"])
 def _select_pass(buf, plan, K, byte_chunk, tile_off, stops, base, BLOCK: tl.constexpr):
     """U2: s_j for every one bit. One lane per bit, so the stops of a warp land side by side (coalesced)."""
     t = base + tl.program_id(0)
@@ -170,7 +170,7 @@ def _bit(buf, bit, valid):
     return (tl.load(buf + (bit >> 3), mask=valid, other=0).to(tl.int32) >> (bit & 7).to(tl.int32)) & 1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K", "base"])
 def _code_pass(buf, words, plan, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
                FINAL: tl.constexpr, BLOCK: tl.constexpr):
     t = base + tl.program_id(0)
@@ -220,7 +220,7 @@ def _run_popcount(words, a, n, MAX_WORDS: tl.constexpr):
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["K", "base"])
 def _code_scan(words, plan, K, tile_x, tile_h, tile_xoff, tile_roff, err, base, BLOCK: tl.constexpr, MAX_WORDS: tl.constexpr):
     """S2, one program per chunk: extra-bit and remainder offsets of its code tiles, and the extra-bit count check."""
     k = base + tl.program_id(0)
@@ -282,12 +282,13 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
     of the copy its bodies end in."""
     cols, device = plan.cols, buf.device
     K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
-    scratch = torch.empty(2 * nb_tiles + 4 * n_tiles, dtype=torch.int64, device=device)  # every entry is written before it is read
-    tile_pop, tile_off = scratch[:nb_tiles], scratch[nb_tiles : 2 * nb_tiles]
-    tile_x, tile_h, tile_xoff, tile_roff = scratch[2 * nb_tiles :].view(4, n_tiles).unbind(0) if n_tiles else (scratch,) * 4
+    # scratch columns start at multiples of 8 entries: Triton specializes on pointer alignment (no recompiles)
+    nb, nt = -(-nb_tiles // 8) * 8, -(-n_tiles // 8) * 8
+    scratch = torch.empty(2 * nb + 4 * nt + 8, dtype=torch.int64, device=device)  # every entry is written before it is read
+    tile_pop, tile_off, tile_x, tile_h, tile_xoff, tile_roff = (scratch[a:] for a in (0, nb, 2 * nb, 2 * nb + nt, 2 * nb + 2 * nt, 2 * nb + 3 * nt))
     stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
-    chunk_of = torch.empty(n_tiles + nb_tiles + 1, dtype=torch.int32, device=device)
-    code_chunk, byte_chunk = chunk_of[:n_tiles], chunk_of[n_tiles:]
+    chunk_of = torch.empty(nt + nb + 8, dtype=torch.int32, device=device)
+    code_chunk, byte_chunk = chunk_of, chunk_of[nt:]
     p, err, words = plan.tensor, plan.errors, buf.view(torch.int32)
     _tile_chunks[(K,)](p, K, code_chunk, byte_chunk, BLOCK=TILE_BLOCK)  # needs the plan only: runs while the payload arrives
     groups = chunk_groups(cols, staged.ends, staged.first_pending()) if staged is not None else [(0, K, 0)] * bool(K)
