@@ -191,11 +191,18 @@ def _columns_v2(container: Container) -> RecordColumns:
             names = tuple(data[a:b].decode("utf-8") for a, b in zip(starts, ends.tolist()))
         except UnicodeDecodeError as err:
             raise ContainerError(f"record column {RECORDS_PREFIX}name_ends cuts a name inside a UTF-8 character") from err
-    flat_dims = dims.tolist()
-    cuts = list(itertools.accumulate(ndim.tolist(), initial=0))
-    shapes = tuple(map(tuple, map(flat_dims.__getitem__, map(slice, cuts, cuts[1:]))))
-    numels = tuple(map(math.prod, shapes))
-    offsets = tuple(itertools.accumulate(numels, initial=0))[:-1]
+    rank = int(ndim[0]) if n and (ndim == ndim[0]).all() else -1
+    grid = dims.reshape(n, rank) if rank > 0 else None
+    if grid is not None and np.prod(grid, axis=1, dtype=np.float64).sum() < 2**53:  # one rank, int64 exact
+        shapes = tuple(map(tuple, grid.tolist()))
+        sizes = grid.prod(axis=1)
+        numels, offsets = tuple(sizes.tolist()), tuple((np.cumsum(sizes) - sizes).tolist())
+    else:
+        flat_dims = dims.tolist()
+        cuts = list(itertools.accumulate(ndim.tolist(), initial=0))
+        shapes = tuple(map(tuple, map(flat_dims.__getitem__, map(slice, cuts, cuts[1:]))))
+        numels = tuple(map(math.prod, shapes))
+        offsets = tuple(itertools.accumulate(numels, initial=0))[:-1]
     return RecordColumns(names, shapes, tuple(map(dtypes.__getitem__, code.tolist())), tuple(theta.tolist()), offsets, numels)
 
 
@@ -240,20 +247,22 @@ def check_records(container: Container) -> RecordColumns:
         if not isinstance(doc.get("carried"), list):
             raise ContainerError("document field 'carried' must be a list")
         if doc["format_version"] >= 2:
-            cols = _columns_v2(container)
+            cols = _columns_v2(container)  # offsets follow from the shapes; θ_init is checked there
+            covered = cols.offsets[-1] + cols.numels[-1] if cols.names else 0
         elif not isinstance(doc.get("tensors"), list):
             raise ContainerError("document field 'tensors' must be a list")
         else:
             cols = _columns_fast(doc["tensors"]) or _columns_slow(doc["tensors"])
-        if not all(map(math.isfinite, cols.theta_inits)):
-            bad = next(n for n, t in zip(cols.names, cols.theta_inits) if not math.isfinite(t))
-            raise ContainerError(f"tensor record {bad!r} has a non-finite theta_init")
-        expected = tuple(itertools.accumulate(cols.numels, initial=0))
-        if cols.offsets != expected[:-1]:
-            i = next(i for i, (a, b) in enumerate(zip(cols.offsets, expected)) if a != b)
-            raise ContainerError(f"tensor record {cols.names[i]!r} has offset {cols.offsets[i]}, expected {expected[i]}")
-        if expected[-1] != d:
-            raise ContainerError(f"tensor records cover {expected[-1]} entries, d is {d}")
+            if not all(map(math.isfinite, cols.theta_inits)):
+                bad = next(n for n, t in zip(cols.names, cols.theta_inits) if not math.isfinite(t))
+                raise ContainerError(f"tensor record {bad!r} has a non-finite theta_init")
+            expected = tuple(itertools.accumulate(cols.numels, initial=0))
+            if cols.offsets != expected[:-1]:
+                i = next(i for i, (a, b) in enumerate(zip(cols.offsets, expected)) if a != b)
+                raise ContainerError(f"tensor record {cols.names[i]!r} has offset {cols.offsets[i]}, expected {expected[i]}")
+            covered = expected[-1]
+        if covered != d:
+            raise ContainerError(f"tensor records cover {covered} entries, d is {d}")
         if len(set(cols.names)) != len(cols.names):
             raise ContainerError("tensor records repeat a name")
         declared = {}
