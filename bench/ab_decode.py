@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench.synth import SHAPES, lora_tensors, write_adapter_dir
+from bench.synth import compressed_bytes
 
 
 VARIANTS = [
@@ -29,17 +27,12 @@ VARIANTS = [
 
 
 def main(density: float = 0.1) -> None:
-    from compeft import api
-    from compeft.container import container_path, read_bytes
-    from compeft.fastload import ResidentArtifact
     from compeft.codecs import golomb_fast as gf
+    from compeft.fastload import ResidentArtifact
     from compeft.kernels import golomb_triton as gt
 
     dev = torch.device("cuda")
-    with tempfile.TemporaryDirectory() as tmp:
-        src = write_adapter_dir(Path(tmp) / "a", {k: v.cpu() for k, v in lora_tensors(SHAPES["65B"], seed=0, device=dev).items()}, SHAPES["65B"])
-        api.compress(src, Path(tmp) / "art", density=density, device="cuda")
-        host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
+    host = compressed_bytes("65B", density)
     ref = None
     modules = {name: gt for name in ("CODE_BLOCK", "BYTE_BLOCK", "SCAN_BLOCK", "RUN_SCAN_BLOCK", "SELECT_WARPS", "CODE_WARPS")}
     modules["PIECE_BYTES"] = gf

@@ -1,28 +1,23 @@
-"""Per-repeat load times and allocator counters on one 65B-shape artifact, after a GPU compress (as bench.run)."""
+"""Per-repeat load times (resident and cold) and allocator counters on one 65B-shape artifact, after GPU compressions.
+
+    python -m bench.load_noise [k]
+"""
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench.synth import SHAPES, lora_tensors, write_adapter_dir
+from bench.synth import compressed_bytes
 
 
 def main(density: float = 0.2) -> None:
-    from compeft import api
-    from compeft.container import container_path, read_bytes
     from compeft.fastload import ResidentArtifact, load_bytes
 
     dev = torch.device("cuda")
-    with tempfile.TemporaryDirectory() as tmp:
-        src = write_adapter_dir(Path(tmp) / "a", {k: v.cpu() for k, v in lora_tensors(SHAPES["65B"], seed=0, device=dev).items()}, SHAPES["65B"])
-        for _ in range(2):
-            api.compress(src, Path(tmp) / "art", density=density, device="cuda", overwrite=True)
-        host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
+    host = compressed_bytes("65B", density)
     art = ResidentArtifact(host, verify=False)
     for name, fn in (("resident", lambda: art.load(dev)), ("cold", lambda: load_bytes(host, dev, verify=False))) * 2:
         result = fn()
@@ -41,34 +36,5 @@ def main(density: float = 0.2) -> None:
         result = None
 
 
-
-
-def cprofile_cold(density: float = 0.2) -> None:
-    """cProfile of 20 cold loads (load_bytes), by own time and by cumulative time."""
-    import cProfile
-    import pstats
-
-    from compeft import api
-    from compeft.container import container_path, read_bytes
-    from compeft.fastload import load_bytes
-
-    dev = torch.device("cuda")
-    with tempfile.TemporaryDirectory() as tmp:
-        src = write_adapter_dir(Path(tmp) / "a", {k: v.cpu() for k, v in lora_tensors(SHAPES["65B"], seed=0, device=dev).items()}, SHAPES["65B"])
-        api.compress(src, Path(tmp) / "art", density=density, device="cuda")
-        host = read_bytes(container_path(Path(tmp) / "art"), pin=True)
-    for _ in range(3):
-        load_bytes(host, dev, verify=False)
-    torch.cuda.synchronize()
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(20):
-        load_bytes(host, dev, verify=False)
-        torch.cuda.synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
-    pstats.Stats(prof).sort_stats("cumtime").print_stats(30)
-
-
 if __name__ == "__main__":
-    (cprofile_cold if "--cprofile" in sys.argv else main)(*(float(x) for x in sys.argv[1:2]))
+    main(*(float(x) for x in sys.argv[1:2]))

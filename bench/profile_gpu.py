@@ -171,14 +171,14 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
 
     from compeft.fastload import load_bytes
 
-    if profile:
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(5):
-            load_bytes(host, dev, verify=False)
-        torch.cuda.synchronize()
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(20 if profile else 5):
+        load_bytes(host, dev, verify=False)
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    pstats.Stats(prof).sort_stats("cumtime").print_stats(30)
     for flag in (True, False):
         v = []
         for _ in range(repeats):

@@ -82,3 +82,18 @@ def write_adapter_dir(path: Path, tensors: dict[str, torch.Tensor], shape: Shape
     (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path / "adapter_model.safetensors"))
     return path
+
+
+def compressed_bytes(shape: str, density: float, device: str | torch.device = "cuda") -> torch.Tensor:
+    """A compressed synthetic adapter of ``shape`` (made and compressed on ``device``), as pinned host bytes."""
+    import tempfile
+
+    from compeft import api
+    from compeft.container import container_path, read_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tensors = {k: v.cpu() for k, v in lora_tensors(SHAPES[shape], seed=0, device=device).items()}
+        src = write_adapter_dir(Path(tmp) / "a", tensors, SHAPES[shape])
+        del tensors
+        api.compress(src, Path(tmp) / "art", density=density, device=device)
+        return read_bytes(container_path(Path(tmp) / "art"), pin=True)
