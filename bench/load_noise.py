@@ -14,19 +14,12 @@ from bench.synth import compressed_bytes
 
 
 def main(density: float = 0.2) -> None:
-    from compeft import fastload
     from compeft.fastload import ResidentArtifact, load_bytes
 
     dev = torch.device("cuda")
     host = compressed_bytes("65B", density)
     art = ResidentArtifact(host, verify=False)
-
-    def cold(early: bool):
-        fastload.START_EARLY = early
-        return load_bytes(host, dev, verify=False)
-
-    runs = (("resident", lambda: art.load(dev)), ("cold", lambda: cold(True)), ("cold, no early start", lambda: cold(False)))
-    for name, fn in runs * 2:
+    for name, fn in (("resident", lambda: art.load(dev)), ("cold", lambda: load_bytes(host, dev, verify=False))) * 2:
         result = fn()
         times = []
         s0 = torch.cuda.memory_stats()
@@ -41,7 +34,6 @@ def main(density: float = 0.2) -> None:
         grew = {k: s1.get(k, 0) - s0.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")}
         print(name, " ".join(f"{x:.2f}" for x in times), grew, flush=True)
         result = None
-    fastload.START_EARLY = True
 
 
 if __name__ == "__main__":

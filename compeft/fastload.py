@@ -136,9 +136,6 @@ def views_of(flat: torch.Tensor, cols: RecordColumns) -> dict[str, torch.Tensor]
     return ViewPlan(cols).views(flat)
 
 
-START_EARLY = True  # bench.load_noise compares cold loads with and without the early start
-
-
 class Prefetch:
     """Starts the payload's copy to a CUDA device (on a side stream) and, for a golomb payload, the decode passes
     that need only the payload, while the document is still being parsed."""
@@ -148,7 +145,7 @@ class Prefetch:
 
     def __call__(self, payload: torch.Tensor) -> None:
         self.staged = StagedPayload(payload, self.device)
-        self.started = start_decode(payload, self.staged) if START_EARLY else None
+        self.started = start_decode(payload, self.staged)
 
 
 def finish_quietly(finish) -> None:
