@@ -19,7 +19,7 @@ import torch
 
 from compeft.adapters import DTYPES_BY_NAME
 from compeft.codecs import get_codec
-from compeft.codecs.golomb_fast import StagedPayload, decode_fast, read_table_fast, start_decode
+from compeft.codecs.golomb_fast import StagedPayload, decode_fast, read_table_fast
 from compeft.container import Container, container_path, named_payload_errors, parse_container, read_bytes
 from compeft.devices import resolve_device
 from compeft.document import RecordColumns, check_document, check_records, record_kinds
@@ -53,8 +53,7 @@ def reconstruct_fast(
         if prefetched is not None and prefetched.staged is not None and codec.id == "golomb":
             # golomb's decode_values_deferred on a device, with the payload copy already under way
             pending: list = []
-            flat = decode_fast(container.payload, d, device, values, staged=prefetched.staged, started=prefetched.started,
-                               deferred=pending)
+            flat = decode_fast(container.payload, d, device, values, staged=prefetched.staged, deferred=pending)
             finish = lambda: [f() for f in pending] and None  # noqa: E731
         else:
             flat, finish = codec.decode_values_deferred(container.payload, d, device, values)
@@ -137,15 +136,13 @@ def views_of(flat: torch.Tensor, cols: RecordColumns) -> dict[str, torch.Tensor]
 
 
 class Prefetch:
-    """Starts the payload's copy to a CUDA device (on a side stream) and, for a golomb payload, the decode passes
-    that need only the payload, while the document is still being parsed."""
+    """Starts the payload's copy to a CUDA device (on a side stream) while the document is still being parsed."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.staged, self.started = device, None, None
+        self.device, self.staged = device, None
 
     def __call__(self, payload: torch.Tensor) -> None:
         self.staged = StagedPayload(payload, self.device)
-        self.started = start_decode(payload, self.staged)
 
 
 def finish_quietly(finish) -> None:

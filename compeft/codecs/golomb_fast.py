@@ -153,7 +153,6 @@ def decode_fast(
     deferred: list | None = None,
     staged: StagedPayload | None = None,
     plan_columns=None,
-    started: StartedDecode | None = None,
 ) -> torch.Tensor:
     """Decode a golomb payload on ``device``.
 
@@ -162,15 +161,9 @@ def decode_fast(
     (e.g. θ_init + s·t already in bf16), written without an int8 intermediate. ``chunks``/``out``/``table``/
     ``buf`` let several threads decode disjoint chunk ranges into one output; ``staged`` is the payload's
     copy to the device already under way; ``plan_columns`` is the Triton plan of ``table``'s mode-0 chunks made
-    earlier (golomb_triton.plan_columns, for ``values``' dtype); ``started`` is this payload's decode begun by
-    start_decode (its first passes already launched).
+    earlier (golomb_triton.plan_columns, for ``values``' dtype).
     """
     device = torch.device(device)
-    if started is not None and (chunks is not None or table is not None or backend not in (None, "triton") or started.device != device):
-        started = None
-    if started is not None:
-        read_header(payload, d)  # the document's d must be the payload's; the rest of the table was checked at the start
-        table, staged = started.table, started.staged
     if table is None:
         table = read_table_fast(payload, d)  # first: it checks d against the payload before d bytes are allocated
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
@@ -186,10 +179,7 @@ def decode_fast(
     if triton:
         from compeft.kernels.golomb_triton import Plan, decode_mode0_triton, plan_columns as make_plan, raise_errors
     plan = None
-    if started is not None:
-        plan = started.plan
-        plan.use_values(values)
-    elif triton and plan_columns is not None and plan_columns.dtype == values.dtype:
+    if triton and plan_columns is not None and plan_columns.dtype == values.dtype:
         # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the
         # first decode pass needs both
         plan = Plan(plan_columns, device)
@@ -232,12 +222,8 @@ def decode_fast(
         t = decode_chunk(table.entry(i), buf[a : a + n])
         s = int(table.start[i])
         out[s : s + t.numel()] = values[(t + 1).to(torch.int64)]
-    if started is not None:
-        for g in range(len(started.run.groups)):
-            started.run.final(g, out, filled)
-    elif triton:
-        decode_mode0_triton(plan, buf, out, staged, filled)
     if triton:
+        decode_mode0_triton(plan, buf, out, staged, filled)
         if staged is not None:
             staged.wait_all(main)
         errors = plan.errors
@@ -249,42 +235,6 @@ def decode_fast(
     elif ids.size:
         _decode_mode0(table, ids, buf, out, values, device)
     return out
-
-
-class StartedDecode:
-    """The first passes of a golomb decode on a CUDA device (those that need only the payload), launched before
-    the container's document is read; decode_fast finishes it once d and the value table are known."""
-
-    def __init__(self, table: Table, plan, run, staged: StagedPayload) -> None:
-        self.table, self.plan, self.run, self.staged = table, plan, run, staged
-        self.device = staged.buf.device
-
-
-def start_decode(payload: torch.Tensor, staged: StagedPayload) -> StartedDecode | None:
-    """Start decoding a payload whose copy ``staged`` is under way, from its own header and table, or None where
-    that cannot be done early (no Triton, not a golomb payload, a table that does not check, chunks coded as
-    zeros): decode_fast then does all of it, with its usual errors. Only device scratch is written."""
-    from compeft.kernels import triton_available
-
-    if payload.numel() < HEADER.size or not triton_available():
-        return None
-    magic, stored_d, _ = HEADER.unpack(payload[: HEADER.size].numpy().tobytes())
-    if magic != MAGIC:
-        return None
-    try:
-        table = read_table_fast(payload, stored_d)
-    except CodecError:
-        return None
-    if (table.mode == 1).any() or not (table.mode == 0).any():
-        return None
-    from compeft.kernels.golomb_triton import Mode0Decode, Plan, plan_columns
-
-    device = staged.buf.device
-    plan = Plan(plan_columns(table, np.flatnonzero(table.mode == 0), device, None), device)
-    run = Mode0Decode(plan, staged.buf, staged)
-    for g in range(len(run.groups)):
-        run.prefix(g)
-    return StartedDecode(table, plan, run, staged)
 
 
 _SIDE_STREAMS: dict = {}

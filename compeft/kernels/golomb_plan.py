@@ -37,10 +37,10 @@ def tiles(sizes: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
 
 class PlanColumns:
     """The plan of decoding the mode-0 chunks ``ids`` of ``table`` (golomb_fast.Table) into ``values``'
-    dtype (None: set_values later). ``alloc(n)`` returns an int64 torch tensor of n entries (e.g. page-locked); ``tensor`` is
+    dtype. ``alloc(n)`` returns an int64 torch tensor of n entries (e.g. page-locked); ``tensor`` is
     what goes to the device, ``host`` its numpy view."""
 
-    def __init__(self, table, ids: np.ndarray, code_block: int, byte_block: int, values: torch.Tensor | None, alloc=None) -> None:
+    def __init__(self, table, ids: np.ndarray, code_block: int, byte_block: int, values: torch.Tensor, alloc=None) -> None:
         cnt = table.count[ids]
         self.n = int(cnt.sum())
         self.K = len(ids)
@@ -61,12 +61,6 @@ class PlanColumns:
         self.host = self.tensor.numpy()
         np.concatenate(rows, out=self.host[: N_ROWS * self.K])
         self.host[N_ROWS * self.K :] = 0
-        self.dtype = None
-        if values is not None:
-            self.set_values(values)
-
-    def set_values(self, values: torch.Tensor) -> None:
-        """Write the value table (v₋₁, v₀, v₊₁) into its slots; the output gets its dtype."""
         raw = values.detach().cpu().contiguous().view(torch.uint8).numpy()
         self.host[self.values_at :].view(np.uint8)[: raw.size] = raw
         self.dtype = values.dtype

@@ -242,8 +242,8 @@ def _code_scan(words, plan, K, tile_x, tile_h, tile_xoff, tile_roff, err, base, 
     _flag(err, _ERR_EXTRA, carry_x != tl.load(plan + _XBITS * K + k))
 
 
-def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Tensor | None) -> gp.PlanColumns:
-    """The decode's plan for ``ids`` decoding into ``values``' dtype (None: set later), in page-locked memory when ``device``
+def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Tensor) -> gp.PlanColumns:
+    """The decode's plan for ``ids`` decoding into ``values``' dtype, in page-locked memory when ``device``
     is CUDA (for an asynchronous copy: torch's host allocator keeps the block until the copies that read it
     are done)."""
     return gp.PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, values,
@@ -257,17 +257,8 @@ class Plan:
         self.cols = cols
         dev = self.tensor = cols.tensor.to(device, non_blocking=True, copy=True)  # the device sets its error flags
         self.errors = dev[cols.errors_at : cols.values_at]
-        self.values = None if cols.dtype is None else self._values_view()
-
-    def _values_view(self) -> torch.Tensor:
-        itemsize = torch.empty((), dtype=self.cols.dtype).element_size()
-        return self.tensor[self.cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(self.cols.dtype)
-
-    def use_values(self, values: torch.Tensor) -> None:
-        """Upload the value table of a plan made without one (before the document was read)."""
-        self.cols.set_values(values)
-        self.tensor[self.cols.values_at :].copy_(self.cols.tensor[self.cols.values_at :], non_blocking=True)
-        self.values = self._values_view()
+        itemsize = torch.empty((), dtype=cols.dtype).element_size()
+        self.values = dev[cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(cols.dtype)
 
 
 def chunk_groups(cols: gp.PlanColumns, ends: list[int], first_pending: int = 0) -> list[tuple[int, int, int]]:
@@ -284,70 +275,45 @@ def chunk_groups(cols: gp.PlanColumns, ends: list[int], first_pending: int = 0) 
     return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
 
 
-class Mode0Decode:
-    """The launches of one planned decode from the padded device buffer, in groups of chunks. ``prefix(g)``
-    runs the passes that need only the payload (U1 S1 U2 C1 S2), ``final(g, out)`` the last one, which
-    writes the values into ``out`` (so the first part can start before the output's dtype is known). No host
-    sync; the error flags are in ``plan.errors`` (see raise_errors). With ``staged``
-    (golomb_fast.StagedPayload), a group waits only for the piece of the copy its bodies end in."""
-
-    def __init__(self, plan: Plan, buf: torch.Tensor, staged=None) -> None:
-        cols, device = plan.cols, buf.device
-        self.plan, self.buf, self.staged, self.device = plan, buf, staged, device
-        K, nb_tiles, n_tiles = cols.K, cols.nb_tiles, cols.n_tiles
-        # scratch columns start at multiples of 8 entries: Triton specializes on pointer alignment (no recompiles)
-        nb, nt = -(-nb_tiles // 8) * 8, -(-n_tiles // 8) * 8
-        scratch = torch.empty(2 * nb + 4 * nt + 8, dtype=torch.int64, device=device)  # every entry is written before it is read
-        (self.tile_pop, self.tile_off, self.tile_x, self.tile_h, self.tile_xoff,
-         self.tile_roff) = (scratch[a:] for a in (0, nb, 2 * nb, 2 * nb + nt, 2 * nb + 2 * nt, 2 * nb + 3 * nt))
-        self.stops = torch.empty(max(cols.n, 1), dtype=torch.int32, device=device)
-        chunk_of = torch.empty(nt + nb + 8, dtype=torch.int32, device=device)
-        self.code_chunk, self.byte_chunk = chunk_of, chunk_of[nt:]
-        _tile_chunks[(K,)](plan.tensor, K, self.code_chunk, self.byte_chunk, BLOCK=TILE_BLOCK)  # needs the plan only
-        self.groups = chunk_groups(cols, staged.ends, staged.first_pending()) if staged is not None else [(0, K, 0)] * bool(K)
-        rows = cols.host[: gp.N_ROWS * K].reshape(gp.N_ROWS, K)
-        # each group's tiles: chunks' tiles are consecutive, in chunk order
-        self.tiles = [(int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1]),
-                       int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])) for k0, k1, _ in self.groups]
-        self.filled_waited = False
-
-    def _code_args(self, values: torch.Tensor, out: torch.Tensor, t0: int) -> tuple:
-        p, buf = self.plan, self.buf
-        return (buf, buf.view(torch.int32), p.tensor, p.cols.K, self.code_chunk, self.tile_x, self.tile_xoff, self.tile_h,
-                self.tile_roff, p.errors, self.stops, values, out, t0)
-
-    def prefix(self, g: int) -> None:
-        (k0, k1, piece), (t0, t1, b0, b1) = self.groups[g], self.tiles[g]
-        buf, p, K, err = self.buf, self.plan.tensor, self.plan.cols.K, self.plan.errors
-        if self.staged is not None:
-            self.staged.wait_piece(piece)
-        if b1 > b0:
-            _unary_pass[(b1 - b0,)](buf, p, K, self.byte_chunk, self.tile_pop, b0, BLOCK=BYTE_BLOCK)
-        _unary_scan[(k1 - k0,)](buf, p, K, self.tile_pop, self.tile_off, err, k0, BLOCK=SCAN_BLOCK)
-        if b1 > b0:
-            _select_pass[(b1 - b0,)](buf, p, K, self.byte_chunk, self.tile_off, self.stops, b0, BLOCK=BYTE_BLOCK,
-                                     num_warps=SELECT_WARPS)
-        if t1 > t0:  # the first code pass reads neither the values nor the output: the buffer stands in for both
-            _code_pass[(t1 - t0,)](*self._code_args(buf, buf, t0), FINAL=False, BLOCK=CODE_BLOCK)
-        _code_scan[(k1 - k0,)](buf.view(torch.int32), p, K, self.tile_x, self.tile_h, self.tile_xoff, self.tile_roff, err, k0,
-                               BLOCK=RUN_SCAN_BLOCK, MAX_WORDS=CODE_BLOCK // 32 + 1)
-
-    def final(self, g: int, out: torch.Tensor, filled=None) -> None:
-        """The last pass of group ``g``; ``out`` holds θ_init, or will once the CUDA event ``filled`` has passed."""
-        t0, t1, _, _ = self.tiles[g]
-        if filled is not None and not self.filled_waited:
-            torch.cuda.current_stream(self.device).wait_event(filled)
-            self.filled_waited = True
-        if t1 > t0:
-            _code_pass[(t1 - t0,)](*self._code_args(self.plan.values, out, t0), FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
-
-
 def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, filled=None) -> None:
-    """Decode the planned chunks into ``out`` (see Mode0Decode), each group's passes in turn."""
-    run = Mode0Decode(plan, buf, staged)
-    for g in range(len(run.groups)):
-        run.prefix(g)
-        run.final(g, out, filled)
+    """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already or
+    will once the CUDA event ``filled`` has passed (no host sync; the error flags are in ``plan.errors``, see
+    raise_errors). With ``staged`` (golomb_fast.StagedPayload), each group of chunks waits only for the piece
+    of the copy its bodies end in."""
+    cols, device = plan.cols, buf.device
+    K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
+    # scratch columns start at multiples of 8 entries: Triton specializes on pointer alignment (no recompiles)
+    nb, nt = -(-nb_tiles // 8) * 8, -(-n_tiles // 8) * 8
+    scratch = torch.empty(2 * nb + 4 * nt + 8, dtype=torch.int64, device=device)  # every entry is written before it is read
+    tile_pop, tile_off, tile_x, tile_h, tile_xoff, tile_roff = (scratch[a:] for a in (0, nb, 2 * nb, 2 * nb + nt, 2 * nb + 2 * nt, 2 * nb + 3 * nt))
+    stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
+    chunk_of = torch.empty(nt + nb + 8, dtype=torch.int32, device=device)
+    code_chunk, byte_chunk = chunk_of, chunk_of[nt:]
+    p, err, words = plan.tensor, plan.errors, buf.view(torch.int32)
+    _tile_chunks[(K,)](p, K, code_chunk, byte_chunk, BLOCK=TILE_BLOCK)  # needs the plan only: runs while the payload arrives
+    groups = chunk_groups(cols, staged.ends, staged.first_pending()) if staged is not None else [(0, K, 0)] * bool(K)
+    rows = cols.host[: gp.N_ROWS * K].reshape(gp.N_ROWS, K)
+    for k0, k1, piece in groups:
+        if staged is not None:
+            staged.wait_piece(piece)
+        # the group's tiles: chunks' tiles are consecutive, in chunk order
+        t0, t1 = int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1])
+        b0, b1 = int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])
+        if b1 > b0:
+            _unary_pass[(b1 - b0,)](buf, p, K, byte_chunk, tile_pop, b0, BLOCK=BYTE_BLOCK)
+        _unary_scan[(k1 - k0,)](buf, p, K, tile_pop, tile_off, err, k0, BLOCK=SCAN_BLOCK)
+        if b1 > b0:
+            _select_pass[(b1 - b0,)](buf, p, K, byte_chunk, tile_off, stops, b0, BLOCK=BYTE_BLOCK, num_warps=SELECT_WARPS)
+        args = (buf, words, p, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, plan.values, out, t0)
+        if t1 > t0:
+            _code_pass[(t1 - t0,)](*args, FINAL=False, BLOCK=CODE_BLOCK)
+        _code_scan[(k1 - k0,)](words, p, K, tile_x, tile_h, tile_xoff, tile_roff, err, k0, BLOCK=RUN_SCAN_BLOCK,
+                               MAX_WORDS=CODE_BLOCK // 32 + 1)
+        if filled is not None:
+            torch.cuda.current_stream(device).wait_event(filled)
+            filled = None
+        if t1 > t0:
+            _code_pass[(t1 - t0,)](*args, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
 
 
 def raise_errors(flags: np.ndarray) -> None:

@@ -61,28 +61,16 @@ class PiecesOnCpu:
         pass
 
 
-def mode0_decode(payload: torch.Tensor, d: int, staged, phased: bool = False) -> tuple[torch.Tensor, list[int]]:
-    """decode_mode0_triton's output (mode-1 chunks left at zero) and error flags, in groups when ``staged``;
-    ``phased``: as start_decode and decode_fast do it, every group's first passes with a plan that has no value
-    table yet, then the value table, then every group's last pass."""
-    from compeft.kernels.golomb_triton import Mode0Decode, Plan, decode_mode0_triton, plan_columns
+def mode0_decode(payload: torch.Tensor, d: int, staged) -> tuple[torch.Tensor, list[int]]:
+    """decode_mode0_triton's output (mode-1 chunks left at zero) and error flags, in groups when ``staged``."""
+    from compeft.kernels.golomb_triton import Plan, decode_mode0_triton, plan_columns
 
     table = read_table_fast(payload, d)
     ids = (table.mode == 0).nonzero()[0]
     values = torch.tensor([-1, 0, 1], dtype=torch.int8)
-    cpu = torch.device("cpu")
-    plan = Plan(plan_columns(table, ids, cpu, None if phased else values), cpu)
+    plan = Plan(plan_columns(table, ids, torch.device("cpu"), values), torch.device("cpu"))
     out = torch.zeros(d, dtype=torch.int8)
-    buf = padded_buffer(payload, cpu)
-    if phased:
-        run = Mode0Decode(plan, buf, staged)
-        for g in range(len(run.groups)):
-            run.prefix(g)
-        plan.use_values(values)
-        for g in range(len(run.groups)):
-            run.final(g, out)
-    else:
-        decode_mode0_triton(plan, buf, out, staged)
+    decode_mode0_triton(plan, padded_buffer(payload, torch.device("cpu")), out, staged)
     return out, plan.errors.tolist()
 
 
@@ -103,12 +91,10 @@ def check_groups(seeds: range) -> None:
         g = torch.Generator().manual_seed(seed)
         n = payload.numel()
         ends = sorted({int(x) for x in torch.randint(1, n, (3,), generator=g)}) + [n]
-        (whole, expected), *variants = (mode0_decode(payload, signs.numel(), s, phased)
-                                        for s, phased in ((None, False), (PiecesOnCpu(ends), False), (PiecesOnCpu(ends), True)))
-        for (grouped, flags), how in zip(variants, ("in groups", "in groups, first passes before the value table")):
-            first = [next((i for i, f in enumerate(x) if f), None) for x in (flags, expected)]
-            if first[0] != first[1] or (first[1] is None and not torch.equal(grouped, whole)):
-                sys.exit(f"seed {seed}: decoding {how} (piece ends {ends}) differs")
+        (grouped, flags), (whole, expected) = (mode0_decode(payload, signs.numel(), s) for s in (PiecesOnCpu(ends), None))
+        first = [next((i for i, f in enumerate(x) if f), None) for x in (flags, expected)]
+        if first[0] != first[1] or (first[1] is None and not torch.equal(grouped, whole)):
+            sys.exit(f"seed {seed}: decoding in groups (piece ends {ends}) differs")
 
 
 def outcome(payload: torch.Tensor, d: int, backend: str) -> str:
