@@ -160,3 +160,39 @@ def test_gpu_resident_artifact_loads_like_cpu_and_refuses_like_it(tmp_path):
         got = ResidentArtifact(data, verify=False).load("cuda")
         assert all(torch.equal(got[n].cpu(), expected[n]) for n in expected)
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda doc: doc.__setitem__("d", doc["d"] + 1), id="d"),
+        pytest.param(lambda doc: doc.__setitem__("codec", "bitmask"), id="codec"),
+        pytest.param(lambda doc: doc.__setitem__("scale", 0.5), id="scale"),
+        pytest.param(lambda doc: doc.__setitem__("kind", "full"), id="kind"),
+        pytest.param(lambda doc: None, id="unchanged"),
+    ],
+)
+def test_gpu_cold_load_of_an_edited_document_matches_cpu(tmp_path, edit):
+    """load_bytes copies the payload to the device before it reads the document; a (consistently hashed)
+    document that then disagrees with the payload gives the CPU's error, or the CPU's tensors."""
+    from compeft.container import container_path, parse_container, read_bytes, write_container
+    from compeft.errors import CompeftError
+    from compeft.fastload import load_bytes
+
+    src = write_adapter_dir(tmp_path / "adapter", lora_tensors(SHAPES["tiny"], seed=6), SHAPES["tiny"])
+    api.compress(src, tmp_path / "art", density=0.1, device="cpu")
+    path = container_path(tmp_path / "art")
+    c = parse_container(read_bytes(path), path)
+    doc = {k: v for k, v in c.doc.items() if k != "checksums"}
+    edit(doc)
+    write_container(path, doc, c.payload, c.carried, c.records)
+    data = read_bytes(path, pin=True)
+    try:
+        expected = load_bytes(data, "cpu")
+    except CompeftError as err:
+        with pytest.raises(type(err)) as got:
+            load_bytes(data, "cuda")
+        assert str(got.value) == str(err)
+    else:
+        got = load_bytes(data, "cuda")
+        assert list(got) == list(expected) and all(torch.equal(got[n].cpu(), expected[n]) for n in expected)
