@@ -167,7 +167,7 @@ def _columns_v2(container: Container) -> RecordColumns:
     doc = container.doc
     n = _number(doc, "records", int)
     dtypes = doc.get("record_dtypes")
-    if not isinstance(dtypes, list) or not set(dtypes) <= DTYPES_BY_NAME.keys() or len(set(dtypes)) != len(dtypes):
+    if not isinstance(dtypes, list) or not all(isinstance(x, str) and x in DTYPES_BY_NAME for x in dtypes) or len(set(dtypes)) != len(dtypes):
         raise ContainerError(f"document field 'record_dtypes' must list known dtype names once each, got {dtypes!r}")
     raw, ends, ndim, dims, code, theta = (_record_column(container, c) for c in RECORD_COLUMNS)
     if n and (ends[0] < 0 or (np.diff(ends) < 0).any() or ends[-1] != raw.size) or (not n and raw.size):
@@ -219,9 +219,13 @@ def record_kinds(container: Container) -> set:
         raw = container.doc.get("tensors")
         if not isinstance(raw, list) or not raw:
             return set()
-        if set(map(type, raw)) == {dict}:
-            return set(zip(map(dict.get, raw, itertools.repeat("dtype")), map(dict.get, raw, itertools.repeat("theta_init"))))
-        return {(r.get("dtype"), r.get("theta_init")) for r in raw if isinstance(r, dict)}
+        pairs = [(r.get("dtype"), r.get("theta_init")) for r in raw if isinstance(r, dict)] if set(map(type, raw)) != {dict} else \
+            zip(map(dict.get, raw, itertools.repeat("dtype")), map(dict.get, raw, itertools.repeat("theta_init")))
+        try:
+            kinds = set(pairs)
+        except TypeError:  # an unhashable field: the checks name it later
+            return {(None, None)}
+        return {_kind(dtype, theta) for dtype, theta in kinds}
     code, theta, dtypes = container.records.get("dtype"), container.records.get("theta_init"), container.doc.get("record_dtypes")
     if code is None or theta is None or code.dtype != torch.uint8 or theta.dtype != torch.float64 or not isinstance(dtypes, list):
         return {(None, None)}
@@ -230,7 +234,13 @@ def record_kinds(container: Container) -> set:
         pairs = {(int(c[0]), float(t[0]))}
     else:
         pairs = set(zip(c.tolist(), t.tolist()))
-    return {(dtypes[i] if i < len(dtypes) else None, x) for i, x in pairs}
+    return {_kind(dtypes[i] if i < len(dtypes) else None, x) for i, x in pairs}
+
+
+def _kind(dtype, theta) -> tuple:
+    """(dtype name, θ_init) as read, None for either where it is not a known dtype name / a finite number."""
+    ok_theta = isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta)
+    return (dtype if isinstance(dtype, str) and dtype in DTYPES_BY_NAME else None, float(theta) if ok_theta else None)
 
 
 def check_records(container: Container) -> RecordColumns:

@@ -45,10 +45,10 @@ def reconstruct_fast(
     doc = container.doc
     codec = get_codec(doc["codec"])
     kinds = record_kinds(container)
-    dtype = DTYPES_BY_NAME.get(next(iter(kinds))[0]) if len(kinds) == 1 else None
+    (dtype_name, theta_init), = kinds if len(kinds) == 1 else ((None, None),)
+    dtype = DTYPES_BY_NAME.get(dtype_name)
     d = doc.get("d")
-    if dtype is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
-        theta_init = float(next(iter(kinds))[1])
+    if dtype is not None and theta_init is not None and isinstance(d, int) and hasattr(codec, "decode_values_deferred"):
         values = value_table(float(doc["scale"]), theta_init, dtype)
         if prefetched is not None and prefetched.staged is not None and codec.id == "golomb":
             # golomb's decode_values_deferred on a device, with the payload copy already under way
@@ -62,7 +62,7 @@ def reconstruct_fast(
         except BaseException:
             finish_quietly(finish)
             raise
-        if set(zip(cols.dtypes, cols.theta_inits)) != {(next(iter(kinds))[0], theta_init)}:
+        if set(zip(cols.dtypes, cols.theta_inits)) != {(dtype_name, theta_init)}:
             finish_quietly(finish)
             raise ContainerError(f"{container.path}: tensor records changed between reads")
         tensors = views_of(flat, cols)

@@ -217,6 +217,7 @@ def test_unknown_format_version_is_refused(tmp_path, head_artifact, version):
         pytest.param(lambda doc: doc.__setitem__("d", doc["d"] + 1), id="d"),
         pytest.param(lambda doc: doc.__setitem__("records", doc["records"] + 1), id="record-count"),
         pytest.param(lambda doc: doc.__setitem__("record_dtypes", ["XX"]), id="record-dtypes"),
+        pytest.param(lambda doc: doc.__setitem__("record_dtypes", [["BF16"]]), id="record-dtypes-unhashable"),
         pytest.param(lambda doc: doc["carried"][0].__setitem__("dtype", "F16"), id="carried-dtype"),
         pytest.param(lambda doc: doc.__setitem__("kept", doc["d"] + 5), id="kept"),
         pytest.param(lambda doc: doc.__setitem__("format", "other"), id="format"),
@@ -235,6 +236,11 @@ def test_consistently_hashed_but_inconsistent_document_is_refused(tmp_path, head
     err = info.value
     assert isinstance(err, InputError) and err.exit_code == 2
     assert str(art / FILE) in str(err) and "\n" not in str(err)
+    from compeft.container import read_bytes
+    from compeft.fastload import load_bytes
+
+    with pytest.raises(CompeftError):  # the fast load reads some fields before it checks them
+        load_bytes(read_bytes(art / FILE))
 
 
 def rewrite_records(path: Path, edit) -> None:
@@ -299,15 +305,24 @@ def test_consistently_hashed_but_inconsistent_record_columns_are_refused(tmp_pat
         pytest.param(lambda doc: doc["tensors"][1].__setitem__("offset", doc["tensors"][1]["offset"] + 1), id="record-offset"),
         pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", float("nan")), id="theta-init-nan"),
         pytest.param(lambda doc: doc.__setitem__("tensors", {}), id="tensors-not-a-list"),
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("dtype", ["BF16"]), id="dtype-unhashable"),
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", "x"), id="theta-init-string"),
+        pytest.param(lambda doc: [t.__setitem__("theta_init", "x") for t in doc["tensors"]], id="theta-init-all-strings"),
     ],
 )
 def test_inconsistent_version_1_records_are_refused(tmp_path, edit):
-    """Format version 1 keeps its records in the document; tampered ones (consistently hashed) are refused."""
+    """Format version 1 keeps its records in the document; tampered ones (consistently hashed) are refused,
+    also by the fast load, which reads the records' dtypes before it checks them."""
+    from compeft.container import read_bytes
+    from compeft.fastload import load_bytes
+
     art = tmp_path / "art"
     shutil.copytree(Path(__file__).parents[1] / "golden" / "v1" / "ia3-head-golomb", art)
     assert compeft.load(art)
     rewrite_document(art / FILE, edit)
     _assert_refused(art, tmp_path, ("load", "inspect"))
+    with pytest.raises(ContainerError):
+        load_bytes(read_bytes(art / FILE))
 
 
 def test_extra_tensor_with_consistent_checksums_is_refused(tmp_path, head_artifact):
