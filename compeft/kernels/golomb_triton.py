@@ -12,7 +12,7 @@ the inclusive sum of the remainders. Everything else is a tile-local scan plus a
       one run of the extra plane, so their sum is a popcount of it; scan of the remainder sums → remainder
       offset per tile; extra-bit count check
   C2  positions, signs, range checks, the values written in place (decode_fast fills the zeros, θ_init,
-      while the payload is still being copied)
+      on a stream of its own beside the earlier passes; C2 waits for it)
 Tiles never straddle chunks. The plan (golomb_plan) carries every parameter, zeroed error flags and the
 value table in one upload; the kernels set error flags instead of raising, and the host reads them back
 once. Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile
