@@ -222,13 +222,12 @@ class ResidentArtifact:
         """The Triton decode plan for ``device`` (made on first use), or None where the Triton decoder is not used."""
         if device.type != "cuda" or not triton_available():
             return None
-        plan = self._plans.get(device)
-        if plan is None:
+        if device not in self._plans:  # None (no mode-0 chunks) is kept too
             from compeft.kernels.golomb_triton import plan_columns
 
             ids = np.flatnonzero(self.table.mode == 0)
-            plan = self._plans[device] = plan_columns(self.table, ids, device, self.values) if ids.size else None
-        return plan
+            self._plans[device] = plan_columns(self.table, ids, device, self.values) if ids.size else None
+        return self._plans[device]
 
 
 @contextmanager

@@ -169,6 +169,7 @@ def decode_fast(
     rng = range(len(table))[chunks] if chunks is not None else range(len(table))
     all_ids = np.arange(rng.start, rng.stop, dtype=np.int64)
     ids = all_ids[table.mode[all_ids] == 0]
+    zeros_coded = all_ids[table.mode[all_ids] == 1]  # mode-1 chunks (reference per-chunk decode)
     if backend is None:
         from compeft.kernels import triton_available
 
@@ -211,13 +212,13 @@ def decode_fast(
         values = values.to(device)
     if staged is not None:
         buf = staged.buf
-        if not triton or (table.mode[all_ids] == 1).any():
+        if not triton or zeros_coded.size:
             staged.wait_all(main)
             if filled is not None:
                 main.wait_event(filled)
     elif buf is None:
         buf = padded_buffer(payload, device)
-    for i in all_ids[table.mode[all_ids] == 1].tolist():
+    for i in zeros_coded.tolist():
         a, n = int(table.unary_off[i]), int(table.body_bytes[i])
         t = decode_chunk(table.entry(i), buf[a : a + n])
         s = int(table.start[i])
@@ -262,8 +263,7 @@ class StagedPayload:
         self.events = []
         payload = payload.reshape(-1)
         with torch.cuda.stream(self.stream):
-            self.buf = torch.empty((n + PAD + 3) // 4 * 4, dtype=torch.uint8, device=device)
-            self.buf[n:].zero_()
+            self.buf = _padded_empty(n, device)
             start = 0
             for end in self.ends:
                 self.buf[start:end].copy_(payload[start:end], non_blocking=True)
@@ -285,11 +285,17 @@ class StagedPayload:
         self.buf.record_stream(stream)
 
 
+def _padded_empty(n: int, device: torch.device) -> torch.Tensor:
+    """A buffer for n payload bytes followed by at least PAD zero bytes, a whole number of 4-byte words."""
+    buf = torch.empty((n + PAD + 3) // 4 * 4, dtype=torch.uint8, device=device)
+    buf[n:].zero_()
+    return buf
+
+
 def padded_buffer(payload: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The payload on ``device`` followed by at least PAD zero bytes, a whole number of 4-byte words."""
     n = payload.numel()
-    buf = torch.empty((n + PAD + 3) // 4 * 4, dtype=torch.uint8, device=device)
-    buf[n:].zero_()
+    buf = _padded_empty(n, device)
     buf[:n].copy_(payload.reshape(-1), non_blocking=True)
     return buf
 

@@ -1,4 +1,4 @@
-"""The Triton golomb decode's plan: per-chunk and per-tile parameters in one int64 host array (numpy only).
+"""The Triton golomb decode's plan: per-chunk parameters in one int64 host array (numpy only).
 
 Layout of the array (the kernels in golomb_triton index it with the row constants below):
     N_ROWS rows of K entries (one entry per chunk, row-major)    chunk parameters, tiles included
