@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from compeft.errors import AdapterFormatError
+from compeft.hashing import sha256_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -64,15 +65,6 @@ def theta_init_of(key: str) -> float | None:
         if part in DELTA_COMPONENTS:
             return DELTA_COMPONENTS[part]
     return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def refuse_pickles(directory: Path, wanted: str) -> None:

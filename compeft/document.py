@@ -1,4 +1,4 @@
-"""The container's document and record columns as values: what compress writes, and what readers check and show.
+"""The container's document and record columns as typed, checked values: what compress writes and readers check.
 
 Record columns (format version 2; tensors ``records/<column>`` of the container), for n records in τ order:
 
@@ -19,8 +19,7 @@ import itertools
 import math
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,47 +27,146 @@ import torch
 from compeft.adapters import DTYPES_BY_NAME
 from compeft.container import FORMAT_NAME, FORMAT_VERSION, RECORDS_PREFIX, Container
 from compeft.errors import ContainerError
-from compeft.stats import entropy_bits_per_param
 from compeft.taskvector import DeltaRecord
 
 KINDS = ("adapter", "full")
+MAX_NDIM = 8
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def build_document(
-    *,
-    kind: str,
-    codec: str,
-    density: float,
-    alpha: float,
-    sigma: float,
-    scale: float,
-    threshold: float,
-    kept: int,
-    records: Sequence[DeltaRecord],
-    carried: Mapping[str, tuple[tuple[int, ...], str]],
-    source: Mapping,
-    package_version: str,
-) -> dict:
-    """The document of a new container (``checksums`` are added by the writer; the records go in record_tensors)."""
-    d = records[-1].offset + records[-1].numel if records else 0
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "codec": codec,
-        "density": density,
-        "alpha": alpha,
-        "sigma": sigma,
-        "scale": scale,
-        "threshold": threshold,
-        "d": d,
-        "kept": kept,
-        "records": len(records),
-        "record_dtypes": record_dtypes(records),
-        "carried": [{"name": n, "shape": list(s), "dtype": dt} for n, (s, dt) in sorted(carried.items())],
-        "source": dict(source),
-        "package_version": package_version,
-    }
+def _where(key: str) -> str:
+    return f"document field {key!r}"
+
+
+def _int(value, key: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ContainerError(f"{_where(key)} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _float(value, key: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ContainerError(f"{_where(key)} must be a finite float32 number, got {value!r}")
+    return float(value)
+
+
+def _str(value, key: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ContainerError(f"{_where(key)} must be a string, got {value!r}")
+    return value
+
+
+def _str_map(value, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ContainerError(f"{_where(key)} must map names to strings")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class CarriedRecord:
+    """A tensor carried bit for bit: its name, shape and dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def parse(cls, raw) -> CarriedRecord:
+        if not isinstance(raw, dict) or set(raw) != {"name", "shape", "dtype"}:
+            raise ContainerError(f"malformed carried record {raw!r}")
+        name, shape, dtype = raw["name"], raw["shape"], raw["dtype"]
+        if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in DTYPES_BY_NAME \
+                or not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(s) is int and s >= 0 for s in shape):
+            raise ContainerError(f"malformed carried record {raw!r}")
+        return cls(name, tuple(shape), dtype)
+
+
+@dataclass(frozen=True)
+class Document:
+    """The container's document as typed values, every field checked for type and range (format versions 1
+    and 2; the delta records are checked as columns, by ``check``). ``to_json`` is what writers store."""
+
+    kind: str
+    codec: str
+    density: float
+    alpha: float
+    sigma: float
+    scale: float
+    threshold: float
+    d: int
+    kept: int
+    carried: tuple[CarriedRecord, ...]
+    source: Mapping
+    package_version: str
+    base_sha256: Mapping[str, str] | None = None  # full fine-tunes: base tensor name → sha256 of its bytes
+    weight_map: Mapping[str, str] | None = None  # full fine-tunes of sharded models: tensor name → shard file
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def parse(cls, doc: Mapping) -> Document:
+        """The checked document of a container (ContainerError naming the first bad field)."""
+        if doc.get("kind") not in KINDS:
+            raise ContainerError(f"{_where('kind')} must be one of {KINDS}, got {doc.get('kind')!r}")
+        density, alpha = _float(doc.get("density"), "density"), _float(doc.get("alpha"), "alpha")
+        sigma, scale, threshold = (_float(doc.get(k), k) for k in ("sigma", "scale", "threshold"))
+        d, kept = _int(doc.get("d"), "d"), _int(doc.get("kept"), "kept")
+        if not 0 < density <= 1 or kept > d:
+            raise ContainerError("document fields density/kept are out of range")
+        if alpha <= 0 or sigma < 0 or threshold < 0:
+            raise ContainerError("document fields alpha/sigma/threshold are out of range")
+        if scale != float(np.float32(alpha * sigma)):
+            raise ContainerError(f"{_where('scale')} {scale!r} is not float32(alpha·sigma)")
+        if not isinstance(doc.get("carried"), list):
+            raise ContainerError(f"{_where('carried')} must be a list")
+        carried = tuple(map(CarriedRecord.parse, doc["carried"]))
+        source = doc.get("source")
+        if not isinstance(source, dict):
+            raise ContainerError(f"{_where('source')} must be an object, got {source!r}")
+        _str_map(source.get("files", {}), "source.files")
+        for key in ("peft_type", "base_model"):
+            _str(source.get(key), f"source.{key}", optional=True)
+        if source.get("bytes") is not None:
+            _int(source["bytes"], "source.bytes")
+        base_sha256 = None
+        if (base := doc.get("base")) is not None:
+            if not isinstance(base, dict) or set(base) != {"tensor_sha256"}:
+                raise ContainerError(f"{_where('base')} must hold tensor_sha256 only")
+            base_sha256 = _str_map(base["tensor_sha256"], "base.tensor_sha256")
+        weight_map = _str_map(doc["weight_map"], "weight_map") if doc.get("weight_map") is not None else None
+        return cls(
+            kind=doc["kind"], codec=_str(doc.get("codec"), "codec"), density=density, alpha=alpha, sigma=sigma,
+            scale=scale, threshold=threshold, d=d, kept=kept, carried=carried, source=dict(source),
+            package_version=_str(doc.get("package_version"), "package_version"), base_sha256=base_sha256,
+            weight_map=weight_map, format_version=doc["format_version"],
+        )
+
+    def to_json(self, records: Sequence[DeltaRecord]) -> dict:
+        """The document of a new container holding ``records`` (the writer adds ``checksums``)."""
+        doc = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "codec": self.codec,
+            "density": self.density,
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "scale": self.scale,
+            "threshold": self.threshold,
+            "d": self.d,
+            "kept": self.kept,
+            "records": len(records),
+            "record_dtypes": record_dtypes(records),
+            "carried": [{"name": c.name, "shape": list(c.shape), "dtype": c.dtype} for c in sorted(self.carried, key=lambda c: c.name)],
+            "source": dict(self.source),
+            "package_version": self.package_version,
+        }
+        if self.base_sha256 is not None:
+            doc["base"] = {"tensor_sha256": dict(self.base_sha256)}
+        if self.weight_map is not None:
+            doc["weight_map"] = dict(self.weight_map)
+        return doc
 
 
 def record_dtypes(records: Sequence[DeltaRecord]) -> list[str]:
@@ -99,15 +197,6 @@ def record_tensors(records: Sequence[DeltaRecord]) -> dict[str, torch.Tensor]:
         "dtype": torch.tensor([index[r.dtype] for r in records], dtype=torch.uint8),
         "theta_init": torch.tensor([r.theta_init for r in records], dtype=torch.float64),
     }
-
-
-def _number(doc: Mapping, key: str, kind: type = float) -> float | int:
-    value = doc.get(key)
-    if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ContainerError(f"document field {key!r} must be a non-negative integer, got {value!r}")
-    if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
-        raise ContainerError(f"document field {key!r} must be a finite number, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -165,7 +254,7 @@ def _record_column(container: Container, name: str) -> np.ndarray:
 def _columns_v2(container: Container) -> RecordColumns:
     """The record columns of a version-2 container, checked (types, lengths, ranges) without a loop in numpy."""
     doc = container.doc
-    n = _number(doc, "records", int)
+    n = _int(doc.get("records"), "records")
     dtypes = doc.get("record_dtypes")
     if not isinstance(dtypes, list) or not all(isinstance(x, str) and x in DTYPES_BY_NAME for x in dtypes) or len(set(dtypes)) != len(dtypes):
         raise ContainerError(f"document field 'record_dtypes' must list known dtype names once each, got {dtypes!r}")
@@ -243,19 +332,12 @@ def _kind(dtype, theta) -> tuple:
     return (dtype if isinstance(dtype, str) and dtype in DTYPES_BY_NAME else None, float(theta) if ok_theta else None)
 
 
-def check_records(container: Container) -> RecordColumns:
-    """check_document, returning the delta records as columns."""
+def check(container: Container) -> tuple[Document, RecordColumns]:
+    """The checked document and delta records of a container: every field, the records against d and each
+    other, the carried records against the carried tensors (ContainerError naming the file)."""
     doc, path = container.doc, container.path
     try:
-        if doc.get("kind") not in KINDS:
-            raise ContainerError(f"document field 'kind' must be one of {KINDS}, got {doc.get('kind')!r}")
-        for key in ("density", "alpha", "sigma", "scale", "threshold"):
-            _number(doc, key)
-        d, kept = _number(doc, "d", int), _number(doc, "kept", int)
-        if not 0 < doc["density"] <= 1 or kept > d:
-            raise ContainerError("document fields density/kept are out of range")
-        if not isinstance(doc.get("carried"), list):
-            raise ContainerError("document field 'carried' must be a list")
+        document = Document.parse(doc)
         if doc["format_version"] >= 2:
             cols = _columns_v2(container)  # offsets follow from the shapes; θ_init is checked there
             covered = cols.offsets[-1] + cols.numels[-1] if cols.names else 0
@@ -271,93 +353,22 @@ def check_records(container: Container) -> RecordColumns:
                 i = next(i for i, (a, b) in enumerate(zip(cols.offsets, expected)) if a != b)
                 raise ContainerError(f"tensor record {cols.names[i]!r} has offset {cols.offsets[i]}, expected {expected[i]}")
             covered = expected[-1]
-        if covered != d:
-            raise ContainerError(f"tensor records cover {covered} entries, d is {d}")
+        if covered != document.d:
+            raise ContainerError(f"tensor records cover {covered} entries, d is {document.d}")
         if len(set(cols.names)) != len(cols.names):
             raise ContainerError("tensor records repeat a name")
-        declared = {}
-        for c in doc["carried"]:
-            if not isinstance(c, dict) or c.get("dtype") not in DTYPES_BY_NAME:
-                raise ContainerError(f"malformed carried record {c!r}")
-            declared[c.get("name")] = (tuple(c.get("shape", ())), DTYPES_BY_NAME[c["dtype"]])
+        if any(len(shape) > MAX_NDIM for shape in cols.shapes):
+            raise ContainerError(f"a tensor record has more than {MAX_NDIM} dimensions")
+        if any(abs(t) > FLOAT32_MAX for t in cols.theta_inits):
+            raise ContainerError("a tensor record's theta_init is outside the float32 range")
+        declared = {c.name: (c.shape, DTYPES_BY_NAME[c.dtype]) for c in document.carried}
+        if len(declared) != len(document.carried):
+            raise ContainerError("carried records repeat a name")
+        if declared.keys() & set(cols.names):
+            raise ContainerError("a carried record has the name of a delta record")
         actual = {n: (tuple(t.shape), t.dtype) for n, t in container.carried.items()}
         if declared != actual:
             raise ContainerError("carried records do not match the carried tensors in the file")
     except ContainerError as err:
         raise ContainerError(f"{path}: {err}") from err
-    return cols
-
-
-def check_document(container: Container) -> tuple[DeltaRecord, ...]:
-    """Check the document against itself and the file's tensors; returns the delta records."""
-    return check_records(container).records()
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What ``compeft inspect`` shows: the document's figures plus sizes derived from the file."""
-
-    path: str
-    format_version: int
-    kind: str
-    codec: str
-    density: float
-    alpha: float
-    sigma: float
-    scale: float
-    threshold: float
-    d: int
-    kept: int
-    tensors: int
-    carried: int
-    payload_bytes: int
-    file_bytes: int
-    bits_per_param: float
-    entropy_bits_per_param: float
-    peft_type: str | None
-    base_model: str | None
-    source_bytes: int | None
-    ratio: float | None
-    ratio_16bit: float
-    sha256: str
-    package_version: str
-    source: dict
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def artifact_info(container: Container, sha256: str) -> ArtifactInfo:
-    """Figures of a checked container (sha256 is the file's hash)."""
-    doc = container.doc
-    d, payload = doc["d"], int(container.payload.numel())
-    carried_bytes = sum(t.numel() * t.element_size() for t in container.carried.values())
-    source = doc.get("source", {})
-    source_bytes = source.get("bytes")
-    return ArtifactInfo(
-        path=str(Path(container.path).parent),
-        format_version=doc["format_version"],
-        kind=doc["kind"],
-        codec=doc["codec"],
-        density=doc["density"],
-        alpha=doc["alpha"],
-        sigma=doc["sigma"],
-        scale=doc["scale"],
-        threshold=doc["threshold"],
-        d=d,
-        kept=doc["kept"],
-        tensors=record_count(container),
-        carried=len(doc["carried"]),
-        payload_bytes=payload,
-        file_bytes=container.file_bytes,
-        bits_per_param=8 * payload / d if d else 0.0,
-        entropy_bits_per_param=entropy_bits_per_param(doc["kept"] / d) if d else 0.0,
-        peft_type=source.get("peft_type"),
-        base_model=source.get("base_model"),
-        source_bytes=source_bytes,
-        ratio=source_bytes / container.file_bytes if source_bytes else None,
-        ratio_16bit=(2 * d + carried_bytes) / container.file_bytes,
-        sha256=sha256,
-        package_version=doc["package_version"],
-        source=dict(source),
-    )
+    return document, cols

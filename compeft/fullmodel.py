@@ -15,13 +15,16 @@ from pathlib import Path
 import torch
 
 from compeft import __version__
-from compeft.adapters import DTYPES_BY_NAME, dtype_name, read_config, sha256_file
+from compeft.adapters import DTYPES_BY_NAME, dtype_name, read_config
+from compeft.artifact import Artifact, ArtifactInfo, reconstruct, scale_of, write_artifact
 from compeft.atomic import atomic_directory
 from compeft.checkpoint import INDEX, WEIGHTS, Checkpoint, index_document
-from compeft.codecs import Codec
-from compeft.container import FILENAME, Container, tensor_bytes, write_container
-from compeft.document import build_document, record_tensors
+from compeft.codecs import get_codec
+from compeft.config import CompressionConfig
+from compeft.container import FILENAME, named_payload_errors, tensor_bytes
+from compeft.document import CarriedRecord, Document
 from compeft.errors import AdapterFormatError, ContainerError
+from compeft.hashing import sha256_file
 from compeft.progress import Progress
 from compeft.sparsify import (
     LOW_BINS,
@@ -79,13 +82,10 @@ def residual(ft: Checkpoint, base: Checkpoint, name: str, device: torch.device) 
     return tau, digest
 
 
-def compress_full(
-    src: Path, dst: Path, base_dir: Path, *, density: float, alpha: float, codec: Codec,
-    device: torch.device, overwrite: bool, progress: bool,
-):
+def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
+                  overwrite: bool, progress: bool) -> ArtifactInfo:
     """Compress a fine-tuned model directory against its base into an artifact directory."""
-    from compeft.api import finish_artifact, result_of, scale_of
-
+    density, alpha, codec = config.density, config.alpha, get_codec(config.codec)
     ft, base = Checkpoint(src), Checkpoint(base_dir)
     if not (src / CONFIG).is_file():
         raise AdapterFormatError(f"{src}: no {CONFIG} (not a Hugging Face model directory)")
@@ -135,23 +135,17 @@ def compress_full(
     del signs
     carried = {name: ft.get(name) for name in carried_names}
     files = {p.name: sha256_file(p) for p in [src / CONFIG, *ft.files()]}
-    config = read_config(src / CONFIG)
-    doc = build_document(
-        kind="full", codec=codec.id, density=density, alpha=alpha, sigma=sigma32, scale=scale,
-        threshold=threshold, kept=kept, records=records,
-        carried={n: (tuple(t.shape), dtype_name(t.dtype)) for n, t in carried.items()},
-        source={"files": files, "peft_type": "FULL", "base_model": config.get("_name_or_path") or base_dir.name, "bytes": ft.bytes()},
-        package_version=__version__,
+    config_json = read_config(src / CONFIG)
+    document = Document(
+        kind="full", codec=codec.id, density=density, alpha=alpha, sigma=sigma32, scale=scale, threshold=threshold,
+        d=d, kept=kept, carried=tuple(CarriedRecord(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in carried.items()),
+        source={"files": files, "peft_type": "FULL", "base_model": config_json.get("_name_or_path") or base_dir.name,
+                "bytes": ft.bytes()},
+        package_version=__version__, base_sha256=base_hashes,
+        weight_map={name: file.name for name, file in ft.weight_map.items()} if (src / INDEX).is_file() else None,
     )
-    doc["base"] = {"tensor_sha256": base_hashes}
-    if (src / INDEX).is_file():
-        doc["weight_map"] = {name: file.name for name, file in ft.weight_map.items()}
-    with atomic_directory(dst, overwrite) as tmp:
-        for p in side_files(src):
-            shutil.copyfile(p, tmp / p.name)
-        write_container(tmp / FILENAME, doc, payload, carried, record_tensors(records))
-        info = finish_artifact(tmp, src.resolve().name)
-    return result_of(info, dst, ft.bytes())
+    return write_artifact(dst, document, payload, carried, tuple(records), {p.name: p for p in side_files(src)},
+                          src.resolve().name, overwrite=overwrite)
 
 
 def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[tuple[str, list[str]]]:
@@ -169,35 +163,30 @@ def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[tuple[str, list
     return [(f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors", names) for i, names in enumerate(shards)]
 
 
-def source_shards(doc: dict, names: list[str]) -> list[tuple[str, list[str]]] | None:
+def source_shards(weight_map: dict | None, names: list[str]) -> list[tuple[str, list[str]]] | None:
     """The fine-tune's own shard grouping, recorded at compression, if it had one."""
-    recorded = doc.get("weight_map")
-    if not isinstance(recorded, dict):
+    if weight_map is None:
         return None
-    if set(recorded) != set(names) or any(not isinstance(f, str) or Path(f).name != f for f in recorded.values()):
+    if set(weight_map) != set(names) or any(Path(f).name != f for f in weight_map.values()):
         raise ContainerError("document weight_map does not match the tensors of the residual")
-    files = sorted(set(recorded.values()))
-    return [(f, [n for n in names if recorded[n] == f]) for f in files]
+    files = sorted(set(weight_map.values()))
+    return [(f, [n for n in names if weight_map[n] == f]) for f in files]
 
 
-def decompress_full(
-    container: Container, records: tuple[DeltaRecord, ...], base_dir: Path, dst: Path, *,
-    device: torch.device, overwrite: bool, progress: bool, shard_bytes: int = SHARD_BYTES,
-) -> Path:
+def decompress_full(artifact: Artifact, base_dir: Path, dst: Path, *, device: torch.device, overwrite: bool,
+                    progress: bool, shard_bytes: int = SHARD_BYTES) -> Path:
     """Write base + s·t as a full sharded model directory (side files copied from the artifact)."""
     from safetensors.torch import save_file
 
-    from compeft.api import decode_ternary
-
-    doc, base = container.doc, Checkpoint(base_dir)
-    expected = doc.get("base", {}).get("tensor_sha256", {})
+    container, document, base = artifact.container, artifact.document, Checkpoint(base_dir)
+    expected = document.base_sha256 or {}
     base_names = set(base.names())
-    by_name = {r.name: r for r in records}
-    missing = [r.name for r in records if r.name not in base_names]
+    by_name = {r.name: r for r in artifact.records.records()}
+    missing = [name for name in by_name if name not in base_names]
     if missing:
         raise ContainerError(f"{base_dir}: base lacks tensor {missing[0]} that the residual was computed against")
-    ternary = decode_ternary(container, device)
-    scale = torch.tensor(doc["scale"], dtype=torch.float32, device=device)
+    with named_payload_errors(container.path):
+        ternary = get_codec(document.codec).decode(container.payload, document.d, device)
     sizes = {}
     for name in sorted([*by_name, *container.carried]):
         if name in by_name:
@@ -206,7 +195,7 @@ def decompress_full(
         else:
             t = container.carried[name]
             sizes[name] = t.numel() * t.element_size()
-    shards = source_shards(doc, list(sizes)) or plan_shards(sizes, shard_bytes)
+    shards = source_shards(document.weight_map, list(sizes)) or plan_shards(sizes, shard_bytes)
     weight_map: dict[str, str] = {}
     bar = Progress("writing model", len(sizes), progress)
     with atomic_directory(dst, overwrite) as tmp:
@@ -220,9 +209,8 @@ def decompress_full(
                     b = base.get(name)
                     if expected and hashlib.sha256(tensor_bytes(b)).hexdigest() != expected.get(name):
                         raise ContainerError(f"{base_dir}: tensor {name} differs from the base the residual was made against")
-                    step = ternary[rec.offset : rec.offset + rec.numel].to(torch.float32) * scale
-                    value = b.to(device=device, dtype=torch.float32).reshape(-1) + step
-                    tensors[name] = value.to(DTYPES_BY_NAME[rec.dtype]).reshape(rec.shape).cpu().contiguous()
+                    value = reconstruct(ternary[rec.offset : rec.offset + rec.numel], document.scale, b, DTYPES_BY_NAME[rec.dtype])
+                    tensors[name] = value.reshape(rec.shape).cpu().contiguous()
                 else:
                     tensors[name] = container.carried[name].contiguous()
                 weight_map[name] = file

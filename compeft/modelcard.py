@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from compeft.document import ArtifactInfo
-
 
 def _yaml_scalar(value) -> str:
     # JSON scalars are valid YAML scalars; quoting strings keeps names with ':' or '#' safe.
     return json.dumps(value)
 
 
-def render_model_card(info: ArtifactInfo, name: str) -> str:
-    """Model card text: front matter for hubs and a short body with figures and loading code."""
+def render_model_card(info, name: str) -> str:
+    """Model card text of an artifact (``info``: its artifact.ArtifactInfo): front matter for hubs and a short
+    body with figures and loading code."""
     tags = ["compeft", "compressed", "peft"] + ([info.peft_type.lower()] if info.peft_type else [])
     stats = {
         "codec": info.codec,
@@ -25,8 +24,8 @@ def render_model_card(info: ArtifactInfo, name: str) -> str:
         "kept": info.kept,
         "bits_per_param": round(info.bits_per_param, 4),
         "entropy_bits_per_param": round(info.entropy_bits_per_param, 4),
-        "bytes": info.file_bytes,
-        "source_bytes": info.source_bytes,
+        "bytes": info.bytes_artifact,
+        "source_bytes": info.bytes_source,
         "format_version": info.format_version,
         "package_version": info.package_version,
     }
@@ -47,7 +46,7 @@ def render_model_card(info: ArtifactInfo, name: str) -> str:
         f"{'An adapter' if info.kind == 'adapter' else 'A full fine-tune residual'} compressed with "
         f"[ComPEFT](https://arxiv.org/abs/2311.13171): the top {100 * info.density:g}% of the task vector's entries "
         f"by magnitude are kept as signs times one scale α·σ = {info.scale:.6g} (α = {info.alpha:g}).",
-        f"{info.d:,} parameters, {info.kept:,} kept; {info.file_bytes:,} bytes ({ratio}{info.ratio_16bit:.1f}× smaller than 16-bit), "
+        f"{info.d:,} parameters, {info.kept:,} kept; {info.bytes_artifact:,} bytes ({ratio}{info.ratio_16bit:.1f}× smaller than 16-bit), "
         f"{info.bits_per_param:.3f} bits/parameter for the signs (entropy bound {info.entropy_bits_per_param:.3f}).",
         "",
         "## Load",

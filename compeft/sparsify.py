@@ -14,6 +14,7 @@ from fractions import Fraction
 
 import torch
 
+from compeft.config import check_density
 from compeft.errors import OptionError
 
 LOW_BITS = 8
@@ -21,17 +22,6 @@ HIGH_BINS = 1 << (31 - LOW_BITS)
 LOW_BINS = 1 << LOW_BITS
 CHUNK = 1 << 24
 SMALL = 1 << 18
-
-
-def check_density(density: float) -> float:
-    """Density k must be a finite number in (0, 1]."""
-    try:
-        k = float(density)
-    except (TypeError, ValueError):
-        raise OptionError(f"density {density!r} is not a number") from None
-    if not (0.0 < k <= 1.0):
-        raise OptionError(f"density {density!r} must be in (0, 1]")
-    return k
 
 
 def kept_count(density: float, d: int) -> int:

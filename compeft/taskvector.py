@@ -39,13 +39,20 @@ class DeltaRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> DeltaRecord:
+        """A record of a version-1 document, its JSON types checked exactly (no coercion)."""
+        if not isinstance(d, Mapping) or not {"name", "shape", "dtype", "theta_init", "offset"} <= set(d):
+            raise ContainerError(f"malformed tensor record {d!r}")
+        name, shape, dtype, theta, offset = (d[k] for k in ("name", "shape", "dtype", "theta_init", "offset"))
+        if not isinstance(name, str) or not isinstance(shape, list) or not all(type(s) is int for s in shape) \
+                or type(theta) not in (int, float) or type(offset) is not int:
+            raise ContainerError(f"malformed tensor record {dict(d)!r}")
+        if not isinstance(dtype, str) or dtype not in DTYPES_BY_NAME or any(s < 0 for s in shape) or offset < 0:
+            raise ContainerError(f"tensor record {name!r}: bad dtype, shape or offset")
         try:
-            rec = cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]), float(d["theta_init"]), int(d["offset"]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ContainerError(f"malformed tensor record {dict(d)!r}: {err}") from err
-        if rec.dtype not in DTYPES_BY_NAME or any(s < 0 for s in rec.shape) or rec.offset < 0:
-            raise ContainerError(f"tensor record {rec.name!r}: bad dtype, shape or offset")
-        return rec
+            theta = float(theta)
+        except OverflowError:
+            raise ContainerError(f"tensor record {name!r}: theta_init {theta!r} is out of range") from None
+        return cls(name, tuple(shape), dtype, theta, offset)
 
 
 @dataclass(frozen=True)

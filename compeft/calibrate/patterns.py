@@ -1,13 +1,9 @@
 """The ternary pattern of one density, bound to the live model tensors, and the in-place α update.
 
-The pattern comes from a real artifact compressed at α = 1 (so its bytes are the codec's bytes and
-its pattern is exactly what ``decompress`` will reconstruct); for each α the update writes
-θ = θ_init + s·t with s = float32(α·σ) into the model as one fused multi-tensor scale per group of
-tensors (``torch._foreach_*``: a handful of launches for hundreds of tensors, not one per tensor).
-Patterns are kept on the model's device in the target dtype (t ∈ {-1, 0, 1} is exact there), or in
-float32 beside a float32 θ_init where θ_init ≠ 0. s·t is exact, so the result is the one
-``compeft.load``/``decompress`` compute (float32, one rounding to the target dtype) and scores match
-the artifact.
+The pattern comes from a real artifact compressed at α = 1 (so its bytes are the codec's bytes and its
+pattern is exactly what ``decompress`` will reconstruct); for each α the update writes
+θ = θ_init + s·t with s = float32(α·σ) into the model through ``artifact.reconstruct``, the reconstruction
+every decode path uses, so scores match the artifact. Patterns are kept on the model's device as int8.
 """
 
 from __future__ import annotations
@@ -21,56 +17,28 @@ from pathlib import Path
 import torch
 
 from compeft.adapters import DTYPES_BY_NAME
+from compeft.artifact import open_artifact, reconstruct, scale_of
 from compeft.calibrate.model import LoadedModel
+from compeft.codecs import get_codec
+from compeft.container import named_payload_errors
 from compeft.errors import CalibrationError
 
 
 @dataclass(frozen=True)
 class Slot:
-    """One delta tensor: the live tensor to write, its pattern, its float32 θ_init (None means 0) and the
-    dtype the artifact stores it in (PEFT may hold a bf16 adapter in float32: the value is rounded to
-    the artifact's dtype first, as loading the artifact would)."""
+    """One delta tensor: the live tensor to write, its ternary pattern, its θ_init (a scalar, or the base
+    tensor of a full fine-tune) and the dtype the artifact stores it in (PEFT may hold a bf16 adapter in
+    float32: the value is rounded to the artifact's dtype first, as loading the artifact would)."""
 
     name: str
     target: torch.Tensor = field(repr=False)
-    pattern: torch.Tensor = field(repr=False)  # target dtype without θ_init, float32 with it
-    init: torch.Tensor | None = field(repr=False)
-    stored: torch.dtype | None = None  # None: the target's dtype
-
-
-@dataclass(frozen=True)
-class SlotGroup:
-    """Slots updated by one fused multi-tensor op: same device, target dtype, stored dtype and θ_init presence."""
-
-    targets: list[torch.Tensor] = field(repr=False)
-    patterns: list[torch.Tensor] = field(repr=False)
-    inits: list[torch.Tensor] | None = field(repr=False)
+    pattern: torch.Tensor = field(repr=False)  # int8 ternary, the target's shape
+    theta_init: float | torch.Tensor = field(repr=False)
     stored: torch.dtype
 
     def write(self, s: float) -> None:
-        """targets ← θ_init + s·pattern (or s·pattern), rounded once to the stored dtype, then to the target's."""
-        target_dtype = self.targets[0].dtype
-        if self.inits is None:  # ±s is exact in float32; round it as the artifact stores it, then as the model holds it
-            s = float(torch.tensor(s, dtype=torch.float32).to(self.stored).to(target_dtype))
-            torch._foreach_copy_(self.targets, self.patterns)
-            torch._foreach_mul_(self.targets, s)
-            return
-        values = torch._foreach_add(self.inits, self.patterns, alpha=s)
-        if self.stored not in (torch.float32, target_dtype):
-            values = [v.to(self.stored) for v in values]
-        torch._foreach_copy_(self.targets, values)
-
-
-def group_slots(slots: tuple[Slot, ...]) -> tuple[SlotGroup, ...]:
-    groups: dict[tuple, list[Slot]] = {}
-    for slot in slots:
-        stored = slot.stored or slot.target.dtype
-        groups.setdefault((slot.target.device, slot.target.dtype, stored, slot.init is None), []).append(slot)
-    return tuple(
-        SlotGroup([s.target for s in members], [s.pattern for s in members],
-                  None if no_init else [s.init for s in members], stored)
-        for (_, _, stored, no_init), members in groups.items()
-    )
+        """target ← θ_init + s·pattern, rounded once to the stored dtype, then to the target's."""
+        self.target.copy_(reconstruct(self.pattern, s, self.theta_init, self.stored))
 
 
 @dataclass(frozen=True)
@@ -85,20 +53,17 @@ class DensityPattern:
     payload_bytes: int
     slots: tuple[Slot, ...] = field(repr=False)
     build_seconds: float
-    groups: tuple[SlotGroup, ...] = field(repr=False, default=())
 
     def scale(self, alpha: float) -> float:
         """s = float32(α·σ), as compress stores it."""
-        from compeft.api import scale_of
-
         return scale_of(alpha, self.sigma)[1]
 
     def apply(self, alpha: float) -> float:
         """Write θ_init + s·t into every live tensor in place; returns s."""
         s = self.scale(alpha)
         with torch.no_grad():
-            for group in self.groups:
-                group.write(s)
+            for slot in self.slots:
+                slot.write(s)
         return s
 
 
@@ -114,41 +79,33 @@ def bind_pattern(
     build_seconds: float,
 ) -> DensityPattern:
     """Decode the artifact's ternary on the model's device and bind each record to its live tensor."""
-    from compeft.api import decode_ternary, open_artifact
-
-    container, records = open_artifact(artifact)
-    ternary = decode_ternary(container, loaded.device)
+    opened = open_artifact(artifact)
+    doc = opened.document
+    with named_payload_errors(opened.path):
+        ternary = get_codec(doc.codec).decode(opened.container.payload, doc.d, loaded.device)
     slots = []
-    for rec in records:
+    for rec in opened.records.records():
         target = loaded.live.get(rec.name)
         if target is None:
             raise CalibrationError(f"{artifact}: tensor {rec.name} has no counterpart in the loaded model")
         if target.numel() != rec.numel:
             raise CalibrationError(f"{artifact}: tensor {rec.name} has {rec.numel} entries, the model's has {target.numel()}")
         pattern = ternary[rec.offset : rec.offset + rec.numel].reshape(target.shape).to(target.device)
-        init: torch.Tensor | None = None
+        theta_init: float | torch.Tensor = rec.theta_init
         if base_tensor is not None:  # full fine-tune: θ_init is the base tensor
             if rec.name not in init_cache:
                 init_cache[rec.name] = base_tensor(rec.name).to(device=target.device, dtype=torch.float32).reshape(target.shape)
-            init = init_cache[rec.name]
-        elif rec.theta_init:
-            key = f"{rec.name}@{rec.theta_init}"
-            if key not in init_cache:
-                init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
-            init = init_cache[key]
-        pattern = pattern.to(torch.float32 if init is not None else target.dtype)
-        slots.append(Slot(rec.name, target, pattern, init, DTYPES_BY_NAME[rec.dtype]))
-    doc = container.doc
+            theta_init = init_cache[rec.name]
+        slots.append(Slot(rec.name, target, pattern, theta_init, DTYPES_BY_NAME[rec.dtype]))
     return DensityPattern(
         density=density,
-        sigma=float(doc["sigma"]),
-        kept=int(doc["kept"]),
-        d=int(doc["d"]),
-        bytes_artifact=int(container.file_bytes),
-        payload_bytes=int(container.payload.numel()),
+        sigma=doc.sigma,
+        kept=doc.kept,
+        d=doc.d,
+        bytes_artifact=int(opened.container.file_bytes),
+        payload_bytes=int(opened.container.payload.numel()),
         slots=tuple(slots),
         build_seconds=build_seconds,
-        groups=group_slots(tuple(slots)),
     )
 
 

@@ -1,36 +1,35 @@
 """Codec registry: an id names one bitstream forever; a new bitstream gets a new id.
 
-A codec turns the ternary τ (int8 in {−1, 0, 1}) into a uint8 payload and back. ``segments`` are
-the lengths of the tensors in τ, which a codec may use to adapt to each tensor's density.
+Plain data (id → class), loaded on first use so that the ids are known without importing torch. Each
+codec implements ``compeft.codecs.base.Codec``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import torch
-
-from compeft.codecs.bitmask import BitmaskCodec
-from compeft.codecs.golomb import GolombCodec
 from compeft.errors import UnknownCodecError
 
+if TYPE_CHECKING:
+    from compeft.codecs.base import Codec
 
-class Codec(Protocol):
-    id: str
-
-    def encode(self, signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor: ...
-
-    def decode(self, payload: torch.Tensor, d: int, device: torch.device | str = "cpu") -> torch.Tensor: ...
-
-
-CODECS: Mapping[str, Codec] = {codec.id: codec for codec in (GolombCodec(), BitmaskCodec())}
+CODECS: Mapping[str, str] = {
+    "golomb": "compeft.codecs.golomb:GolombCodec",
+    "bitmask": "compeft.codecs.bitmask:BitmaskCodec",
+}
+CODEC_IDS = tuple(CODECS)
 DEFAULT_CODEC = "golomb"
+_LOADED: dict[str, Codec] = {}
 
 
 def get_codec(codec_id: str) -> Codec:
     """The codec registered under codec_id, or UnknownCodecError naming the known ids."""
-    try:
-        return CODECS[codec_id]
-    except KeyError:
-        raise UnknownCodecError(f"unknown codec {codec_id!r} (known: {', '.join(sorted(CODECS))})") from None
+    codec = _LOADED.get(codec_id) if isinstance(codec_id, str) else None
+    if codec is None:
+        if not isinstance(codec_id, str) or codec_id not in CODECS:
+            raise UnknownCodecError(f"unknown codec {codec_id!r} (known: {', '.join(sorted(CODECS))})")
+        module, name = CODECS[codec_id].split(":")
+        codec = _LOADED[codec_id] = getattr(importlib.import_module(module), name)()
+    return codec

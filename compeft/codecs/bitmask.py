@@ -7,15 +7,16 @@ bits are 0; no position is set in both planes. Exactly 2·ceil(d/8) bytes, rando
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from compeft.codecs.base import Codec
 from compeft.codecs.bits import pack_bits, padding_is_zero, unpack_bits
 from compeft.errors import CodecError
 
 
-class BitmaskCodec:
+class BitmaskCodec(Codec):
     """Two uncompressed bit planes: 2 bits per parameter."""
 
     id = "bitmask"
@@ -24,22 +25,27 @@ class BitmaskCodec:
         signs = signs.reshape(-1)
         return torch.cat([pack_bits(signs > 0), pack_bits(signs < 0)]).cpu()
 
-    def decode(self, payload: torch.Tensor, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        return self.decode_values(payload, d, device, None)
-
-    def decode_values(self, payload: torch.Tensor, d: int, device: torch.device | str = "cpu", values: torch.Tensor | None = None) -> torch.Tensor:
-        """τ on ``device`` as int8, or mapped through ``values`` = (v₋₁, v₀, v₊₁) without an int8 intermediate."""
+    def prepare(self, payload: torch.Tensor, d: int) -> int:
+        """The plane size in bytes, once the payload is known to hold both planes for d entries."""
         plane = (d + 7) // 8
         if payload.numel() != 2 * plane:
             raise CodecError(f"bitmask payload has {payload.numel()} bytes; {2 * plane} expected for d={d}")
-        data = payload.to(device, non_blocking=True)
+        return plane
+
+    def decode_into(self, plan: int, payload: torch.Tensor, out: torch.Tensor, values: torch.Tensor, *,
+                    staged=None) -> Callable[[], None]:
+        d, plane = out.numel(), plan
+        if staged is not None:
+            staged.wait_all(torch.cuda.current_stream(out.device))
+            data = staged.buf[: 2 * plane]
+        else:
+            data = payload.to(out.device, non_blocking=True)
         pos, neg = data[:plane], data[plane:]
         if bool((pos & neg).any()):
             raise CodecError("bitmask payload sets a position in both planes")
         if not (padding_is_zero(pos, d) and padding_is_zero(neg, d)):
             raise CodecError("bitmask payload has non-zero padding bits")
-        p, n = unpack_bits(pos, d), unpack_bits(neg, d)
-        if values is None:
-            return p.to(torch.int8) - n.to(torch.int8)
-        values = values.to(data.device)
-        return torch.where(p.bool(), values[2], torch.where(n.bool(), values[0], values[1]))
+        p, n = unpack_bits(pos, d).bool(), unpack_bits(neg, d).bool()
+        values = values.to(out.device)
+        out.copy_(torch.where(p, values[2], torch.where(n, values[0], values[1])))
+        return lambda: None

@@ -45,24 +45,6 @@ def unpack_bits(data: torch.Tensor, n: int) -> torch.Tensor:
     return bits[:n]
 
 
-def pack_fields(values: torch.Tensor, width: int) -> torch.Tensor:
-    """Pack non-negative integers as fixed-width fields (each LSB first) into bytes."""
-    if width == 0 or values.numel() == 0:
-        return torch.empty(0, dtype=torch.uint8, device=values.device)
-    shifts = torch.arange(width, device=values.device, dtype=torch.int64)
-    bits = (values.to(torch.int64).unsqueeze(1) >> shifts) & 1
-    return pack_bits(bits.reshape(-1))
-
-
-def unpack_fields(data: torch.Tensor, count: int, width: int) -> torch.Tensor:
-    """Inverse of pack_fields: count fixed-width fields as int64."""
-    if width == 0 or count == 0:
-        return torch.zeros(count, dtype=torch.int64, device=data.device)
-    bits = unpack_bits(data, count * width).view(count, width).to(torch.int64)
-    shifts = torch.arange(width, device=data.device, dtype=torch.int64)
-    return (bits << shifts).sum(1)
-
-
 def padding_is_zero(data: torch.Tensor, n_bits: int) -> bool:
     """True when the bits after the first n_bits of the last byte are all zero (canonical padding)."""
     if n_bits % 8 == 0:

@@ -56,7 +56,7 @@ def test_report_agrees_with_the_written_artifact(ia3_run, tmp_path, score_adapte
     assert doc["chosen"]["alpha"] == result.chosen.alpha and doc["chosen"]["density"] == 0.3
     assert len(doc["points"]) == 5 and all({"density", "alpha", "score", "stderr", "bytes"} <= set(p) for p in doc["points"])
     assert doc["reference"]["value"] == result.reference.value
-    assert doc["artifact"]["bytes_artifact"] == compeft.inspect(dst).file_bytes
+    assert doc["artifact"]["bytes_artifact"] == compeft.inspect(dst).bytes_artifact
     assert abs(doc["artifact"]["bytes_artifact"] - doc["chosen"]["bytes"]) <= 16  # α only changes the header
     assert set(doc["timings"]) >= {"load", "evaluations", "sweep", "total", "overhead_ratio"}
     assert (dst / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

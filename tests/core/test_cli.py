@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import compeft
-import compeft.api
+import compeft.artifact
+import compeft.pipeline
 from compeft.cli import main
 from checks import assert_tensors_identical, read_doc
 
@@ -259,7 +260,7 @@ def test_internal_error_exits_1_with_one_line(tmp_path, capsys, lora_dir, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(compeft.api, "write_container", boom)
+    monkeypatch.setattr(compeft.artifact, "write_container", boom)
     code, out, err = run_cli(capsys, "compress", lora_dir, tmp_path / "dst", "--device", "cpu")
     assert_one_line_error(code, out, err, 1, "disk on fire")
     assert not (tmp_path / "dst").exists() and list(tmp_path.iterdir()) == []

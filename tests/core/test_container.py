@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file as np_load_file
 
 import compeft
-import compeft.api
+import compeft.artifact
+import compeft.pipeline
 from checks import read_doc, read_records
 from compeft.errors import CompeftError, ContainerError, DestinationExistsError, InputError
 
@@ -111,7 +112,7 @@ def test_inspect_reports_document_figures(lora_artifact):
     for key in ("codec", "density", "alpha", "sigma", "scale", "d", "kept", "format_version"):
         assert info[key] == doc[key], key
     size = (lora_artifact / FILE).stat().st_size
-    assert info["file_bytes"] == size
+    assert info["bytes_artifact"] == size
     assert info["sha256"] == hashlib.sha256((lora_artifact / FILE).read_bytes()).hexdigest()
     _, header, _ = split_file((lora_artifact / FILE).read_bytes())
     payload = header["payload"]["shape"][0]
@@ -388,7 +389,7 @@ def test_failure_in_the_middle_leaves_nothing(tmp_path, lora_dir, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(compeft.api, "write_container", boom)
+    monkeypatch.setattr(compeft.artifact, "write_container", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         compeft.compress(lora_dir, parent / "dst", device="cpu")
     assert list(parent.iterdir()) == []
@@ -403,7 +404,7 @@ def test_failure_with_overwrite_keeps_the_old_destination(tmp_path, lora_dir, lo
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(compeft.api, "write_container", boom)
+    monkeypatch.setattr(compeft.artifact, "write_container", boom)
     with pytest.raises(RuntimeError):
         compeft.compress(lora_dir, dst, density=0.5, device="cpu", overwrite=True)
     assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
@@ -418,7 +419,7 @@ def test_decompress_failure_leaves_nothing(tmp_path, lora_artifact, monkeypatch)
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(compeft.api, "write_adapter", boom)
+    monkeypatch.setattr(compeft.pipeline, "write_adapter", boom)
     with pytest.raises(RuntimeError):
         compeft.decompress(lora_artifact, parent / "dst", device="cpu")
     assert list(parent.iterdir()) == []

@@ -30,11 +30,11 @@ def random_case(seed: int, max_len: int = 5000) -> tuple[list[int], list[float]]
 
 def flipped_case(seed: int, max_len: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     """(signs, their reference golomb payload with one bit flipped), both chosen by ``seed``."""
-    from compeft.codecs import get_codec
+    from tests.golomb_reference import encode_reference
 
     segments, densities = random_case(seed, max_len)
     signs = random_signs(segments, densities, seed)
-    payload = get_codec("golomb").encode_reference(signs, segments).clone()
+    payload = encode_reference(signs, segments).clone()
     g = torch.Generator().manual_seed(seed)
     i = int(torch.randint(0, payload.numel(), (1,), generator=g))
     payload[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
@@ -50,3 +50,32 @@ def payload_span(data: torch.Tensor) -> tuple[int, int]:
     payload = parse_container(data, Path("<memory>"), verify=False).payload
     start = payload.data_ptr() - data.data_ptr()
     return start, start + payload.numel()
+
+
+def decode_with(payload: torch.Tensor, d: int, backend: str, device: str = "cpu", values: torch.Tensor | None = None,
+                threads: int | None = None) -> torch.Tensor:
+    """GolombCodec.decode through one backend (numpy, torch or triton), with ``threads`` for numpy's."""
+    from compeft.codecs import get_codec
+    from compeft.codecs.base import ternary_values
+    from compeft.codecs.golomb import numpy_backend
+
+    codec = get_codec("golomb")
+    plan = codec.prepare(payload, d)
+    values = ternary_values() if values is None else values
+    out = torch.empty(d, dtype=values.dtype, device=device)
+    if backend == "numpy" and threads:
+        numpy_backend.decode_into(plan.table, payload, out, values, threads)
+    else:
+        codec.decode_into(plan, payload, out, values, backend=backend)()
+    return out
+
+
+def records_from(container, ternary: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every delta record rebuilt one by one from the int8 τ (artifact.reconstruct per slice)."""
+    from compeft.adapters import DTYPES_BY_NAME
+    from compeft.artifact import reconstruct
+    from compeft.document import check
+
+    document, cols = check(container)
+    return {r.name: reconstruct(ternary[r.offset : r.offset + r.numel], document.scale, r.theta_init,
+                                DTYPES_BY_NAME[r.dtype]).reshape(r.shape) for r in cols.records()}

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from compeft.codecs import get_codec
 from compeft.codecs.bits import pack_bits, unpack_bits
-from compeft.codecs.golomb import MAX_CHUNK
-from compeft.codecs.golomb_cpu import decode_cpu, encode_cpu
-from compeft.codecs.golomb_fast import decode_fast, decode_parallel_cpu, encode_fast
+from compeft.codecs.golomb import numpy_backend, torch_backend
+from compeft.codecs.golomb.format import MAX_CHUNK
 from compeft.errors import CodecError
-from tests.perf.helpers import random_case, random_signs
+from tests.golomb_reference import decode_reference, encode_reference
+from tests.perf.helpers import decode_with, random_case, random_signs
 
 GOLOMB = get_codec("golomb")
 BITMASK = get_codec("bitmask")
@@ -23,10 +23,10 @@ BITMASK = get_codec("bitmask")
 def test_encoders_match_reference(seed):
     segments, densities = random_case(seed)
     signs = random_signs(segments, densities, seed)
-    ref = GOLOMB.encode_reference(signs, segments)
-    assert torch.equal(encode_cpu(signs, segments), ref)
-    assert torch.equal(encode_cpu(signs, segments, threads=3), ref)
-    assert torch.equal(encode_fast(signs, segments), ref)
+    ref = encode_reference(signs, segments)
+    assert torch.equal(numpy_backend.encode(signs, segments), ref)
+    assert torch.equal(numpy_backend.encode(signs, segments, threads=3), ref)
+    assert torch.equal(torch_backend.encode(signs, segments), ref)
     assert torch.equal(GOLOMB.encode(signs, segments), ref)
 
 
@@ -34,29 +34,28 @@ def test_encoders_match_reference(seed):
 def test_decoders_match_reference(seed):
     segments, densities = random_case(seed)
     signs = random_signs(segments, densities, seed)
-    payload = GOLOMB.encode_reference(signs, segments)
+    payload = encode_reference(signs, segments)
     d = signs.numel()
-    assert torch.equal(GOLOMB.decode_reference(payload, d), signs)
-    assert torch.equal(decode_cpu(payload, d), signs)
-    assert torch.equal(decode_cpu(payload, d, threads=3), signs)
-    assert torch.equal(decode_fast(payload, d, "cpu"), signs)
-    assert torch.equal(decode_parallel_cpu(payload, d, threads=2), signs)
+    assert torch.equal(decode_reference(payload, d), signs)
+    assert torch.equal(decode_with(payload, d, "numpy"), signs)
+    assert torch.equal(decode_with(payload, d, "numpy", threads=3), signs)
+    assert torch.equal(decode_with(payload, d, "torch"), signs)
     values = torch.tensor([-0.375, 0.0, 0.375]).to(torch.bfloat16)
     expected = values[(signs + 1).long()]
-    assert torch.equal(decode_cpu(payload, d, values), expected)
-    assert torch.equal(decode_fast(payload, d, "cpu", values), expected)
+    assert torch.equal(decode_with(payload, d, "numpy", values=values), expected)
+    assert torch.equal(decode_with(payload, d, "torch", values=values), expected)
 
 
 def test_long_segments_split_and_empty_input():
     segments = [MAX_CHUNK + 17, 3, 2 * MAX_CHUNK]
     signs = random_signs(segments, [0.02, 0.6, 0.3], 7)
-    ref = GOLOMB.encode_reference(signs, segments)
+    ref = encode_reference(signs, segments)
     assert torch.equal(GOLOMB.encode(signs, segments), ref)
-    assert torch.equal(encode_fast(signs, segments), ref)
+    assert torch.equal(torch_backend.encode(signs, segments), ref)
     assert torch.equal(GOLOMB.decode(ref, signs.numel()), signs)
-    assert torch.equal(decode_fast(ref, signs.numel()), signs)
+    assert torch.equal(decode_with(ref, signs.numel(), "torch"), signs)
     empty = torch.zeros(0, dtype=torch.int8)
-    assert torch.equal(GOLOMB.encode(empty), GOLOMB.encode_reference(empty))
+    assert torch.equal(GOLOMB.encode(empty), encode_reference(empty))
     assert GOLOMB.decode(GOLOMB.encode(empty), 0).numel() == 0
 
 
@@ -72,15 +71,15 @@ def outcome(fn):
 def test_corrupted_payloads_refused_like_reference(seed, where, bit, cut):
     segments, densities = random_case(seed, 600)
     signs = random_signs(segments, densities, seed)
-    payload = GOLOMB.encode_reference(signs, segments).clone()
+    payload = encode_reference(signs, segments).clone()
     i = min(payload.numel() - 1, int(where * payload.numel()))
     if cut:
         payload = payload[:i]
     else:
         payload[i] ^= 1 << bit
     d = signs.numel()
-    ref = outcome(lambda: GOLOMB.decode_reference(payload, d))
-    for fast in (lambda: decode_cpu(payload, d), lambda: decode_fast(payload, d, "cpu")):
+    ref = outcome(lambda: decode_reference(payload, d))
+    for fast in (lambda: decode_with(payload, d, "numpy"), lambda: decode_with(payload, d, "torch")):
         got = outcome(fast)
         assert got[0] == ref[0]
         if ref[0] == "ok":
@@ -108,4 +107,4 @@ def test_bitmask_values_match_decode(seed):
     d = signs.numel()
     assert torch.equal(BITMASK.decode(payload, d), signs)
     values = torch.tensor([0.5, 1.0, 1.5]).to(torch.float16)
-    assert torch.equal(BITMASK.decode_values(payload, d, "cpu", values), values[(signs + 1).long()])
+    assert torch.equal(BITMASK.decode(payload, d, "cpu", values), values[(signs + 1).long()])

@@ -11,11 +11,12 @@ import torch
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 from compeft import api
 from compeft.codecs import get_codec
-from compeft.codecs.golomb_fast import decode_fast, encode_fast
+from compeft.codecs.golomb import torch_backend
 from compeft.errors import CodecError
 from compeft.fastload import load_fast
 from compeft.sparsify import ternarize
-from tests.perf.helpers import flipped_case, payload_span, random_case, random_signs
+from tests.golomb_reference import decode_reference, encode_reference
+from tests.perf.helpers import decode_with, flipped_case, payload_span, random_case, random_signs, records_from
 
 pytestmark = pytest.mark.gpu
 GOLOMB = get_codec("golomb")
@@ -25,19 +26,19 @@ GOLOMB = get_codec("golomb")
 def test_gpu_golomb_bytes_and_values_equal_cpu(seed):
     segments, densities = random_case(seed, 200_000 if seed % 5 == 0 else 5000)
     signs = random_signs(segments, densities, seed)
-    ref = GOLOMB.encode_reference(signs, segments)
-    assert torch.equal(encode_fast(signs.cuda(), segments), ref)
+    ref = encode_reference(signs, segments)
+    assert torch.equal(torch_backend.encode(signs.cuda(), segments), ref)
     assert torch.equal(GOLOMB.encode(signs.cuda(), segments), ref)
     assert torch.equal(GOLOMB.decode(ref, signs.numel(), "cuda").cpu(), signs)
     values = torch.tensor([-0.25, 0.0, 0.25], device="cuda").to(torch.bfloat16)
-    assert torch.equal(decode_fast(ref, signs.numel(), "cuda", values).cpu(), values.cpu()[(signs + 1).long()])
+    assert torch.equal(GOLOMB.decode(ref, signs.numel(), "cuda", values).cpu(), values.cpu()[(signs + 1).long()])
 
 
 @pytest.mark.parametrize("seed", range(60))
 def test_gpu_decoder_refuses_what_cpu_refuses(seed):
     signs, payload = flipped_case(seed)
     try:
-        expected = GOLOMB.decode_reference(payload, signs.numel())
+        expected = decode_reference(payload, signs.numel())
     except CodecError:
         with pytest.raises(CodecError):
             GOLOMB.decode(payload, signs.numel(), "cuda")
@@ -76,20 +77,17 @@ def test_gpu_compress_and_load_equal_cpu(tmp_path, codec):
 def test_gpu_triton_and_torch_backends_agree(seed):
     segments, densities = random_case(seed, 300_000 if seed % 4 == 0 else 3000)
     signs = random_signs(segments, densities, seed)
-    payload = GOLOMB.encode_reference(signs, segments)
+    payload = encode_reference(signs, segments)
     values = torch.tensor([-3.0, 0.0, 3.0], device="cuda").to(torch.float16)
     expected = values.cpu()[(signs + 1).long()]
     for backend in ("torch", "triton"):
-        assert torch.equal(decode_fast(payload, signs.numel(), "cuda", backend=backend).cpu(), signs)
-        assert torch.equal(decode_fast(payload, signs.numel(), "cuda", values, backend=backend).cpu(), expected)
+        assert torch.equal(decode_with(payload, signs.numel(), backend, "cuda").cpu(), signs)
+        assert torch.equal(decode_with(payload, signs.numel(), backend, "cuda", values).cpu(), expected)
 
 
 def test_gpu_fast_load_of_corrupted_payload_matches_cpu(tmp_path):
-    from compeft.codecs.golomb_cpu import decode_cpu
-    from compeft.document import check_document
     from compeft.container import container_path, parse_container, read_bytes
     from compeft.fastload import load_bytes
-    from compeft.taskvector import reconstruct
 
     src = write_adapter_dir(tmp_path / "adapter", lora_tensors(SHAPES["tiny"], seed=4), SHAPES["tiny"])
     api.compress(src, tmp_path / "art", density=0.1, device="cpu")
@@ -102,13 +100,13 @@ def test_gpu_fast_load_of_corrupted_payload_matches_cpu(tmp_path):
         data[i] ^= 1 << int(torch.randint(0, 8, (1,), generator=g))
         container = parse_container(data, Path("<memory>"), verify=False)
         try:
-            ternary = decode_cpu(container.payload, container.doc["d"])
+            ternary = decode_with(container.payload, container.doc["d"], "numpy")
         except CodecError:
             with pytest.raises(CodecError):
                 load_bytes(data, "cuda", verify=False)
             continue
         got = load_bytes(data, "cuda", verify=False)
-        ref = reconstruct(check_document(container), ternary, container.doc["scale"])
+        ref = records_from(container, ternary)
         for name in ref:
             assert torch.equal(got[name].cpu(), ref[name])
 

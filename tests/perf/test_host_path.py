@@ -13,13 +13,14 @@ import torch
 
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 from compeft import api
-from compeft.codecs.golomb_fast import read_table_fast
+from compeft.artifact import ViewPlan
+from compeft.codecs.golomb import triton_backend as gp
+from compeft.codecs.golomb.format import read_table
 from compeft.container import container_path, read_container
-from compeft.document import RecordColumns, check_document, check_records
+from compeft.document import RecordColumns, check
 from compeft.errors import ContainerError
-from compeft.fastload import views_of
-from compeft.kernels import golomb_plan as gp
 from compeft.taskvector import DeltaRecord
+from tests.perf.helpers import decode_with
 
 
 def reference_records(doc: dict) -> tuple[DeltaRecord, ...]:
@@ -59,7 +60,7 @@ def container(tmp_path_factory):
 def container_v1(container):
     """The same container as format version 1 holds it: the records as a JSON list in the document."""
     doc = {k: v for k, v in container.doc.items() if k not in ("records", "record_dtypes")}
-    doc.update(format_version=1, tensors=[r.to_dict() for r in check_document(container)])
+    doc.update(format_version=1, tensors=[r.to_dict() for r in check(container)[1].records()])
     return dataclasses.replace(container, doc=doc, records={})
 
 
@@ -105,7 +106,7 @@ def test_column_check_matches_per_record_check(container_v1, index):
     MUTATIONS[index](doc["tensors"])
     bad = dataclasses.replace(container_v1, doc=doc)
     expected = outcome(lambda: reference_records(doc))
-    got = outcome(lambda: check_document(bad))
+    got = outcome(lambda: check(bad)[1].records())
     if isinstance(expected, tuple) and expected and isinstance(expected[0], type):
         kind, message = expected
         if issubclass(kind, ContainerError):
@@ -115,9 +116,9 @@ def test_column_check_matches_per_record_check(container_v1, index):
 
 def test_column_check_of_intact_document(container, container_v1):
     """Version 2's record columns and version 1's JSON list give the same records."""
-    cols = check_records(container)
+    cols = check(container)[1]
     assert cols.records() == reference_records(container_v1.doc)
-    assert cols == RecordColumns.of(cols.records()) == check_records(container_v1)
+    assert cols == RecordColumns.of(cols.records()) == check(container_v1)[1]
 
 
 def reference_views(flat: torch.Tensor, records) -> dict[str, torch.Tensor]:
@@ -142,7 +143,7 @@ def test_views_equal_per_record_views(seed):
     names = [f"t{i}" for i in range(len(shapes))]
     cols = RecordColumns(tuple(names), tuple(shapes), ("F32",) * len(shapes), (0.0,) * len(shapes), tuple(offsets), tuple(numels))
     flat = torch.arange(sum(numels) + 7, dtype=torch.float32)[5 : 5 + sum(numels)]
-    got, ref = views_of(flat, cols), reference_views(flat, cols.records())
+    got, ref = ViewPlan(cols).views(flat), reference_views(flat, cols.records())
     assert list(got) == list(ref)
     for name, t in ref.items():
         g = got[name]
@@ -153,7 +154,7 @@ def test_views_equal_per_record_views(seed):
 def test_plan_layout_holds_the_table_tiles_zeroed_flags_and_values(container):
     """The one array the Triton decode uploads: chunk rows from the table, tiles numbered in chunk order that
     cover every code and unary byte once, zeroed error flags, and the value table's bytes."""
-    table = read_table_fast(container.payload, container.doc["d"])
+    table = read_table(container.payload, container.doc["d"])
     ids = np.flatnonzero(table.mode == 0)
     values = torch.tensor([0.5, 1.0, 1.5], dtype=torch.bfloat16)
     plan = gp.PlanColumns(table, ids, 64, 16, values)
@@ -170,9 +171,8 @@ def test_plan_layout_holds_the_table_tiles_zeroed_flags_and_values(container):
 
 def test_decode_checks_d_against_the_payload_before_allocating(container):
     """A document claiming a huge d fails on the chunk table (CodecError), before d entries are allocated."""
-    from compeft.codecs.golomb_fast import decode_fast
     from compeft.errors import CodecError
 
     values = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.bfloat16)
     with pytest.raises(CodecError):
-        decode_fast(container.payload, 10**15, "cpu", values)
+        decode_with(container.payload, 10**15, "torch", values=values)

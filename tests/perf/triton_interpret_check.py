@@ -10,14 +10,11 @@ import sys
 
 import torch
 
-from compeft.codecs import get_codec
-from compeft.codecs.golomb import ENTRY, HEADER
-from compeft.codecs.golomb_fast import decode_fast, padded_buffer, read_table_fast
+from compeft.codecs.golomb.format import ENTRY, HEADER, read_table
+from compeft.codecs.staging import padded_buffer
 from compeft.errors import CodecError
-from tests.perf.helpers import flipped_case, random_case, random_signs
-
-GOLOMB = get_codec("golomb")
-
+from tests.golomb_reference import decode_reference, encode_reference
+from tests.perf.helpers import decode_with, flipped_case, random_case, random_signs
 
 def check_values(seeds: range) -> None:
     """Valid payloads: int8 τ and a bf16 value table (θ_init ≠ 0), equal to the signs that were encoded."""
@@ -25,10 +22,10 @@ def check_values(seeds: range) -> None:
     for seed in seeds:
         segments, densities = random_case(seed, 200_000 if seed % 5 == 0 else 5000)
         signs = random_signs(segments, densities, seed)
-        payload = GOLOMB.encode_reference(signs, segments)
-        if not torch.equal(decode_fast(payload, signs.numel(), "cpu", backend="triton"), signs):
+        payload = encode_reference(signs, segments)
+        if not torch.equal(decode_with(payload, signs.numel(), "triton"), signs):
             sys.exit(f"seed {seed}: int8 decode differs from the encoded signs")
-        if not torch.equal(decode_fast(payload, signs.numel(), "cpu", values, backend="triton"), values[(signs + 1).long()]):
+        if not torch.equal(decode_with(payload, signs.numel(), "triton", values=values), values[(signs + 1).long()]):
             sys.exit(f"seed {seed}: value decode differs from the encoded signs")
 
 
@@ -37,14 +34,14 @@ def check_corrupted(seeds: range) -> None:
     for seed in seeds:
         signs, payload = flipped_case(seed)
         try:
-            expected = GOLOMB.decode_reference(payload, signs.numel())
+            expected = decode_reference(payload, signs.numel())
         except CodecError:
             try:
-                decode_fast(payload, signs.numel(), "cpu", backend="triton")
+                decode_with(payload, signs.numel(), "triton")
             except CodecError:
                 continue
             sys.exit(f"seed {seed}: the Triton decoder accepted a payload the reference refuses")
-        if not torch.equal(decode_fast(payload, signs.numel(), "cpu", backend="triton"), expected):
+        if not torch.equal(decode_with(payload, signs.numel(), "triton"), expected):
             sys.exit(f"seed {seed}: the Triton decoder's output differs from the reference's")
 
 
@@ -62,15 +59,15 @@ class PiecesOnCpu:
 
 
 def mode0_decode(payload: torch.Tensor, d: int, staged) -> tuple[torch.Tensor, list[int]]:
-    """decode_mode0_triton's output (mode-1 chunks left at zero) and error flags, in groups when ``staged``."""
-    from compeft.kernels.golomb_triton import Plan, decode_mode0_triton, plan_columns
+    """triton_backend.decode_mode0's output (mode-1 chunks left at zero) and error flags, in groups when ``staged``."""
+    from compeft.codecs.golomb.triton_backend import Plan, decode_mode0, plan_columns
 
-    table = read_table_fast(payload, d)
+    table = read_table(payload, d)
     ids = (table.mode == 0).nonzero()[0]
     values = torch.tensor([-1, 0, 1], dtype=torch.int8)
     plan = Plan(plan_columns(table, ids, torch.device("cpu"), values), torch.device("cpu"))
     out = torch.zeros(d, dtype=torch.int8)
-    decode_mode0_triton(plan, padded_buffer(payload, torch.device("cpu")), out, staged)
+    decode_mode0(plan, padded_buffer(payload, torch.device("cpu")), out, staged)
     return out, plan.errors.tolist()
 
 
@@ -83,9 +80,9 @@ def check_groups(seeds: range) -> None:
         if payload is None:
             segments, densities = random_case(seed, 20_000)
             signs = random_signs(segments, densities, seed)
-            payload = GOLOMB.encode_reference(signs, segments)
+            payload = encode_reference(signs, segments)
         try:
-            read_table_fast(payload, signs.numel())
+            read_table(payload, signs.numel())
         except CodecError:
             continue
         g = torch.Generator().manual_seed(seed)
@@ -99,7 +96,7 @@ def check_groups(seeds: range) -> None:
 
 def outcome(payload: torch.Tensor, d: int, backend: str) -> str:
     try:
-        decode_fast(payload, d, "cpu", backend=backend)
+        decode_with(payload, d, backend)
     except CodecError as err:
         return str(err)
     return "accepted"
@@ -108,7 +105,7 @@ def outcome(payload: torch.Tensor, d: int, backend: str) -> str:
 def targeted(payload: torch.Tensor, d: int, seed: int) -> list[tuple[str, torch.Tensor]]:
     """Corruptions one flipped bit rarely makes: a zero byte after a chunk's unary plane (with its table
     entry grown to match), and a set padding bit after a chunk's sign plane."""
-    table = read_table_fast(payload, d)
+    table = read_table(payload, d)
     chunks = [i for i in range(len(table)) if table.mode[i] == 0 and table.count[i] > 0]
     if not chunks:
         return []
@@ -132,10 +129,10 @@ def check_targeted(seeds: range) -> None:
     for seed in seeds:
         segments, densities = random_case(seed, 3000)
         signs = random_signs(segments, densities, seed)
-        payload = GOLOMB.encode_reference(signs, segments)
+        payload = encode_reference(signs, segments)
         for message, bad in targeted(payload, signs.numel(), seed):
             try:
-                GOLOMB.decode_reference(bad, signs.numel())
+                decode_reference(bad, signs.numel())
                 sys.exit(f"seed {seed}: the reference accepted a corruption ({message})")
             except CodecError:
                 pass

@@ -1,8 +1,9 @@
-"""CPU fast path of the ``golomb`` codec: the per-chunk algorithm of golomb.py in numpy, chunks in threads.
+"""The ``golomb`` codec on the CPU: the per-chunk algorithm in numpy, chunk groups in threads.
 
 On the CPU, numpy's packbits/unpackbits (bitorder="little"), flatnonzero and cumsum over one chunk
 (≤ 2^20 entries, cache-sized) cost far less than torch's fresh large tensors; chunk groups run in
-parallel threads (numpy releases the GIL inside its loops). Same bytes and same checks as golomb.py.
+parallel threads (numpy releases the GIL inside its loops). The device backends use the per-chunk
+functions for the rare mode-1 chunks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from compeft.codecs.golomb import HEADER, MAGIC, chunk_lengths, golomb_parameter
-from compeft.codecs.golomb_fast import TABLE_DTYPE, Table, read_table_fast
+from compeft.codecs.golomb.format import TABLE_COLUMNS, TABLE_DTYPE, ChunkTable, chunk_lengths, golomb_parameter, header_bytes
 from compeft.errors import CodecError
 
 INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
@@ -82,8 +82,8 @@ def encode_chunk_np(s: np.ndarray) -> tuple[tuple[int, int, int, int, int, int],
     return (length, count, m, mode, unary.size, extra_bits), [unary, low, extra, sign]
 
 
-def encode_cpu(signs: torch.Tensor, segments: Sequence[int] = (), threads: int | None = None) -> torch.Tensor:
-    """GolombCodec.encode on the CPU: numpy per chunk, chunk groups in threads; same bytes."""
+def encode(signs: torch.Tensor, segments: Sequence[int] = (), threads: int | None = None) -> torch.Tensor:
+    """The payload of int8 signs on the CPU: numpy per chunk, chunk groups in threads."""
     s = signs.reshape(-1).to(torch.int8).cpu().numpy()
     d = s.size
     lengths = chunk_lengths(d, segments)
@@ -97,9 +97,9 @@ def encode_cpu(signs: torch.Tensor, segments: Sequence[int] = (), threads: int |
 
     _run_groups(run, len(lengths), threads)
     table = np.zeros(len(lengths), dtype=TABLE_DTYPE)
-    for name, col in zip(("length", "count", "m", "mode", "unary_bytes", "extra_bits"), zip(*(r[0] for r in results)) if results else ()):
+    for name, col in zip(TABLE_COLUMNS, zip(*(r[0] for r in results)) if results else (), strict=False):
         table[name] = col
-    head = np.frombuffer(HEADER.pack(MAGIC, d, len(lengths)) + table.tobytes(), dtype=np.uint8)
+    head = np.frombuffer(header_bytes(d, table), dtype=np.uint8)
     planes = [head, *(p for r in results for p in r[1])]
     return torch.from_numpy(np.concatenate(planes))
 
@@ -120,8 +120,8 @@ def _padding_ok(plane: np.ndarray, n_bits: int) -> bool:
     return n_bits % 8 == 0 or int(plane[n_bits // 8]) >> (n_bits % 8) == 0
 
 
-def decode_chunk_np(t: Table, i: int, buf: np.ndarray, out: np.ndarray, values: np.ndarray) -> None:
-    """golomb.decode_chunk for chunk i, written into out[start : start+length] as values[t + 1]."""
+def decode_chunk_np(t: ChunkTable, i: int, buf: np.ndarray, seg: np.ndarray, values: np.ndarray) -> None:
+    """Decode chunk i into ``seg`` (its ``length`` entries, holding values[1] already) as values[t + 1]."""
     length, count, m, mode = int(t.length[i]), int(t.count[i]), int(t.m[i]), int(t.mode[i])
     ub, xbits, nonzeros = int(t.unary_bytes[i]), int(t.extra_bits[i]), int(t.nonzeros[i])
     uo, lo, xo, so = int(t.unary_off[i]), int(t.low_off[i]), int(t.extra_off[i]), int(t.sign_off[i])
@@ -162,8 +162,6 @@ def decode_chunk_np(t: Table, i: int, buf: np.ndarray, out: np.ndarray, values: 
         raise CodecError("chunk sign plane has non-zero padding bits")
     negative = np.unpackbits(sign, count=nonzeros, bitorder="little") if nonzeros else np.zeros(0, np.uint8)
     chosen = values[[2, 0]].take(negative)  # a two-entry lookup is ~5x faster than np.where with scalars
-    start = int(t.start[i])
-    seg = out[start : start + length]
     if mode == 0:
         seg[positions] = chosen
     else:
@@ -172,23 +170,31 @@ def decode_chunk_np(t: Table, i: int, buf: np.ndarray, out: np.ndarray, values: 
         seg[keep] = chosen
 
 
-def decode_cpu(payload: torch.Tensor, d: int, values: torch.Tensor | None = None, threads: int | None = None) -> torch.Tensor:
-    """τ (int8, or mapped through ``values`` = (v₋₁, v₀, v₊₁)) from a golomb payload, chunks in threads."""
-    payload = payload.reshape(-1).cpu()
-    table = read_table_fast(payload, d)
-    buf = payload.contiguous().numpy()
-    if values is None:
-        values = torch.tensor([-1, 0, 1], dtype=torch.int8)
+def decode_into(table: ChunkTable, payload: torch.Tensor, out: torch.Tensor, values: torch.Tensor,
+                threads: int | None = None) -> None:
+    """Write τ mapped through ``values`` = (v₋₁, v₀, v₊₁) into the CPU tensor ``out``, chunk groups in threads."""
+    buf = payload.reshape(-1).cpu().contiguous().numpy()
     values = values.cpu()
-    out = torch.empty(d, dtype=values.dtype)
     out.fill_(values[1])
     ints = INT_OF_SIZE[values.element_size()]
     out_np = out.view(torch.uint8).numpy().view(ints)
     vals = values.contiguous().view(torch.uint8).numpy().view(ints)
+    starts, lengths = table.start, table.length
 
     def run(ids: range) -> None:
         for i in ids:
-            decode_chunk_np(table, i, buf, out_np, vals)
+            a = int(starts[i])
+            decode_chunk_np(table, i, buf, out_np[a : a + int(lengths[i])], vals)
 
     _run_groups(run, len(table), threads)
-    return out
+
+
+def decode_chunk_host(table: ChunkTable, i: int, payload: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """One chunk decoded on the host into ``values``' dtype (the device backends' path for mode-1 chunks)."""
+    values = values.cpu()
+    seg = torch.empty(int(table.length[i]), dtype=values.dtype)
+    seg.fill_(values[1])
+    ints = INT_OF_SIZE[values.element_size()]
+    decode_chunk_np(table, i, payload.reshape(-1).cpu().contiguous().numpy(), seg.view(torch.uint8).numpy().view(ints),
+                    values.contiguous().view(torch.uint8).numpy().view(ints))
+    return seg

@@ -1,4 +1,4 @@
-"""Triton decode of ``golomb`` payloads on CUDA: seven kernel launches, no torch ops in between.
+"""The ``golomb`` decoder in Triton (CUDA): seven kernel launches, no torch ops in between.
 
 Closed form used: with s_j the bit index of code j's unary stop inside its chunk, the sum of the
 quotients up to j is s_j − j, so the position of code j is p_j = M·(s_j − j) + R_j + j, where R_j is
@@ -11,15 +11,26 @@ the inclusive sum of the remainders. Everything else is a tile-local scan plus a
   S2  per chunk: scan of its tiles' extra counts → extra-bit offset per tile; each tile's extra bits are
       one run of the extra plane, so their sum is a popcount of it; scan of the remainder sums → remainder
       offset per tile; extra-bit count check
-  C2  positions, signs, range checks, the values written in place (decode_fast fills the zeros, θ_init,
-      on a stream of its own beside the earlier passes; C2 waits for it)
-Tiles never straddle chunks. The plan (golomb_plan) carries every parameter, zeroed error flags and the
+  C2  positions, signs, range checks, the values written in place (the codec fills the zeros, θ_init, on
+      a stream of its own beside the earlier passes; C2 waits for it)
+Tiles never straddle chunks. The plan (PlanColumns) carries every parameter, zeroed error flags and the
 value table in one upload; the kernels set error flags instead of raising, and the host reads them back
 once. Low fields are read as two aligned 32-bit words (the buffer is padded to whole words); in-tile
 scans are int32 (a tile's remainders sum below 2^30). Chunks can be decoded in groups (``base``
 arguments), so that a group decodes while the next one's bytes are still being copied. Mode-1 chunks
-and validation of the table are left to golomb_fast (same checks, same errors). Tile sizes and warps:
+and validation of the table are left to the codec (format.read_table; same checks, same errors). Tile sizes and warps:
 bench.ab_decode compares variants.
+
+The plan: per-chunk parameters in one int64 host array.
+
+Layout of the array (the kernels index it with the row constants below):
+    N_ROWS rows of K entries (one entry per chunk, row-major)    chunk parameters, tiles included
+    zeros up to a multiple of 8 entries, then 8 zeros            error flags (N_ERRORS used), set by the device
+    3 slots                                                      the value table's bytes (v₋₁, v₀, v₊₁)
+One host → device copy per decode brings all of it, the error flags already zeroed. Each chunk's codes
+are cut into tiles of ``code_block`` codes and its unary plane into tiles of ``byte_block`` bytes; the
+tiles are numbered in chunk order (the device fills in each tile's chunk id from TILE0/NTILES and
+BTILE0/NBTILES, rather than the host building per-tile arrays).
 """
 
 from __future__ import annotations
@@ -29,8 +40,50 @@ import torch
 import triton
 import triton.language as tl
 
+from compeft.codecs.golomb.format import DEVICE_ERRORS, ERR_COUNT, ERR_EXTRA, ERR_PADDING, ERR_RANGE, ERR_TRAILING
 from compeft.errors import CodecError
-from compeft.kernels import golomb_plan as gp
+
+# chunk rows
+CNT, FIRST, M, U, W, LOW, EXTRA, SIGN, START, LEN, UBYTE, UBYTES, XBITS, TILE0, NTILES, BTILE0, NBTILES = range(17)
+N_ROWS = 17
+
+
+def tiles(sizes: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first tile of each chunk, tiles of each chunk) for chunks of ``sizes`` cut into tiles of ``block``."""
+    per = (sizes + block - 1) // block
+    return np.cumsum(per) - per, per
+
+
+class PlanColumns:
+    """The plan of decoding the mode-0 chunks ``ids`` of ``table`` (format.ChunkTable) into ``values``'
+    dtype. ``alloc(n)`` returns an int64 torch tensor of n entries (e.g. page-locked); ``tensor`` is
+    what goes to the device, ``host`` its numpy view."""
+
+    def __init__(self, table, ids: np.ndarray, code_block: int, byte_block: int, values: torch.Tensor, alloc=None) -> None:
+        cnt = table.count[ids]
+        self.n = int(cnt.sum())
+        self.K = len(ids)
+        m = table.m[ids]
+        unary = table.unary_bytes[ids]
+        code_tile0, code_tiles = tiles(cnt, code_block)
+        byte_tile0, byte_tiles = tiles(unary, byte_block)
+        self.n_tiles, self.nb_tiles = int(code_tiles.sum()), int(byte_tiles.sum())
+        rows = [
+            cnt, np.cumsum(cnt) - cnt, m, np.where(m > 1, table.u[ids], 1 << 40), table.width[ids],
+            8 * table.low_off[ids], 8 * table.extra_off[ids], 8 * table.sign_off[ids], table.start[ids], table.length[ids],
+            table.unary_off[ids], unary, table.extra_bits[ids], code_tile0, code_tiles, byte_tile0, byte_tiles,
+        ]
+        self.errors_at = -(-N_ROWS * self.K // 8) * 8  # aligned (Triton specializes kernels on pointer alignment)
+        self.values_at = self.errors_at + 8
+        size = self.values_at + 3
+        self.tensor = torch.empty(size, dtype=torch.int64) if alloc is None else alloc(size)
+        self.host = self.tensor.numpy()
+        np.concatenate(rows, out=self.host[: N_ROWS * self.K])
+        self.host[N_ROWS * self.K :] = 0
+        raw = values.detach().cpu().contiguous().view(torch.uint8).numpy()
+        self.host[self.values_at :].view(np.uint8)[: raw.size] = raw
+        self.dtype = values.dtype
+
 
 CODE_BLOCK = 1024
 BYTE_BLOCK = 512  # the select pass has one lane per bit: 4096
@@ -40,24 +93,25 @@ TILE_BLOCK = 256
 SELECT_WARPS = 4
 CODE_WARPS = 4
 
-_CNT = tl.constexpr(gp.CNT)
-_FIRST = tl.constexpr(gp.FIRST)
-_M = tl.constexpr(gp.M)
-_U = tl.constexpr(gp.U)
-_W = tl.constexpr(gp.W)
-_LOW = tl.constexpr(gp.LOW)
-_EXTRA = tl.constexpr(gp.EXTRA)
-_SIGN = tl.constexpr(gp.SIGN)
-_START = tl.constexpr(gp.START)
-_LEN = tl.constexpr(gp.LEN)
-_UBYTE = tl.constexpr(gp.UBYTE)
-_UBYTES = tl.constexpr(gp.UBYTES)
-_XBITS = tl.constexpr(gp.XBITS)
-_TILE0 = tl.constexpr(gp.TILE0)
-_NTILES = tl.constexpr(gp.NTILES)
-_BTILE0 = tl.constexpr(gp.BTILE0)
-_NBTILES = tl.constexpr(gp.NBTILES)
-_ERR_COUNT, _ERR_TRAILING, _ERR_PADDING, _ERR_EXTRA, _ERR_RANGE = (tl.constexpr(i) for i in range(5))
+_CNT = tl.constexpr(CNT)
+_FIRST = tl.constexpr(FIRST)
+_M = tl.constexpr(M)
+_U = tl.constexpr(U)
+_W = tl.constexpr(W)
+_LOW = tl.constexpr(LOW)
+_EXTRA = tl.constexpr(EXTRA)
+_SIGN = tl.constexpr(SIGN)
+_START = tl.constexpr(START)
+_LEN = tl.constexpr(LEN)
+_UBYTE = tl.constexpr(UBYTE)
+_UBYTES = tl.constexpr(UBYTES)
+_XBITS = tl.constexpr(XBITS)
+_TILE0 = tl.constexpr(TILE0)
+_NTILES = tl.constexpr(NTILES)
+_BTILE0 = tl.constexpr(BTILE0)
+_NBTILES = tl.constexpr(NBTILES)
+_ERR_COUNT, _ERR_TRAILING, _ERR_PADDING, _ERR_EXTRA, _ERR_RANGE = (
+    tl.constexpr(i) for i in (ERR_COUNT, ERR_TRAILING, ERR_PADDING, ERR_EXTRA, ERR_RANGE))
 
 
 @triton.jit
@@ -242,18 +296,18 @@ def _code_scan(words, plan, K, tile_x, tile_h, tile_xoff, tile_roff, err, base, 
     _flag(err, _ERR_EXTRA, carry_x != tl.load(plan + _XBITS * K + k))
 
 
-def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Tensor) -> gp.PlanColumns:
+def plan_columns(table, ids: np.ndarray, device: torch.device, values: torch.Tensor) -> PlanColumns:
     """The decode's plan for ``ids`` decoding into ``values``' dtype, in page-locked memory when ``device``
     is CUDA (for an asynchronous copy: torch's host allocator keeps the block until the copies that read it
     are done)."""
-    return gp.PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, values,
+    return PlanColumns(table, ids, CODE_BLOCK, BYTE_BLOCK, values,
                           alloc=lambda n: torch.empty(n, dtype=torch.int64, pin_memory=device.type == "cuda"))
 
 
 class Plan:
     """A plan on the device (one asynchronous copy), with its error flags and value table as views."""
 
-    def __init__(self, cols: gp.PlanColumns, device: torch.device) -> None:
+    def __init__(self, cols: PlanColumns, device: torch.device) -> None:
         self.cols = cols
         dev = self.tensor = cols.tensor.to(device, non_blocking=True, copy=True)  # the device sets its error flags
         self.errors = dev[cols.errors_at : cols.values_at]
@@ -261,24 +315,24 @@ class Plan:
         self.values = dev[cols.values_at :].view(torch.uint8)[: 3 * itemsize].view(cols.dtype)
 
 
-def chunk_groups(cols: gp.PlanColumns, ends: list[int], first_pending: int = 0) -> list[tuple[int, int, int]]:
+def chunk_groups(cols: PlanColumns, ends: list[int], first_pending: int = 0) -> list[tuple[int, int, int]]:
     """(first chunk, end chunk, piece) of each run of planned chunks whose bodies end in the same copied piece
     of the payload (``ends``: the pieces' end offsets); pieces before ``first_pending`` have arrived already,
     so their chunks join its group (fewer launches)."""
     if not cols.K:
         return []
-    rows = cols.host[: gp.N_ROWS * cols.K].reshape(gp.N_ROWS, cols.K)
-    body_end = (rows[gp.SIGN] + rows[gp.CNT] + 7) >> 3  # a mode-0 body ends with its sign plane
+    rows = cols.host[: N_ROWS * cols.K].reshape(N_ROWS, cols.K)
+    body_end = (rows[SIGN] + rows[CNT] + 7) >> 3  # a mode-0 body ends with its sign plane
     piece = np.clip(np.searchsorted(np.asarray(ends), body_end, side="left"), first_pending, len(ends) - 1)
     cuts = np.flatnonzero(np.diff(piece)) + 1
     starts = [0, *cuts.tolist()]
     return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
 
 
-def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, filled=None) -> None:
+def decode_mode0(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, filled=None) -> None:
     """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already or
     will once the CUDA event ``filled`` has passed (no host sync; the error flags are in ``plan.errors``, see
-    raise_errors). With ``staged`` (golomb_fast.StagedPayload), each group of chunks waits only for the piece
+    raise_errors). With ``staged`` (staging.StagedPayload), each group of chunks waits only for the piece
     of the copy its bodies end in."""
     cols, device = plan.cols, buf.device
     K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
@@ -292,13 +346,13 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
     p, err, words = plan.tensor, plan.errors, buf.view(torch.int32)
     _tile_chunks[(K,)](p, K, code_chunk, byte_chunk, BLOCK=TILE_BLOCK)  # needs the plan only: runs while the payload arrives
     groups = chunk_groups(cols, staged.ends, staged.first_pending()) if staged is not None else [(0, K, 0)] * bool(K)
-    rows = cols.host[: gp.N_ROWS * K].reshape(gp.N_ROWS, K)
+    rows = cols.host[: N_ROWS * K].reshape(N_ROWS, K)
     for k0, k1, piece in groups:
         if staged is not None:
             staged.wait_piece(piece)
         # the group's tiles: chunks' tiles are consecutive, in chunk order
-        t0, t1 = int(rows[gp.TILE0, k0]), int(rows[gp.TILE0, k1 - 1] + rows[gp.NTILES, k1 - 1])
-        b0, b1 = int(rows[gp.BTILE0, k0]), int(rows[gp.BTILE0, k1 - 1] + rows[gp.NBTILES, k1 - 1])
+        t0, t1 = int(rows[TILE0, k0]), int(rows[TILE0, k1 - 1] + rows[NTILES, k1 - 1])
+        b0, b1 = int(rows[BTILE0, k0]), int(rows[BTILE0, k1 - 1] + rows[NBTILES, k1 - 1])
         if b1 > b0:
             _unary_pass[(b1 - b0,)](buf, p, K, byte_chunk, tile_pop, b0, BLOCK=BYTE_BLOCK)
         _unary_scan[(k1 - k0,)](buf, p, K, tile_pop, tile_off, err, k0, BLOCK=SCAN_BLOCK)
@@ -318,6 +372,6 @@ def decode_mode0_triton(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged
 
 def raise_errors(flags: np.ndarray) -> None:
     """Raise CodecError with the message of the first error flag set (the order the checks run in)."""
-    for flag, message in zip(flags.tolist(), gp.ERROR_MESSAGES):
+    for flag, message in zip(flags.tolist(), DEVICE_ERRORS):
         if flag:
             raise CodecError(message)

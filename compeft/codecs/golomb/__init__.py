@@ -1,0 +1,149 @@
+"""Codec ``golomb``: chunked, adaptive Golomb coding of the sparse ternary τ (the storage default).
+
+The bitstream is specified in ``format``; one module per backend codes it: ``numpy_backend`` (CPU,
+chunk groups in threads), ``torch_backend`` (vectorized over chunks: the GPU encoder, and the decoder
+where Triton is missing) and ``triton_backend`` (the CUDA decoder). Every backend writes the same bytes
+and raises on the same payloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from compeft.codecs.base import Codec
+from compeft.codecs.golomb import numpy_backend
+from compeft.codecs.golomb.format import ChunkTable, read_table
+from compeft.codecs.staging import StagedPayload, padded_buffer, side_stream
+
+BACKENDS = ("numpy", "torch", "triton")
+
+
+def triton_available() -> bool:
+    """True when Triton imports (it needs a CUDA build of torch, or TRITON_INTERPRET=1 for tests)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class GolombPlan:
+    """A checked chunk table, its mode-0 and mode-1 chunk ids, and the Triton plans made from it (kept per
+    device and value table, so a payload decoded many times is planned once)."""
+
+    table: ChunkTable
+    mode0: np.ndarray
+    mode1: np.ndarray
+    _columns: dict = field(default_factory=dict, repr=False)
+
+    def cached_columns(self, device: torch.device, values: torch.Tensor):
+        """The Triton plan columns made earlier for this device and value table, or None."""
+        return self._columns.get(_plan_key(device, values))
+
+    def columns(self, device: torch.device, values: torch.Tensor):
+        """The Triton plan columns for this device and value table (made on first use, page-locked on CUDA)."""
+        key = _plan_key(device, values)
+        if key not in self._columns:
+            from compeft.codecs.golomb.triton_backend import plan_columns
+
+            self._columns[key] = plan_columns(self.table, self.mode0, device, values)
+        return self._columns[key]
+
+
+def _plan_key(device: torch.device, values: torch.Tensor) -> tuple:
+    return device, values.dtype, values.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def _done() -> None:
+    return None
+
+
+class GolombCodec(Codec):
+    """Near-entropy sparse ternary code, adaptive per chunk, chunks independently decodable."""
+
+    id = "golomb"
+
+    def encode(self, signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
+        """The payload (CPU uint8): numpy per chunk in threads on the CPU, one vectorized pass on a GPU."""
+        if signs.device.type == "cpu":
+            return numpy_backend.encode(signs, segments)
+        from compeft.codecs.golomb import torch_backend
+
+        return torch_backend.encode(signs, segments)
+
+    def prepare(self, payload: torch.Tensor, d: int) -> GolombPlan:
+        """Parse and check the header and chunk table against the payload size and d (no decoding)."""
+        table = read_table(payload, d)
+        return GolombPlan(table, np.flatnonzero(table.mode == 0), np.flatnonzero(table.mode == 1))
+
+    def decode_into(self, plan: GolombPlan, payload: torch.Tensor, out: torch.Tensor, values: torch.Tensor, *,
+                    staged: StagedPayload | None = None, backend: str | None = None) -> Callable[[], None]:
+        """Write τ mapped through ``values`` into ``out``; the returned ``finish()`` waits for the device and
+        raises CodecError on a bad payload. ``backend`` (numpy, torch, triton) defaults to numpy on the CPU and
+        Triton on CUDA (torch where Triton is missing)."""
+        device = out.device
+        if backend is None:
+            backend = "numpy" if device.type == "cpu" else "triton" if triton_available() else "torch"
+        if backend == "numpy":
+            numpy_backend.decode_into(plan.table, payload, out, values)
+            return _done
+        table, ids = plan.table, plan.mode0
+        host_values = values.cpu()
+        triton = bool(ids.size) and backend == "triton"
+        if triton:
+            from compeft.codecs.golomb.triton_backend import Plan, decode_mode0, raise_errors
+        earlier = plan.cached_columns(device, host_values) if triton else None
+        # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the first
+        # decode pass needs both
+        device_plan = Plan(earlier, device) if earlier is not None else None
+        if staged is None and device.type == "cuda":
+            staged = StagedPayload(payload, device)  # the main stream fills the output meanwhile
+        zero = host_values[1].item()  # a host scalar: the vectorized fill, exact
+        main = torch.cuda.current_stream(device) if staged is not None else None
+        filled = None
+        if triton and staged is not None:
+            # on a stream of its own, beside the first decode passes: only the last one needs θ_init in place
+            fill = side_stream(device, "fill")
+            fill.wait_stream(main)
+            with torch.cuda.stream(fill):
+                out.fill_(zero)
+            out.record_stream(fill)
+            filled = torch.cuda.Event()
+            filled.record(fill)
+        else:
+            out.fill_(zero)  # queued before the plan: the device fills while the host plans
+        if triton and device_plan is None:
+            device_plan = Plan(plan.columns(device, host_values), device)  # one asynchronous upload
+        if device_plan is not None:
+            values = device_plan.values
+        elif values.device.type == "cpu" and device.type == "cuda":
+            values = values.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the device
+        elif values.device != device:
+            values = values.to(device)
+        if staged is not None:
+            buf = staged.buf
+            if not triton or plan.mode1.size:
+                staged.wait_all(main)
+                if filled is not None:
+                    main.wait_event(filled)
+        else:
+            buf = padded_buffer(payload, device)
+        for i in plan.mode1.tolist():  # rare (more than half non-zero): decoded on the host
+            s = int(table.start[i])
+            out[s : s + int(table.length[i])].copy_(numpy_backend.decode_chunk_host(table, i, payload, host_values))
+        if triton:
+            decode_mode0(device_plan, buf, out, staged, filled)
+            if staged is not None:
+                staged.wait_all(main)
+            errors = device_plan.errors
+            return lambda: raise_errors(errors.cpu().numpy())  # waits for the device
+        if ids.size:
+            from compeft.codecs.golomb import torch_backend
+
+            torch_backend.decode_mode0(table, ids, buf, out, values)
+        return _done
