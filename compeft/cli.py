@@ -12,6 +12,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from compeft.cliargs import Parser, add_config_arguments, config_from_args
+from compeft.config import CompressionConfig
 from compeft.errors import CompeftError
 
 # command -> (module, function): loaded only when used, so `compeft compress` never imports
@@ -24,17 +26,6 @@ DELEGATED: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(CompeftError):
-    exit_code = 2
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so usage errors are one line with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="compeft", description="ComPEFT compression of PEFT adapters and fine-tune residuals.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -43,10 +34,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("compress", help="compress an adapter (or, with --base, a full fine-tune)")
     p.add_argument("src", help="PEFT adapter directory (or fine-tuned model directory with --base)")
     p.add_argument("dst", help="new artifact directory")
-    p.add_argument("--density", type=float, default=0.1, help="fraction k of entries kept (0 < k <= 1; default 0.1)")
-    p.add_argument("--alpha", type=float, default=1.0, help="scale factor α; kept entries become ±α·σ (default 1.0)")
-    p.add_argument("--codec", default="golomb", help="payload codec: golomb (default, smallest) or bitmask (2 bits/param)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(config_fields=add_config_arguments(p, CompressionConfig))
     p.add_argument("--base", default=None, metavar="BASE_DIR", help="base model directory: compress a full fine-tune residual")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -55,10 +43,10 @@ def build_parser() -> Parser:
     p.add_argument("src", help="artifact directory")
     p.add_argument("dst", help="new output directory")
     p.add_argument("--base", default=None, metavar="BASE_DIR", help="base model directory (full fine-tune artifacts)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_config_arguments(p, CompressionConfig, skip=("density", "alpha", "codec"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
 
-    p = sub.add_parser("inspect", help="show an artifact's metadata and figures (checksums verified)")
+    p = sub.add_parser("inspect", help="show an artifact's metadata and figures (checksums and structure verified)")
     p.add_argument("src", help="artifact directory or compeft.safetensors file")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -75,10 +63,8 @@ def build_parser() -> Parser:
 def run_compress(args: argparse.Namespace) -> int:
     from compeft.api import compress
 
-    result = compress(
-        args.src, args.dst, density=args.density, alpha=args.alpha, codec=args.codec,
-        device=args.device, base=args.base, overwrite=args.overwrite, progress=sys.stderr.isatty(),
-    )
+    config = config_from_args(CompressionConfig, args, args.config_fields)
+    result = compress(args.src, args.dst, config, base=args.base, overwrite=args.overwrite, progress=sys.stderr.isatty())
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 

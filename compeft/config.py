@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import typing
 from collections.abc import Mapping
@@ -36,13 +37,13 @@ def option(help: str, *, choices: tuple[str, ...] | None = None, key: bool = Tru
 
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool):
-        raise OptionError(f"{name} {value!r} is not a number")
+        raise OptionError(f"{name} {value!r} is not a number", name)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise OptionError(f"{name} {value!r} is not a number") from None
+        raise OptionError(f"{name} {value!r} is not a number", name) from None
     if not math.isfinite(number):
-        raise OptionError(f"{name} {value!r} must be a finite number")
+        raise OptionError(f"{name} {value!r} must be a finite number", name)
     return number
 
 
@@ -50,7 +51,7 @@ def check_density(value: Any, name: str = "density") -> float:
     """Density k: a finite number in (0, 1]."""
     k = _number(value, name)
     if not 0.0 < k <= 1.0:
-        raise OptionError(f"{name} {value!r} must be in (0, 1]")
+        raise OptionError(f"{name} {value!r} must be in (0, 1]", name)
     return k
 
 
@@ -58,7 +59,7 @@ def check_alpha(value: Any, name: str = "alpha") -> float:
     """α: a finite number > 0."""
     a = _number(value, name)
     if not a > 0:
-        raise OptionError(f"{name} {value!r} must be a finite number > 0")
+        raise OptionError(f"{name} {value!r} must be a finite number > 0", name)
     return a
 
 
@@ -110,7 +111,7 @@ class _Config:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise OptionError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
+            raise OptionError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}", unknown[0])
         return cls(**data)
 
     def replace(self, **changes: Any):
@@ -149,10 +150,10 @@ class CompressionConfig(_Config):
 
 def _grid(values: Any, name: str, check) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise OptionError(f"{name} must be a list of numbers, got {values!r}")
+        raise OptionError(f"{name} must be a list of numbers, got {values!r}", name)
     grid = tuple(sorted({check(v, name) for v in values}))
     if not grid:
-        raise OptionError(f"{name} needs at least one value")
+        raise OptionError(f"{name} needs at least one value", name)
     return grid
 
 
@@ -179,29 +180,32 @@ class CalibrationConfig(_Config):
     device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
 
     def __post_init__(self) -> None:
+        for name in ("task", "base"):
+            if isinstance(getattr(self, name), os.PathLike):
+                self._set(name, os.fspath(getattr(self, name)))
         if not isinstance(self.task, str) or not self.task.strip():
-            raise OptionError("--task is empty")
+            raise OptionError("task is empty", "task")
         if self.base is not None and (not isinstance(self.base, str) or not self.base):
-            raise OptionError(f"base {self.base!r} must be a directory or a model id")
+            raise OptionError(f"base {self.base!r} must be a directory or a model id", "base")
         self._set("densities", _grid(self.densities, "densities", check_density))
         self._set("alphas", _grid(self.alphas, "alphas", check_alpha))
         if not isinstance(self.metric, str) or not self.metric:
-            raise OptionError(f"metric {self.metric!r} must be a metric name")
+            raise OptionError(f"metric {self.metric!r} must be a metric name", "metric")
         if self.limit is not None:
             limit = _number(self.limit, "limit")
             if not limit > 0:
-                raise OptionError(f"limit {self.limit!r} must be > 0")
+                raise OptionError(f"limit {self.limit!r} must be > 0", "limit")
             self._set("limit", int(limit) if limit >= 1 else limit)
         tolerance = _number(self.tolerance, "tolerance")
         if tolerance < 0:
-            raise OptionError(f"tolerance {self.tolerance!r} must be a finite number >= 0")
+            raise OptionError(f"tolerance {self.tolerance!r} must be a finite number >= 0", "tolerance")
         self._set("tolerance", tolerance)
         if self.search not in SEARCH_MODES:
-            raise OptionError(f"search {self.search!r} is not one of {', '.join(SEARCH_MODES)}")
+            raise OptionError(f"search {self.search!r} is not one of {', '.join(SEARCH_MODES)}", "search")
         for name in ("seed", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or (name == "batch_size" and value < 1):
-                raise OptionError(f"{name} {value!r} must be an integer" + (" >= 1" if name == "batch_size" else ""))
+                raise OptionError(f"{name} {value!r} must be an integer" + (" >= 1" if name == "batch_size" else ""), name)
         self._set("codec", check_codec(self.codec))
         self._set("device", check_device(self.device))
 

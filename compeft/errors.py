@@ -20,7 +20,12 @@ class InputError(CompeftError):
 
 
 class OptionError(InputError, ValueError):
-    """An option has an invalid value (density outside (0, 1], unknown device, ...)."""
+    """An option has an invalid value (density outside (0, 1], unknown device, ...); ``field`` names the
+    configuration field when there is one (the CLI shows its flag instead)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AdapterFormatError(InputError):

@@ -14,13 +14,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from compeft.config import SEARCH_MODES
 from compeft.errors import CalibrationError, OptionError
-
-PAPER_DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5)
-PAPER_ALPHAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
-DEFAULT_DENSITIES = (0.05, 0.1, 0.2)
-SEARCH_MODES = ("refine", "grid")
-
 
 @dataclass(frozen=True)
 class GridPoint:
@@ -37,26 +32,6 @@ class GridPoint:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_floats(text: str, option: str, *, low: float, high: float, low_open: bool = True) -> tuple[float, ...]:
-    """A comma-separated list of numbers within bounds, sorted, without duplicates."""
-    values = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise OptionError(f"{option}: {part!r} is not a number") from None
-        if not math.isfinite(v) or v > high or v < low or (low_open and v == low):
-            bound = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
-            raise OptionError(f"{option}: {part} is outside {bound}")
-        values.append(v)
-    if not values:
-        raise OptionError(f"{option}: needs at least one value")
-    return tuple(sorted(set(values)))
 
 
 def preference(point: GridPoint) -> tuple:

@@ -20,6 +20,7 @@ import torch
 
 from compeft.calibrate import model as model_mod
 from compeft.calibrate.model import LoadedBase, LoadedModel
+from compeft.devices import resolve_device
 from compeft.errors import OptionError
 
 log = logging.getLogger("compeft.calibrate")
@@ -38,8 +39,6 @@ class BaseModelSession:
     """
 
     def __init__(self, base: str | Path, device: str | torch.device = "auto") -> None:
-        from compeft.devices import resolve_device
-
         self.base = str(base)
         self.ref = model_mod.resolve_base(self.base)  # a missing base directory fails here, before any load
         self.device = resolve_device(device)
@@ -92,12 +91,6 @@ class BaseModelSession:
             log.warning("%s left %s in the base model; loading the base again for the next adapter", src, what)
             self.close()
 
-    def calibrate(self, src: str | Path, dst: str | Path | None = None, *, task: str, **options: Any):
-        """``compeft.calibrate.calibrate`` of SRC against this session's base (same options and result)."""
-        from compeft.calibrate.sweep import calibrate
-
-        return calibrate(src, dst, base=self.base, task=task, session=self, **options)
-
     def close(self) -> None:
         """Drop the loaded base and return its memory to the device (a later adapter loads it again)."""
         if self._base is None:
@@ -111,8 +104,6 @@ class BaseModelSession:
 
 def check_session(session: BaseModelSession, base: str | Path, device: str) -> None:
     """The session must hold the base and device the call names (device "auto" means the session's)."""
-    from compeft.devices import resolve_device
-
     if model_mod.resolve_base(str(base)) != session.ref:
         raise OptionError(f"--base {base} is not the session's base model {session.ref}")
     if str(device).strip().lower() != "auto" and resolve_device(device) != session.device:

@@ -8,14 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compeft.calibrate.search import (
-    PAPER_ALPHAS,
-    GridPoint,
-    alpha_plan,
-    coarse_alphas,
-    parse_floats,
-    select,
-)
+from compeft.calibrate.search import GridPoint, alpha_plan, coarse_alphas, select
+from compeft.cliargs import UsageError
+from compeft.config import PAPER_ALPHAS
 from compeft.errors import CalibrationError, OptionError
 
 
@@ -50,11 +45,19 @@ def test_nan_scores_are_ignored_and_empty_is_an_error():
         select([pt(0.1, 1, 0.5, 1)], tolerance=-1)
 
 
-def test_parse_floats_checks_bounds():
-    assert parse_floats("0.2, 0.05,0.1,0.1", "--densities", low=0, high=1) == (0.05, 0.1, 0.2)
+def test_density_grid_is_checked_sorted_and_deduplicated():
+    from compeft.calibrate.cli import build_parser
+    from compeft.cliargs import config_from_args
+    from compeft.config import CalibrationConfig
+
+    def parsed(text):
+        args = build_parser().parse_args(["src", "dst", "--base", "b", "--task", "t", "--densities", text])
+        return config_from_args(CalibrationConfig, args, args.config_fields).densities
+
+    assert parsed("0.2, 0.05,0.1,0.1") == (0.05, 0.1, 0.2)
     for bad in ("0", "1.5", "x", "", "nan"):
-        with pytest.raises(OptionError):
-            parse_floats(bad, "--densities", low=0, high=1)
+        with pytest.raises((OptionError, UsageError), match="--densities"):
+            parsed(bad)
 
 
 def test_coarse_grid_keeps_both_ends():

@@ -82,7 +82,7 @@ def runs(catalog, tmp_path_factory):
         loads = count_loads(mp)
         for name in ADAPTERS:
             fixture = catalog.adapter(name)
-            session.calibrate(fixture.path, root / "shared" / name, task=str(fixture.task_yaml), **GRID)
+            calibrate(fixture.path, session=session, dst=root / "shared" / name, task=str(fixture.task_yaml), **GRID)
         session_loads = session.loads
     return root, loads, session_loads
 
@@ -112,7 +112,7 @@ def test_base_is_bit_identical_after_each_adapter(catalog):
         before = snapshot(session.loaded_base().model)
         for name in ADAPTERS:
             fixture = catalog.adapter(name)
-            session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1],
+            calibrate(fixture.path, session=session, dst=None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1],
                               alphas=[1, 4], search="grid")
             assert_pristine(session, before)
         assert session.loads == 1
@@ -123,13 +123,13 @@ def test_adapter_failing_mid_sweep_leaves_the_base_pristine(catalog):
     kw = {"task": "probe", "densities": [0.1], "alphas": [1, 4], "search": "grid"}
     with BaseModelSession(catalog.base_dir, "cpu") as session:
         before = snapshot(session.loaded_base().model)
-        clean = session.calibrate(fixture.path, None, evaluator=ProbeEvaluator(), **kw)
+        clean = calibrate(fixture.path, session=session, dst=None, evaluator=ProbeEvaluator(), **kw)
         failing = ProbeEvaluator(fail_at=3)  # reference and α = 1 ran (adapter weights rewritten), then it fails
         with pytest.raises(CalibrationError, match="on purpose"):
-            session.calibrate(fixture.path, None, evaluator=failing, **kw)
+            calibrate(fixture.path, session=session, dst=None, evaluator=failing, **kw)
         assert failing.calls == 3
         assert_pristine(session, before)
-        again = session.calibrate(fixture.path, None, evaluator=ProbeEvaluator(), **kw)
+        again = calibrate(fixture.path, session=session, dst=None, evaluator=ProbeEvaluator(), **kw)
         assert [p.score for p in again.points] == [p.score for p in clean.points]
         assert again.reference.value == clean.reference.value and session.loads == 1
 
@@ -146,7 +146,7 @@ def test_adapter_failing_to_attach_leaves_the_base_pristine(catalog, tmp_path):
     with BaseModelSession(catalog.base_dir, "cpu") as session:
         before = snapshot(session.loaded_base().model)
         with pytest.raises(CalibrationError, match="could not attach the adapter"):
-            session.calibrate(broken, None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1], alphas=[1])
+            calibrate(broken, session=session, dst=None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1], alphas=[1])
         assert_pristine(session, before)
         assert session.loads == 1
 
@@ -156,9 +156,9 @@ def test_a_base_written_by_an_adapter_is_loaded_again(catalog):
     kw = {"task": "probe", "densities": [0.1], "alphas": [1], "search": "grid"}
     with BaseModelSession(catalog.base_dir, "cpu") as session:
         before = snapshot(session.loaded_base().model)
-        session.calibrate(fixture.path, None, evaluator=ProbeEvaluator(write_base=True), **kw)
+        calibrate(fixture.path, session=session, dst=None, evaluator=ProbeEvaluator(write_base=True), **kw)
         assert not session.loaded  # the spoiled base was dropped
-        session.calibrate(fixture.path, None, evaluator=ProbeEvaluator(), **kw)
+        calibrate(fixture.path, session=session, dst=None, evaluator=ProbeEvaluator(), **kw)
         assert session.loads == 2
         assert_pristine(session, before)
 
@@ -167,7 +167,7 @@ def test_full_fine_tune_bypasses_the_session_base(catalog, monkeypatch):
     fixture = catalog.adapter("full-color")
     loads = count_loads(monkeypatch)
     with BaseModelSession(catalog.base_dir, "cpu") as session:
-        result = session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1],
+        result = calibrate(fixture.path, session=session, dst=None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1],
                                    alphas=[1, 4], search="grid")
         assert not session.loaded and session.loads == 0
     assert loads == [str(fixture.path)] and result.artifact is None and len(result.points) == 2
@@ -183,7 +183,7 @@ def test_session_must_hold_the_named_base_and_device(catalog, tmp_path, monkeypa
             calibrate(fixture.path, None, base=other, task="probe", evaluator=ProbeEvaluator(), session=session)
         if torch.cuda.is_available():
             with pytest.raises(OptionError, match="session's device"):
-                session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), device="cuda")
+                calibrate(fixture.path, session=session, dst=None, task="probe", evaluator=ProbeEvaluator(), device="cuda")
     assert loads == []
 
 
@@ -194,7 +194,7 @@ def test_close_frees_the_base_model(catalog):
     fixture = catalog.adapter("lora-plus")
     session = BaseModelSession(catalog.base_dir, "cpu")
     ref = weakref.ref(session.loaded_base().model)
-    session.calibrate(fixture.path, None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1], alphas=[1])
+    calibrate(fixture.path, session=session, dst=None, task="probe", evaluator=ProbeEvaluator(), densities=[0.1], alphas=[1])
     session.close()
     gc.collect()
     assert ref() is None and not session.loaded
