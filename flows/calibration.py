@@ -1,14 +1,13 @@
-"""The calibration call of the GPU flow: ``compeft.calibrate.calibrate`` writes the artifact at the
-chosen (k, α) plus calibration.json/.png; this returns its figures and the registry's calibration record.
-``BaseSessions`` keeps one loaded base model for a batch, so its adapters do not load it again each.
-"""
+"""What the GPU flow needs to calibrate a batch: ``BaseSessions`` keeps one loaded base model for the batch (so
+its adapters do not load it again each), and ``resolve_base`` finds the base an adapter names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from flows.params import CompressionOptions
+from storage.catalog import source_kind
+from storage.values import AdapterRef
 
 
 class BaseSessions:
@@ -34,22 +33,12 @@ class BaseSessions:
             self.current = None
 
 
-def calibrate(adapter_dir: str, out_dir: str, *, base: str, task: str, options: CompressionOptions,
-              session: Any = None) -> dict[str, Any]:
-    """Calibrate one adapter (on the session's loaded base, if given); returns CompressResult fields +
-    ``calibration`` (registry record) + ``plot``."""
-    from compeft.calibrate import calibrate as sweep
-
-    result = sweep(adapter_dir, out_dir, base=base, task=task, densities=options.densities, alphas=options.alphas,
-                   metric=options.metric, limit=options.limit, tolerance=options.tolerance, device=options.device,
-                   search=options.search, codec=options.codec, session=session)
-    record = {
-        "task": result.task, "metric": result.metric,
-        "scores": [{"density": p.density, "alpha": p.alpha, "score": p.score, "stderr": p.stderr, "bytes": p.bytes}
-                   for p in result.points],
-        "chosen_density": result.chosen.density, "chosen_alpha": result.chosen.alpha,
-        "chosen_score": result.chosen.score, "original_score": result.reference.value,
-        "runtime_s": result.timings.total if result.timings else None,
-    }
-    plot = Path(out_dir) / "calibration.png"
-    return {**(result.artifact or {}), "calibration": record, "plot": str(plot) if plot.is_file() else None}
+def resolve_base(ref: AdapterRef, base: str | None) -> str | None:
+    """The base model to calibrate an adapter against: the option, else its config (a relative path resolved
+    against a local adapter directory), else None."""
+    base = base or ref.base_model
+    if not base:
+        return None
+    if source_kind(ref.uri) == "local" and base.startswith((".", "/")):
+        return str((Path(ref.uri) / base).resolve()) if not base.startswith("/") else base
+    return base

@@ -13,29 +13,17 @@ import os
 import sys
 from typing import Any
 
-from compeft.errors import CompeftError, InputError, OptionError
+from compeft.cliargs import Parser, UsageError, add_config_arguments, config_from_args
+from compeft.config import CalibrationConfig, CompressionConfig
+from compeft.errors import CompeftError, OptionError
+from storage.config import ServiceConfig
 
 DATABASE_URL_ENV = "COMPEFT_DATABASE_URL"
-
-
-class UsageError(InputError):
-    """Bad command-line usage (exit code 2)."""
+CALIBRATION_SKIP = ("task", "codec", "device", "seed", "batch_size")
 
 
 class CatalogFailures(CompeftError):
     """Some adapters of the catalog failed (each with its reason in the table)."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def build_parser() -> Parser:
@@ -43,27 +31,14 @@ def build_parser() -> Parser:
                "or hf:// query), register, store and publish the artifacts, and print the registry table.")
     p.add_argument("source", help="local directory tree, s3://BUCKET/PREFIX, hf://AUTHOR, hf://AUTHOR/REPO[@REV] "
                    "or hf://?search=...&author=...&filter=...&base_model=...&limit=N")
-    p.add_argument("--density", type=float, default=0.1, help="fraction k of entries kept (default 0.1)")
-    p.add_argument("--alpha", type=float, default=None, help="scale α when not calibrating (default 1.0)")
-    p.add_argument("--codec", default="golomb", help="golomb (default) or bitmask")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    compression = add_config_arguments(p, CompressionConfig, defaults={"alpha": None})
     p.add_argument("--task", action="append", default=[], metavar="[ADAPTER=]TASK",
                    help="calibrate α on this lm-eval task (name or YAML path); ADAPTER=TASK for one adapter "
                         "(repeatable)")
-    p.add_argument("--base", default=None, help="base model directory or Hub id for calibration "
-                   "(default: each adapter's own base_model_name_or_path)")
-    p.add_argument("--densities", type=_floats, default=None, help="calibration densities, e.g. 0.05,0.1,0.2")
-    p.add_argument("--alphas", type=_floats, default=None, help="calibration α grid, e.g. 0.5,1,2,4,8")
-    p.add_argument("--metric", default="acc", help="metric to maximise (default acc)")
-    p.add_argument("--limit", type=int, default=None, help="validation examples per evaluation")
-    p.add_argument("--tolerance", type=float, default=0.0, help="smallest artifact within T of the best score")
-    p.add_argument("--search", choices=("refine", "grid"), default="refine", help="calibration search")
-    p.add_argument("--publish-to", default=None, metavar="DEST", help="also publish to hf://ORG, s3://BUCKET/PREFIX or a path")
-    p.add_argument("--store", default=None, metavar="URI", help="artifact store (default COMPEFT_STORE or COMPEFT_HOME/artifacts)")
+    calibration = add_config_arguments(p, CalibrationConfig, skip=CALIBRATION_SKIP)
+    service = add_config_arguments(p, ServiceConfig, skip=("database_url",))
     p.add_argument("--database-url", default=None, metavar="URL", help="registry database (default COMPEFT_DATABASE_URL "
                    "or SQLite in COMPEFT_HOME)")
-    p.add_argument("--s3-endpoint", default=None, metavar="URL", help="S3 endpoint (default AWS_ENDPOINT_URL)")
-    p.add_argument("--hf-endpoint", default=None, metavar="URL", help="Hub endpoint (default HF_ENDPOINT)")
     p.add_argument("--force", action="store_true", help="compress again even when the registry has the artifact")
     p.add_argument("--batch-size", type=int, default=8, help="adapters per batch sharing one base model load")
     p.add_argument("--dispatch", choices=("inline", "deployment"), default="inline",
@@ -71,6 +46,7 @@ def build_parser() -> Parser:
                         "gpu work pool of the server in PREFECT_API_URL")
     p.add_argument("--json", action="store_true", help="print the run's outcomes as JSON")
     p.add_argument("--verbose", action="store_true", help="also log every task run")
+    p.set_defaults(compression_fields=compression, calibration_fields=calibration, service_fields=service)
     return p
 
 
@@ -78,7 +54,7 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters from the arguments, validated before Prefect starts (one-line errors)."""
     from pydantic import ValidationError
 
-    from flows.params import CompressionOptions, ServiceConfig
+    from flows.params import CompressionOptions, ServiceParameters
     from storage.addresses import parse_address
 
     tasks: dict[str, str] = {}
@@ -98,25 +74,16 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
         parse_address(args.publish_to, s3_endpoint=args.s3_endpoint, hf_endpoint=args.hf_endpoint)
     if args.batch_size < 1:
         raise OptionError(f"--batch-size {args.batch_size} must be >= 1")
-    values: dict[str, Any] = {
-        "density": args.density, "alpha": 1.0 if args.alpha is None else args.alpha, "codec": args.codec,
-        "device": args.device, "task": task, "tasks": tasks, "base": args.base, "metric": args.metric,
-        "limit": args.limit, "tolerance": args.tolerance, "search": args.search,
-    }
-    if args.densities is not None:
-        values["densities"] = args.densities
-    if args.alphas is not None:
-        values["alphas"] = args.alphas
+    compression = config_from_args(CompressionConfig, args, args.compression_fields)
+    values = {n: getattr(args, n) for n in args.calibration_fields if getattr(args, n) is not None}
+    if task is not None or tasks:
+        config_from_args(CalibrationConfig, args, args.calibration_fields, task=task or next(iter(tasks.values())))
     try:
-        options = CompressionOptions(**values)
+        options = CompressionOptions(**compression.to_json(), task=task, tasks=tasks, **values)
     except ValidationError as err:
         first = err.errors()[0]
         raise OptionError(f"--{'-'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
-    from compeft.codecs import get_codec
-
-    get_codec(options.codec)
-    service = ServiceConfig(store=args.store, publish_to=args.publish_to, s3_endpoint=args.s3_endpoint,
-                            hf_endpoint=args.hf_endpoint)  # --database-url travels in the environment (passwords)
+    service = ServiceParameters(**{n: getattr(args, n) for n in args.service_fields})  # --database-url: environment
     return {"source": args.source, "options": options, "service": service, "force": args.force,
             "batch_size": args.batch_size, "dispatch": args.dispatch}
 

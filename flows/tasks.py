@@ -1,143 +1,123 @@
-"""Prefect tasks: each one call into ``compeft``/``storage`` (via :mod:`flows.library`).
-
-Tasks exchange references only (URIs, paths, ids, small dicts). Network-facing tasks retry, and only
-on :class:`storage.errors.TransientError` (network, 429/5xx): bad input fails at once.
-"""
+"""Prefect tasks: each one call into ``compeft`` or ``storage``, exchanging typed values (references, rows,
+results), never tensors or ad-hoc dicts. None retries: storage's RetryPolicy owns the retries of every network
+call (Hub and S3), so a task that fails has already been retried as far as it is worth."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows import library
-from flows.params import AdapterItem, CompressionOptions, ServiceConfig
-from storage.errors import TransientError
+from compeft.artifact import ArtifactInfo
+from compeft.config import CalibrationConfig, CompressionConfig
+from storage import catalog
+from storage.catalog import ExistingWork
+from storage.config import ServiceConfig
+from storage.registry import AdapterRow, ArtifactRow, CalibrationRow, PublicationRow
+from storage.values import AdapterRef, Publication, Skipped, StoredArtifact
 
-TRANSIENT_RETRIES = 3
-RETRY_DELAYS = [2, 10, 30]
-
-
-def only_transient(task_obj: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: retry a failed task only when it failed with a TransientError."""
-    return isinstance(getattr(state, "data", None), TransientError)
+step = task(cache_policy=NO_CACHE)
 
 
-def _network(fn):
-    return task(fn, retries=TRANSIENT_RETRIES, retry_delay_seconds=RETRY_DELAYS,
-                retry_condition_fn=only_transient, cache_policy=NO_CACHE)
-
-
-def _local(fn):
-    return task(fn, cache_policy=NO_CACHE)
-
-
-@_network
-def crawl_source(source: str, config: ServiceConfig) -> tuple[list[AdapterItem], list[dict[str, str]]]:
+@step
+def crawl_source(source: str, service: ServiceConfig) -> tuple[list[AdapterRef], list[Skipped]]:
     """List the adapters under a source (no weights downloaded) and the skipped candidates."""
-    return library.crawl(source, config)
+    found: list[AdapterRef] = []
+    skipped: list[Skipped] = []
+    for entry in service.source(source).iter_adapters():
+        (skipped if isinstance(entry, Skipped) else found).append(entry)
+    return found, skipped
 
 
-@_network
-def fetch_adapter(item: AdapterItem, dest: str, config: ServiceConfig) -> str:
+@step
+def known_work(service: ServiceConfig, ref: AdapterRef, key: str) -> ExistingWork | None:
+    """The work registered for this adapter and options, when its content is known without a download."""
+    registry = service.registry()
+    content = catalog.known_content(registry, ref)
+    return catalog.existing_work(registry, content, key) if content else None
+
+
+@step
+def fetch_adapter(ref: AdapterRef, dest: Path, service: ServiceConfig) -> Path:
     """Download one adapter's files into a local work directory."""
-    return str(library.fetch(item, Path(dest), config))
+    return service.source(ref.source_uri).fetch(ref, dest)
 
 
-@_local
-def register_adapter(database_url: str | None, adapter_dir: str, item: AdapterItem) -> dict[str, Any]:
+@step
+def register_adapter(service: ServiceConfig, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
     """Record the fetched adapter in the registry (idempotent)."""
-    return library.register_adapter(database_url, Path(adapter_dir), item)
+    return catalog.register_adapter(service.registry(), adapter_dir, ref)
 
 
-@_local
-def find_existing(database_url: str | None, content_sha256: str, options_hash: str) -> dict[str, Any] | None:
-    """The artifact already made from this content with these options, if any."""
-    return library.existing_state(database_url, content_sha256, options_hash)
+@step
+def find_existing(service: ServiceConfig, content_sha256: str, key: str) -> ExistingWork | None:
+    """The work already registered for this content and options."""
+    return catalog.existing_work(service.registry(), content_sha256, key)
 
 
-@_local
-def known_content(database_url: str | None, item: AdapterItem) -> str | None:
-    """The adapter's content hash if the listing or the registry already knows it (no download)."""
-    return library.known_content(database_url, item)
-
-
-@_local
-def compress_adapter_dir(adapter_dir: str, out_dir: str, options: CompressionOptions) -> dict[str, Any]:
-    """Compress one adapter at the fixed (density, α) into an artifact directory."""
+@step
+def compress_adapter(adapter_dir: Path, out_dir: Path, config: CompressionConfig) -> ArtifactInfo:
+    """Compress one adapter at a fixed (k, α) into an artifact directory."""
     from compeft.api import compress
 
-    return compress(adapter_dir, out_dir, density=options.density, alpha=options.alpha,
-                    codec=options.codec, device=options.device).to_dict()
+    return compress(adapter_dir, out_dir, config)
 
 
-@_local
-def calibrate_adapter_dir(adapter_dir: str, out_dir: str, base: str, task_name: str,
-                          options: CompressionOptions, session: Any = None) -> dict[str, Any]:
-    """Choose α (and k) on a validation task and write the artifact at the chosen point (on the
-    batch's already-loaded base when ``session``, a ``compeft.calibrate.BaseModelSession``, is given)."""
-    from flows.calibration import calibrate
+@step
+def calibrate_adapter(adapter_dir: Path, out_dir: Path, config: CalibrationConfig, session=None):
+    """Choose (k, α) on a validation task and write the artifact at the chosen point (on the batch's loaded
+    base when ``session``, a ``compeft.calibrate.BaseModelSession``, is given); a CalibrationResult."""
+    from compeft.calibrate import calibrate
 
-    return calibrate(adapter_dir, out_dir, base=base, task=task_name, options=options, session=session)
+    return calibrate(adapter_dir, out_dir, config, session=session)
 
 
-@_network
-def store_artifact(out_dir: str, store_uri: str | None, s3_endpoint: str | None) -> dict[str, Any]:
+@step
+def store_artifact(out_dir: Path, service: ServiceConfig) -> StoredArtifact:
     """Put the artifact directory into the content-addressed store."""
-    stored = library.store(store_uri, s3_endpoint).put(Path(out_dir))
-    return {"uri": stored.uri, "sha256": stored.sha256, "bytes": stored.bytes, "created": stored.created}
+    return service.artifact_store().put(out_dir)
 
 
-@_local
-def register_artifact(database_url: str | None, adapter_id: int, record: dict[str, Any]) -> dict[str, Any]:
+@step
+def register_artifact(service: ServiceConfig, adapter: AdapterRow, info: ArtifactInfo, stored: StoredArtifact,
+                      config: CompressionConfig | CalibrationConfig) -> ArtifactRow:
     """Record the artifact; an existing (content, options) row is returned instead of duplicated."""
-    from storage.registry import ArtifactRecord
-
-    row, created = library.registry(database_url).get_or_create_artifact(adapter_id, ArtifactRecord(**record))
-    return {"artifact": row.to_dict(), "created": created}
+    return catalog.register_artifact(service.registry(), adapter, info, stored, config.key_fields(), config.key())
 
 
-@_local
-def register_calibration(database_url: str | None, artifact_id: int, record: dict[str, Any]) -> int:
+@step
+def register_calibration(service: ServiceConfig, artifact: ArtifactRow, result) -> CalibrationRow:
     """Record one calibration sweep of an artifact."""
-    from storage.registry import CalibrationRecord
-
-    record = dict(record, scores=tuple(record["scores"]))
-    return library.registry(database_url).add_calibration(artifact_id, CalibrationRecord(**record)).id
+    return catalog.register_calibration(service.registry(), artifact, result)
 
 
-@_network
-def fetch_stored_artifact(store_uri: str | None, s3_endpoint: str | None, sha256: str, dest: str) -> str:
+@step
+def fetch_stored_artifact(service: ServiceConfig, sha256: str, dest: Path) -> Path:
     """Copy a stored artifact out of the store (hash-verified), to publish it."""
-    return str(library.fetch_stored(store_uri, s3_endpoint, sha256, Path(dest)))
+    return service.artifact_store().get(sha256, dest)
 
 
-@_network
-def publish_artifact(artifact_dir: str, destination: str, item: AdapterItem, options: dict[str, Any],
-                     sha256: str, config: ServiceConfig) -> dict[str, Any]:
-    """Publish the artifact to the destination (no new commit/object when it is already there)."""
-    pub = library.publish(Path(artifact_dir), destination, library.provenance(item, options, sha256), config)
-    return {"destination": pub.destination, "uri": pub.uri, "revision": pub.revision, "created": pub.created}
+@step
+def publish_artifact(artifact_dir: Path, service: ServiceConfig, ref: AdapterRef,
+                     config: CompressionConfig | CalibrationConfig, sha256: str) -> Publication:
+    """Publish the artifact to the service's destination (no new commit/object when it is already there)."""
+    return service.publisher().publish(artifact_dir, catalog.provenance(ref, config.key_fields(), sha256))
 
 
-@_local
-def register_publication(database_url: str | None, artifact_id: int, publication: dict[str, Any]) -> int:
-    """Record where the artifact was published (idempotent per destination and revision)."""
-    row, _ = library.registry(database_url).get_or_create_publication(
-        artifact_id, publication["destination"], publication["uri"], publication["revision"])
-    return row.id
+@step
+def register_publication(service: ServiceConfig, artifact: ArtifactRow, publication: Publication) -> PublicationRow:
+    """Record where the artifact was published."""
+    return catalog.register_publication(service.registry(), artifact, publication)
 
 
-@_local
-def start_run(database_url: str | None, flow_run_id: str, parameters: dict[str, Any]) -> None:
+@step
+def start_run(service: ServiceConfig, flow_run_id: str, parameters: dict) -> None:
     """Record this flow run in the registry's runs table."""
-    library.registry(database_url).start_run(flow_run_id, parameters)
+    service.registry().start_run(flow_run_id, parameters)
 
 
-@_local
-def finish_run(database_url: str | None, flow_run_id: str, status: str, counts: dict[str, int],
-               errors: list[dict[str, Any]]) -> None:
+@step
+def finish_run(service: ServiceConfig, flow_run_id: str, outcomes: list[catalog.AdapterOutcome]) -> None:
     """Record the run's final status, counts and per-adapter failures."""
-    library.registry(database_url).finish_run(flow_run_id, status, counts, errors)
+    service.registry().finish_run(flow_run_id, "completed", catalog.counts(outcomes), catalog.failures(outcomes))

@@ -16,7 +16,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.params import AdapterOutcome
+from storage.catalog import AdapterOutcome
+from storage.registry import CalibrationRow
 
 TABLE_KEY = "compeft-outcomes"
 MAX_INLINE_PNG = 400_000
@@ -29,34 +30,29 @@ def _num(value: float | None, fmt: str) -> str:
 def table_row(o: AdapterOutcome) -> dict[str, Any]:
     """One table line: adapter, status, bytes before → after, ratio, bits/param, density, α, validation
     scores (original vs compressed), link and reason, plus the raw outcome fields read back by a parent."""
-    size = (f"{o.bytes_source:,} → {o.bytes_artifact:,}" if o.bytes_source is not None and o.bytes_artifact is not None
-            else "")
+    fields = o.fields()
+    size = (f"{fields['bytes_source']:,} → {fields['bytes_artifact']:,}"
+            if fields["bytes_source"] is not None and fields["bytes_artifact"] is not None else "")
     row: dict[str, Any] = {"adapter": o.name, "status": o.status, "bytes": size}
-    row.update(o.model_dump(exclude={"name", "status"}))
+    row.update({k: v for k, v in fields.items() if k not in ("name", "status")})
     for key, digits in (("ratio", 2), ("bits_per_param", 4), ("score_original", 4), ("score_compressed", 4)):
         if row[key] is not None:
             row[key] = round(row[key], digits)
-    row["link"] = o.published_uri or o.storage_uri or ""
+    row["link"] = o.link or ""
     return row
-
-
-def outcome_from_row(row: dict[str, Any]) -> AdapterOutcome:
-    """Inverse of :func:`table_row`."""
-    data = {k: v for k, v in row.items() if k in AdapterOutcome.model_fields}
-    return AdapterOutcome.model_validate(dict(data, name=row["adapter"], status=row["status"]))
 
 
 def outcome_table(outcomes: Sequence[AdapterOutcome], description: str) -> UUID:
     """Create the run's table artifact (the same rows are read back by a parent run)."""
-    rows = [table_row(o) for o in outcomes]
-    return create_table_artifact(table=rows, key=TABLE_KEY, description=description)
+    return create_table_artifact(table=[table_row(o) for o in outcomes], key=TABLE_KEY, description=description)
 
 
 def outcomes_from_table(data: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Rows of a table artifact as written by :func:`outcome_table`."""
+    """The outcome fields (``AdapterOutcome.fields()``) of a table artifact written by :func:`outcome_table`."""
     if data is None:
         return []
-    return json.loads(data) if isinstance(data, str) else list(data)
+    rows = json.loads(data) if isinstance(data, str) else list(data)
+    return [{**row, "name": row["adapter"]} for row in rows]
 
 
 def progress(description: str) -> UUID:
@@ -68,17 +64,17 @@ def set_progress(artifact_id: UUID, done: int, total: int) -> None:
     update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / max(total, 1))
 
 
-def calibration_markdown(name: str, calibration: dict[str, Any], plot: str | None) -> UUID:
+def calibration_markdown(name: str, calibration: CalibrationRow, plot: Path | None) -> UUID:
     """Markdown artifact of one adapter's sweep: the plot (inline PNG) and the score per (k, α)."""
-    summary = (f"task `{calibration['task']}`, metric `{calibration['metric']}`; original adapter "
-               f"{_num(calibration.get('original_score'), '.4f')}; chosen k={calibration['chosen_density']:g}, "
-               f"α={calibration['chosen_alpha']:g} → {_num(calibration.get('chosen_score'), '.4f')}")
+    summary = (f"task `{calibration.task}`, metric `{calibration.metric}`; original adapter "
+               f"{_num(calibration.original_score, '.4f')}; chosen k={calibration.chosen_density:g}, "
+               f"α={calibration.chosen_alpha:g} → {_num(calibration.chosen_score, '.4f')}")
     lines = [f"# Calibration of {name}", "", summary, ""]
-    if plot and Path(plot).is_file() and Path(plot).stat().st_size <= MAX_INLINE_PNG:
-        data = base64.b64encode(Path(plot).read_bytes()).decode()
+    if plot is not None and plot.stat().st_size <= MAX_INLINE_PNG:
+        data = base64.b64encode(plot.read_bytes()).decode()
         lines += [f"![score vs α](data:image/png;base64,{data})", ""]
     lines += ["| density k | α | score |", "|---:|---:|---:|"]
-    for point in calibration["scores"]:
+    for point in calibration.scores:
         lines.append(f"| {point['density']:g} | {point['alpha']:g} | {_num(point.get('score'), '.4f')} |")
     key = "compeft-calibration-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
     return create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"calibration of {name}")

@@ -1,8 +1,11 @@
-"""boto3 S3 clients built from an address's endpoint; credentials come only from the environment."""
+"""boto3 S3 clients built from an address's endpoint (credentials come only from the environment), and the
+one way storage calls them: botocore errors translated, transient ones retried by storage's RetryPolicy
+(the clients themselves do not retry, so every call has one retry owner)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -12,12 +15,13 @@ from botocore.exceptions import (
 )
 
 from storage.errors import SourceError, TransientError
+from storage.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
 _TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling", "503", "500"}
 
 
-def make_s3_client(endpoint_url: str | None = None, *, max_attempts: int = 5) -> Any:
-    """A boto3 S3 client; boto3 itself retries throttling/5xx (standard mode) up to ``max_attempts``."""
+def make_s3_client(endpoint_url: str | None = None, *, max_attempts: int = 1) -> Any:
+    """A boto3 S3 client; by default botocore makes one attempt per call (``call`` retries)."""
     import boto3
     from botocore.config import Config
 
@@ -44,3 +48,17 @@ def translate(err: Exception, what: str) -> Exception:
     if isinstance(err, (EndpointConnectionError, BotoCoreError)):
         return TransientError(f"{what}: {type(err).__name__}: {err}")
     return err
+
+
+T = TypeVar("T")
+
+
+def call(what: str, fn: Callable[[], T], policy: RetryPolicy = DEFAULT_POLICY) -> T:
+    """``fn()`` (one or more S3 calls), botocore errors translated, transient ones retried under ``policy``."""
+    def attempt() -> T:
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as err:
+            raise translate(err, what) from err
+
+    return call_with_retry(attempt, what, policy)

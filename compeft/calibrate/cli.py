@@ -42,7 +42,7 @@ def calibrate_main(argv: list[str]) -> int:
     c, ref = result.chosen, result.reference
     summary = {
         "dst": result.dst, "density": c.density, "alpha": c.alpha, result.metric: c.score,
-        "original": ref.value, "bytes": (result.artifact or {}).get("bytes_artifact", c.bytes),
+        "original": ref.value, "bytes": result.artifact.bytes_artifact if result.artifact else c.bytes,
         "points": len(result.points), "seconds": round(result.timings.total, 2) if result.timings else None,
     }
     print(json.dumps(summary), file=sys.stdout)

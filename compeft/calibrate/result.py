@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from compeft.artifact import ArtifactInfo
 from compeft.calibrate.evaluator import Score
 from compeft.calibrate.search import GridPoint
 
@@ -48,7 +49,7 @@ class CalibrationResult:
     reference: Score
     points: tuple[GridPoint, ...]
     chosen: GridPoint
-    artifact: dict | None = field(default=None)  # CompressResult.to_dict() of the written artifact
+    artifact: ArtifactInfo | None = field(default=None)  # the artifact written at the chosen point
     timings: Timings | None = field(default=None)
 
     def to_dict(self) -> dict:

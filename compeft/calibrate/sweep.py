@@ -101,9 +101,8 @@ def calibrate(src: str | Path, dst: str | Path | None = None, config: Calibratio
 
     artifact = None
     if dst is not None:
-        res = compeft.compress(src, dst, CompressionConfig(chosen.density, chosen.alpha, config.codec, str(dev)),
-                               base=base_dir, overwrite=overwrite)
-        artifact = res.to_dict()
+        artifact = compeft.compress(src, dst, CompressionConfig(chosen.density, chosen.alpha, config.codec, str(dev)),
+                                    base=base_dir, overwrite=overwrite)
     result = CalibrationResult(
         src=str(src), base=base, dst=str(dst) if dst is not None else None, task=task_label, metric=evaluator.metric,
         split=split, limit=config.limit, search=config.search, seed=config.seed, device=str(dev),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from storage.addresses import S3Address
-from storage.errors import PublishError
+from storage.errors import PublishError, SourceError, TransientError
 from storage.publishers.naming import render_name
-from storage.s3client import error_code, make_s3_client, translate
+from storage.retry import DEFAULT_POLICY, RetryPolicy
+from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import CONTAINER, build_manifest
 from storage.values import Provenance, Publication
 
@@ -17,8 +18,8 @@ from storage.values import Provenance, Publication
 class S3Publisher:
     """Writes the artifact files with provenance metadata (no credentials) to PREFIX/<name>/."""
 
-    def __init__(self, address: S3Address, name_template: str, client=None) -> None:
-        self.address = address
+    def __init__(self, address: S3Address, name_template: str, client=None, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.address, self.policy = address, policy
         self.destination = str(address)
         self.name_template = name_template
         self.client = client if client is not None else make_s3_client(address.endpoint_url)
@@ -45,7 +46,8 @@ class S3Publisher:
             "source-revision": provenance.source_revision or "",
             "compeft-version": provenance.package_version,
         }
-        try:
+
+        def run() -> Publication:  # idempotent: files already there are skipped, so a retry resumes
             current = {n: self._current_sha(self._key(name, n)) for n in manifest.files}
             if all(current[n] == digest for n, (_, digest) in manifest.files.items()):
                 return Publication(self.destination, uri, manifest.sha256, created=False)
@@ -58,6 +60,9 @@ class S3Publisher:
                         Bucket=self.address.bucket, Key=self._key(name, file_name), Body=handle,
                         Metadata=dict(metadata, sha256=manifest.files[file_name][1]),
                     )
-        except (ClientError, BotoCoreError) as err:
-            raise PublishError(f"publishing {artifact_dir} to {uri} failed: {translate(err, 'upload')}") from err
-        return Publication(self.destination, uri, manifest.sha256, created=True)
+            return Publication(self.destination, uri, manifest.sha256, created=True)
+
+        try:
+            return call(f"upload to {uri}", run, self.policy)
+        except (SourceError, TransientError) as err:
+            raise PublishError(f"publishing {artifact_dir} to {uri} failed: {err}") from err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from storage.adapter_facts import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from storage.errors import HashMismatchError, SourceError
-from storage.hashing import sha256_file
+from compeft.hashing import sha256_file
 from storage.validation import MAX_CONFIG_BYTES, PICKLE_SUFFIXES, check_size
 from storage.values import AdapterRef, RemoteFile
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from storage.adapter_facts import (
     ADAPTER_CONFIG,
@@ -21,9 +21,9 @@ from storage.adapter_facts import (
 )
 from storage.addresses import S3Address
 from storage.errors import HashMismatchError, SourceError, ValidationError
-from storage.hashing import canonical_json
-from storage.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
-from storage.s3client import error_code, make_s3_client, translate
+from compeft.config import canonical_json
+from storage.retry import DEFAULT_POLICY, RetryPolicy
+from storage.s3client import call, error_code, make_s3_client
 from storage.sources.common import check_sizes, classify, fetch_into
 from storage.validation import MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES, validate_key
 from storage.values import AdapterRef, RemoteFile, Skipped
@@ -43,13 +43,7 @@ class S3Source:
         self.policy = policy
 
     def _call(self, what: str, fn):
-        def attempt():
-            try:
-                return fn()
-            except (ClientError, BotoCoreError) as err:
-                raise translate(err, what) from err
-
-        return call_with_retry(attempt, what, self.policy)
+        return call(what, fn, self.policy)
 
     def _list(self) -> dict[str, dict[str, dict]]:
         """Group listed objects by parent prefix: {dir: {file name: object}}."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import HashMismatchError, StoreError, ValidationError
-from storage.hashing import sha256_file
+from compeft.hashing import sha256_file
 from storage.validation import validate_file_name
 
 CONTAINER = "compeft.safetensors"

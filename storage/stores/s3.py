@@ -10,8 +10,9 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.addresses import S3Address
-from storage.errors import ArtifactNotFoundError, StoreError
-from storage.s3client import error_code, make_s3_client, translate
+from storage.errors import ArtifactNotFoundError, SourceError, StoreError, TransientError
+from storage.retry import DEFAULT_POLICY, RetryPolicy
+from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import (
     MANIFEST,
     Manifest,
@@ -25,8 +26,8 @@ from storage.values import StoredArtifact
 class S3Store:
     """Content-addressed store under s3://BUCKET/PREFIX; credentials come from the environment."""
 
-    def __init__(self, address: S3Address, client=None) -> None:
-        self.address = address
+    def __init__(self, address: S3Address, client=None, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.address, self.policy = address, policy
         self.bucket = address.bucket
         self.prefix = address.prefix
         self.client = client if client is not None else make_s3_client(address.endpoint_url)
@@ -38,17 +39,26 @@ class S3Store:
     def uri_for(self, sha256: str) -> str:
         return f"s3://{self.bucket}/{self._key(check_sha(sha256))}"
 
+    def _call(self, what: str, fn):
+        """``fn()`` retried under the store's policy; what still fails is a StoreError."""
+        try:
+            return call(what, fn, self.policy)
+        except (SourceError, TransientError) as err:
+            raise StoreError(f"{what} failed: {err}") from err
+
     def _read_manifest(self, sha256: str) -> Manifest | None:
         key = self._key(sha256, MANIFEST)
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as err:
-            if error_code(err) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise StoreError(f"s3://{self.bucket}/{key}: {translate(err, 'read manifest')}") from err
-        except BotoCoreError as err:
-            raise translate(err, f"s3://{self.bucket}/{key}") from err
-        return Manifest.from_bytes(body, f"s3://{self.bucket}/{key}")
+
+        def read() -> bytes | None:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as err:
+                if error_code(err) in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+
+        body = self._call(f"reading s3://{self.bucket}/{key}", read)
+        return None if body is None else Manifest.from_bytes(body, f"s3://{self.bucket}/{key}")
 
     def exists(self, sha256: str) -> bool:
         return self._read_manifest(check_sha(sha256)) is not None
@@ -61,8 +71,9 @@ class S3Store:
         if self._read_manifest(sha) is not None:
             return StoredArtifact(uri=uri, sha256=sha, bytes=size, created=False)
         tmp_prefix = self._key(".tmp", uuid.uuid4().hex)
-        tmp_keys = []
-        try:
+        tmp_keys: list[str] = []
+
+        def upload() -> bool:  # a retry uploads again under the same temporary prefix
             for name, (_, digest) in manifest.files.items():
                 tmp_key = f"{tmp_prefix}/{name}"
                 tmp_keys.append(tmp_key)
@@ -79,15 +90,16 @@ class S3Store:
                 self.client.put_object(
                     Bucket=self.bucket, Key=self._key(sha, MANIFEST), Body=manifest.to_bytes(), IfNoneMatch="*"
                 )
-                created = True
             except ClientError as err:
                 if error_code(err) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                     raise
-                created = False  # a concurrent writer published the same content first
-        except (ClientError, BotoCoreError) as err:
-            raise StoreError(f"storing {artifact_dir} at {uri} failed: {translate(err, 'upload')}") from err
+                return False  # a concurrent writer (or an earlier attempt) published the same content first
+            return True
+
+        try:
+            created = self._call(f"storing {artifact_dir} at {uri}", upload)
         finally:
-            self._delete_quietly(tmp_keys)
+            self._delete_quietly(sorted(set(tmp_keys)))
         return StoredArtifact(uri=uri, sha256=sha, bytes=size, created=created)
 
     def _delete_quietly(self, keys: list[str]) -> None:
@@ -103,9 +115,6 @@ class S3Store:
             raise ArtifactNotFoundError(f"artifact {sha256} not found in store {self.uri}")
         def download(name: str, target: Path) -> None:
             key = self._key(sha256, name)
-            try:
-                self.client.download_file(self.bucket, key, str(target))
-            except (ClientError, BotoCoreError) as err:
-                raise StoreError(f"s3://{self.bucket}/{key}: download failed: {translate(err, 'download')}") from err
+            self._call(f"downloading s3://{self.bucket}/{key}", lambda: self.client.download_file(self.bucket, key, str(target)))
 
         return materialize(manifest, dest, download, self.uri_for(sha256))

@@ -145,12 +145,20 @@ class Stack:
         return self.request("POST", "/flow_runs/filter", json={"flow_runs": filters, "limit": 200}).json()
 
     def children(self, parent_id: str) -> list[dict]:
-        """Flow runs submitted by a parent run (run_deployment links them as subflows)."""
+        """Flow runs submitted by a parent run (subflows, and deployment runs: run_deployment links them as subflows)."""
         found = self.request("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [parent_id]}}, "limit": 200})
         task_ids = [t["id"] for t in found.json()]
         if not task_ids:
             return []
         return self.flow_runs(parent_task_run_id={"any_": task_ids})
+
+    def gpu_runs(self, parent_id: str) -> list[dict]:
+        """The GPU batch runs below a catalog run (submitted by its dispatch-batches subflow)."""
+        runs, todo = [], [parent_id]
+        while todo:
+            for child in self.children(todo.pop()):
+                (runs if child["work_pool_name"] == "gpu" else todo).append(child if child["work_pool_name"] == "gpu" else child["id"])
+        return runs
 
     def artifacts(self, flow_run_id: str) -> list[dict]:
         return self.request("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()

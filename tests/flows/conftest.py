@@ -24,9 +24,9 @@ def prefect_api():
 @pytest.fixture
 def service(tmp_path: Path):
     """Registry, artifact store and publish directory of one test."""
-    from flows.params import ServiceConfig
+    from flows.params import ServiceParameters
 
-    return ServiceConfig(database_url=f"sqlite:///{tmp_path / 'registry.db'}", store=str(tmp_path / "store"),
+    return ServiceParameters(database_url=f"sqlite:///{tmp_path / 'registry.db'}", store=str(tmp_path / "store"),
                          publish_to=str(tmp_path / "published"))
 
 

@@ -13,7 +13,6 @@ def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     import compeft.calibrate.model as model_mod
     from compeft.testing.fixtures import example_catalog
     from flows.catalog import compress_catalog
-    from flows.library import registry
     from flows.params import CompressionOptions
 
     loads = []
@@ -33,7 +32,7 @@ def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     assert by_name["lora-plus"]["status"] == "compressed" and by_name["lora-plus"]["alpha"] == 1.0
     assert loads == [str(catalog.base_dir.resolve())]  # one base load for the batch of two calibrations
 
-    detail = registry(service.database_url).get_artifact(by_name["lora-color"]["artifact_id"])
+    detail = service.config().registry().get_artifact(by_name["lora-color"]["artifact_id"])
     [cal] = detail.calibrations
     assert {(p["density"], p["alpha"]) for p in cal.scores} == {(0.1, 0.5), (0.1, 2.0)}
     assert cal.chosen_alpha == detail.artifact.alpha and cal.original_score == by_name["lora-color"]["score_original"]
@@ -46,7 +45,7 @@ def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     by_name = {o["name"]: o for o in again["outcomes"]}
     assert by_name["lora-color"]["status"] == "existing" and by_name["lora-color"]["score_compressed"] is not None
     assert len(loads) == 1  # nothing to calibrate: the base is not loaded at all
-    assert len(registry(service.database_url).get_artifact(detail.artifact.id).calibrations) == 1
+    assert len(service.config().registry().get_artifact(detail.artifact.id).calibrations) == 1
 
 
 def _artifacts_of_children(parent_run_id: str):

@@ -34,7 +34,7 @@ def test_per_adapter_tasks_are_parsed():
     options = params["options"]
     assert options.tasks == {"lora-a": "tasks/a.yaml", "lora-b": "hellaswag"} and options.task is None
     assert options.task_for("lora-a") == "tasks/a.yaml" and options.task_for("other") is None
-    assert options.key_hash("lora-a") != options.key_hash("other")
+    assert options.config_for("lora-a").key() != options.config_for("other").key()
 
 
 @pytest.mark.usefixtures("prefect_api")

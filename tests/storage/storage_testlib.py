@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from storage.hashing import options_hash
+from compeft.config import key_hash
 from storage.registry import AdapterRecord, ArtifactRecord
 
 S3_ACCESS_KEY = "storagetestkey"
@@ -68,7 +68,7 @@ def adapter_record(n: int = 0, base_model: str = "tiny/base", peft_type: str = "
 def artifact_record(n: int = 0, density: float = 0.1, ratio: float = 10.0) -> ArtifactRecord:
     options = {"codec": "golomb", "density": density, "alpha": 1.0}
     return ArtifactRecord(
-        source_sha256=f"{n:064x}", options_hash=options_hash(options), options=options, codec="golomb",
+        source_sha256=f"{n:064x}", options_hash=key_hash(options), options=options, codec="golomb",
         density=density, alpha=1.0, bytes=400, sha256=f"{n + 7:064x}", package_version="0.1.0", sigma=0.01,
         ratio=ratio, bits_per_param=3.2, bytes_source=4000, storage_uri=f"s3://b/{n + 7:064x}",
     )

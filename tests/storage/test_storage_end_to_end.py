@@ -17,13 +17,8 @@ from storage_testlib import (
     make_adapter,
 )
 
-from storage.adapter_facts import adapter_record
-from storage.artifact_records import (
-    artifact_record_for,
-    compression_options,
-    provenance_for,
-)
-from storage.hashing import options_hash
+from compeft.config import CompressionConfig
+from storage import catalog
 from storage.publishers import open_publisher
 from storage.registry import open_registry
 from storage.sources import AdapterRef, Skipped, open_source
@@ -36,8 +31,7 @@ def process(source_uri, store, registry, publishers, work: Path, hub_endpoint: s
     """What a flow does for one source; returns counts."""
     counts = {"found": 0, "skipped": 0, "compressed": 0, "reused": 0, "published": 0}
     source = open_source(source_uri, hf_endpoint=hub_endpoint, retry_policy=policy)
-    src_row = registry.get_or_create_source(source.uri, source.kind)
-    options = compression_options(codec="golomb", density=0.1, alpha=1.0)
+    config = CompressionConfig(density=0.1, device="cpu")
     for item in source.iter_adapters():
         if isinstance(item, Skipped):
             counts["skipped"] += 1
@@ -45,27 +39,21 @@ def process(source_uri, store, registry, publishers, work: Path, hub_endpoint: s
         counts["found"] += 1
         assert isinstance(item, AdapterRef)
         fetched = source.fetch(item, work / "fetch" / item.revision)
-        facts = adapter_record(fetched, uri=item.uri, repo=item.repo, revision=item.revision)
-        adapter = registry.get_or_create_adapter(facts, src_row.id)
-        existing = registry.find_artifact(facts.content_sha256, options_hash(options))
+        adapter = catalog.register_adapter(registry, fetched, item)
+        existing = catalog.existing_work(registry, adapter.content_sha256, config.key())
         out = work / "out" / f"{item.name}-{item.revision[:8]}"
         if existing is None:
-            compeft.compress(fetched, out, **options, device="cpu")
+            info = compeft.compress(fetched, out, config)
             stored = store.put(out)
-            record = artifact_record_for(out, source_sha256=facts.content_sha256, options=options,
-                                         storage_uri=stored.uri)
-            artifact, _ = registry.get_or_create_artifact(adapter.id, record)
+            artifact = catalog.register_artifact(registry, adapter, info, stored, config.key_fields(), config.key())
             counts["compressed"] += 1
         else:
-            artifact = existing
-            store.get(existing.sha256, out)
-            record = artifact_record_for(out, source_sha256=facts.content_sha256, options=options,
-                                         storage_uri=existing.storage_uri)
+            artifact = existing.artifact
+            store.get(artifact.sha256, out)
             counts["reused"] += 1
         for publisher in publishers:
-            publication = publisher.publish(out, provenance_for(item, record))
-            registry.get_or_create_publication(artifact.id, publisher.destination, publication.uri,
-                                               publication.revision)
+            publication = publisher.publish(out, catalog.provenance(item, config.key_fields(), artifact.sha256))
+            catalog.register_publication(registry, artifact, publication)
             counts["published"] += publication.created
     return counts
 

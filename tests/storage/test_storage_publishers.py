@@ -6,7 +6,7 @@ import pytest
 from storage_testlib import HUB_TOKEN, adapter_files
 
 from storage.errors import AddressError, PublishError
-from storage.hashing import sha256_file
+from compeft.hashing import sha256_file
 from storage.publishers import Publisher, open_publisher
 from storage.values import Provenance
 

@@ -9,7 +9,7 @@ import pytest
 from storage_testlib import HUB_TOKEN, adapter_files, make_adapter
 
 from storage.errors import HashMismatchError, SourceError, TransientError
-from storage.hashing import sha256_file
+from compeft.hashing import sha256_file
 from storage.sources import AdapterRef, Skipped, Source, open_source
 
 

@@ -14,7 +14,7 @@ from storage.errors import (
     StoreError,
     ValidationError,
 )
-from storage.hashing import sha256_file
+from compeft.hashing import sha256_file
 from storage.stores import ArtifactStore, open_store
 from storage.stores.manifest import MANIFEST
 

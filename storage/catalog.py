@@ -1,0 +1,181 @@
+"""The service's rules, in one place and without Prefect: register an adapter, find the work already done for
+(content, options), decide whether an adapter needs anything, shape registry records from results, and
+describe provenance. The flows only sequence these calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from compeft import __version__
+from compeft.adapters import ADAPTER_FILES
+from storage.adapter_facts import adapter_record
+from storage.hashing import content_hash
+from storage.registry import (
+    AdapterRow,
+    ArtifactRecord,
+    ArtifactRow,
+    CalibrationRecord,
+    CalibrationRow,
+    PublicationRow,
+    Registry,
+)
+from storage.values import AdapterRef, Provenance, Publication, StoredArtifact
+
+Status = Literal["compressed", "existing", "skipped", "failed"]
+
+
+def source_kind(uri: str) -> str:
+    """local, s3 or hf, from an address string."""
+    return "s3" if uri.startswith("s3://") else "hf" if uri.startswith("hf://") else "local"
+
+
+@dataclass(frozen=True)
+class ExistingWork:
+    """The artifact already registered for (content, options), where it is published, and its calibration."""
+
+    artifact: ArtifactRow
+    publications: Mapping[str, str] = field(default_factory=dict)  # destination → uri
+    calibration: CalibrationRow | None = None
+
+    def usable(self, calibrating: bool) -> bool:
+        """An artifact counts as done unless its calibration record was lost (a crash in between)."""
+        return self.calibration is not None or not calibrating
+
+    def done(self, calibrating: bool, publish_to: str | None) -> bool:
+        """Nothing left to do: usable, and published where asked."""
+        return self.usable(calibrating) and (not publish_to or publish_to in self.publications)
+
+
+@dataclass(frozen=True)
+class AdapterOutcome:
+    """What happened to one adapter in a run."""
+
+    uri: str
+    name: str
+    status: Status
+    reason: str | None = None
+    artifact: ArtifactRow | None = None
+    score_original: float | None = None
+    score_compressed: float | None = None
+    published_uri: str | None = None
+
+    @property
+    def link(self) -> str | None:
+        """Where the artifact can be fetched: its publication, else its stored copy."""
+        return self.published_uri or (self.artifact.storage_uri if self.artifact else None)
+
+    def fields(self) -> dict[str, Any]:
+        """The outcome as flat JSON fields (what a flow returns and its table artifact carries)."""
+        art = self.artifact
+        return {
+            "uri": self.uri, "name": self.name, "status": self.status, "reason": self.reason,
+            "artifact_id": art.id if art else None, "bytes_source": art.bytes_source if art else None,
+            "bytes_artifact": art.bytes if art else None, "ratio": art.ratio if art else None,
+            "bits_per_param": art.bits_per_param if art else None, "density": art.density if art else None,
+            "alpha": art.alpha if art else None, "score_original": self.score_original,
+            "score_compressed": self.score_compressed, "storage_uri": art.storage_uri if art else None,
+            "published_uri": self.published_uri,
+        }
+
+    @classmethod
+    def from_fields(cls, registry: Registry, fields: Mapping[str, Any]) -> AdapterOutcome:
+        """The outcome ``fields()`` described (its artifact read back from the registry)."""
+        artifact = registry.get_artifact(fields["artifact_id"]).artifact if fields.get("artifact_id") else None
+        return cls(uri=fields["uri"], name=fields["name"], status=fields["status"], reason=fields.get("reason"),
+                   artifact=artifact, score_original=fields.get("score_original"),
+                   score_compressed=fields.get("score_compressed"), published_uri=fields.get("published_uri"))
+
+
+def known_content(registry: Registry, ref: AdapterRef) -> str | None:
+    """The content sha256 of an adapter without downloading it: from the listing's file hashes, else from a
+    registered adapter with the same URI and revision (commit sha, ETags, content hash)."""
+    hashes = {f.name: f.sha256 for f in ref.files}
+    if set(hashes) == set(ADAPTER_FILES) and all(hashes.values()):
+        return content_hash(hashes)
+    if not ref.revision:
+        return None
+    return registry.find_adapter_content(ref.uri, ref.revision)
+
+
+def existing_work(registry: Registry, content_sha256: str, key: str) -> ExistingWork | None:
+    """The work registered for this content under this options key, or None."""
+    row = registry.find_artifact(content_sha256, key)
+    if row is None:
+        return None
+    detail = registry.get_artifact(row.id)
+    return ExistingWork(row, {p.destination: p.uri for p in detail.publications},
+                        detail.calibrations[-1] if detail.calibrations else None)
+
+
+def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
+    """Record the source and the fetched adapter (hashes, type, rank, ...); idempotent."""
+    source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
+    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
+    return registry.get_or_create_adapter(record, source_id=source.id)
+
+
+def register_artifact(registry: Registry, adapter: AdapterRow, info, stored: StoredArtifact,
+                      key_fields: Mapping[str, Any], key: str) -> ArtifactRow:
+    """Record an artifact (``info``: its compeft ArtifactInfo); an existing (content, options) row is kept."""
+    record = ArtifactRecord(
+        source_sha256=adapter.content_sha256, options_hash=key, options=dict(key_fields), codec=info.codec,
+        density=info.density, alpha=info.alpha, bytes=info.bytes_artifact, sha256=stored.sha256,
+        package_version=info.package_version, sigma=info.sigma, scale=info.scale, kept=info.kept,
+        bits_per_param=info.bits_per_param, bytes_source=info.bytes_source, ratio=info.ratio, storage_uri=stored.uri,
+    )
+    row, _ = registry.get_or_create_artifact(adapter.id, record)
+    return row
+
+
+def register_calibration(registry: Registry, artifact: ArtifactRow, result) -> CalibrationRow:
+    """Record one calibration sweep (``result``: a compeft.calibrate CalibrationResult)."""
+    return registry.add_calibration(artifact.id, CalibrationRecord(
+        task=result.task, metric=result.metric,
+        scores=tuple({"density": p.density, "alpha": p.alpha, "score": p.score, "stderr": p.stderr, "bytes": p.bytes}
+                     for p in result.points),
+        chosen_density=result.chosen.density, chosen_alpha=result.chosen.alpha, chosen_score=result.chosen.score,
+        original_score=result.reference.value, runtime_s=result.timings.total if result.timings else None,
+    ))
+
+
+def register_publication(registry: Registry, artifact: ArtifactRow, publication: Publication) -> PublicationRow:
+    """Record where an artifact was published (idempotent per destination and revision)."""
+    row, _ = registry.get_or_create_publication(artifact.id, publication.destination, publication.uri, publication.revision)
+    return row
+
+
+def provenance(ref: AdapterRef, key_fields: Mapping[str, Any], sha256: str) -> Provenance:
+    """Where an artifact made from ``ref`` came from (commit messages and object metadata; no credentials)."""
+    return Provenance(
+        source_uri=ref.uri.split("@", 1)[0] if ref.uri.startswith("hf://") else ref.uri,
+        source_name=ref.name, source_revision=ref.revision, options=dict(key_fields),
+        package_version=__version__, artifact_sha256=sha256,
+    )
+
+
+def outcome(ref: AdapterRef, status: Status, artifact: ArtifactRow | None = None, *,
+            calibration: CalibrationRow | None = None, published_uri: str | None = None,
+            reason: str | None = None) -> AdapterOutcome:
+    """The outcome of one adapter, with the scores of its calibration (if any)."""
+    return AdapterOutcome(
+        uri=ref.uri, name=ref.name, status=status, reason=reason, artifact=artifact,
+        score_original=calibration.original_score if calibration else None,
+        score_compressed=calibration.chosen_score if calibration else None, published_uri=published_uri,
+    )
+
+
+def counts(outcomes: list[AdapterOutcome]) -> dict[str, int]:
+    """Adapters per status."""
+    result = {"compressed": 0, "existing": 0, "skipped": 0, "failed": 0}
+    for o in outcomes:
+        result[o.status] += 1
+    return result
+
+
+def failures(outcomes: list[AdapterOutcome]) -> list[dict[str, Any]]:
+    """The failed and skipped adapters with their reasons (the run record's errors)."""
+    return [{"uri": o.uri, "name": o.name, "status": o.status, "reason": o.reason}
+            for o in outcomes if o.status in ("failed", "skipped")]

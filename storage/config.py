@@ -1,0 +1,79 @@
+"""Where the service keeps its state and publishes (``ServiceConfig``), and the process-wide registry, store,
+source and publisher it opens from that. Credentials never live here: they come from the environment or
+Prefect Secret blocks."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+from compeft.config import option
+from compeft.errors import OptionError
+from storage.registry.db import compeft_home, resolve_database_url
+
+STORE_ENV = "COMPEFT_STORE"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The registry database, artifact store and publish destination of a run, and the endpoints to reach them."""
+
+    publish_to: str | None = field(default=None, metadata=option(
+        "also publish each artifact to this destination: hf://ORG, s3://BUCKET/PREFIX or a path"))
+    store: str | None = field(default=None, metadata=option(
+        "artifact store: local directory or s3://BUCKET/PREFIX (default: COMPEFT_STORE, else COMPEFT_HOME/artifacts)",
+        advanced=True))
+    database_url: str | None = field(default=None, metadata=option(
+        "registry database URL without a password (default: COMPEFT_DATABASE_URL or the compeft-database-url "
+        "Secret block, else SQLite in COMPEFT_HOME)", advanced=True))
+    s3_endpoint: str | None = field(default=None, metadata=option("S3 endpoint URL (default: AWS_ENDPOINT_URL)", advanced=True))
+    hf_endpoint: str | None = field(default=None, metadata=option("Hub endpoint URL (default: HF_ENDPOINT)", advanced=True))
+
+    def __post_init__(self) -> None:
+        url = self.database_url
+        if url and "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            from sqlalchemy.engine import make_url
+
+            if make_url(url).password:  # parameters are shown in the UI and stored by Prefect
+                raise OptionError("database_url must not carry a password: set COMPEFT_DATABASE_URL on the workers "
+                                  "or the compeft-database-url Secret block", "database_url")
+
+    def store_uri(self) -> str:
+        """The artifact store: explicit, else COMPEFT_STORE, else COMPEFT_HOME/artifacts."""
+        return self.store or os.environ.get(STORE_ENV) or str(compeft_home() / "artifacts")
+
+    def registry(self):
+        """The process-wide registry (None: COMPEFT_DATABASE_URL or the embedded SQLite)."""
+        return _registry(resolve_database_url(self.database_url))
+
+    def artifact_store(self):
+        """The process-wide artifact store."""
+        return _store(self.store_uri(), self.s3_endpoint)
+
+    def source(self, uri: str):
+        """The source at ``uri`` (local tree, S3 prefix or Hub address)."""
+        from storage.sources import open_source
+
+        return open_source(uri, s3_endpoint=self.s3_endpoint, hf_endpoint=self.hf_endpoint)
+
+    def publisher(self):
+        """The publisher of ``publish_to``."""
+        from storage.publishers import open_publisher
+
+        return open_publisher(self.publish_to, s3_endpoint=self.s3_endpoint, hf_endpoint=self.hf_endpoint)
+
+
+@functools.lru_cache(maxsize=8)
+def _registry(url: str):
+    from storage.registry import open_registry
+
+    return open_registry(url)
+
+
+@functools.lru_cache(maxsize=8)
+def _store(uri: str, s3_endpoint: str | None):
+    from storage.stores import open_store
+
+    return open_store(uri, s3_endpoint=s3_endpoint)
+
