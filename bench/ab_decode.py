@@ -13,7 +13,6 @@ import torch
 
 from bench.synth import compressed_bytes
 
-
 VARIANTS = [
     {},
     {"PIECE_BYTES": 1 << 40},
@@ -27,9 +26,10 @@ VARIANTS = [
 
 
 def main(density: float = 0.1) -> None:
+    from compeft.kernels import golomb_triton as gt
+
     from compeft.codecs import golomb_fast as gf
     from compeft.fastload import ResidentArtifact
-    from compeft.kernels import golomb_triton as gt
 
     dev = torch.device("cuda")
     host = compressed_bytes("65B", density)

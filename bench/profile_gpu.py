@@ -29,6 +29,7 @@ def resident(host: torch.Tensor, dev: torch.device, repeats: int = 15) -> None:
     import statistics
 
     from compeft.codecs.golomb_fast import decode_fast
+
     from compeft.fastload import ResidentArtifact
 
     art = ResidentArtifact(host, verify=False)
@@ -135,6 +136,7 @@ def stages(host: torch.Tensor, dev: torch.device, repeats: int = 15, profile: bo
     import statistics
 
     from compeft.codecs.golomb_fast import decode_fast
+
     from compeft.container import parse_container
     from compeft.document import check_records, record_kinds
     from compeft.fastload import Prefetch, value_table, views_of

@@ -44,10 +44,11 @@ def artifact_bytes(shape: str = "65B", rank: int = 4, density: float = 0.1) -> t
 def stages(host: torch.Tensor, repeats: int = 30) -> dict[str, float]:
     """Median ms of each device-independent stage of load_bytes (decode replaced by an empty output)."""
     from compeft.codecs.golomb_fast import read_table_fast
+    from compeft.kernels.golomb_plan import PlanColumns
+
     from compeft.container import parse_container
     from compeft.document import check_records
     from compeft.fastload import views_of
-    from compeft.kernels.golomb_plan import PlanColumns
 
     rows: dict[str, list[float]] = {}
     for _ in range(repeats):

@@ -213,9 +213,10 @@ def compressed_load(artifact: Path, device: torch.device, repeats: int) -> dict:
 
 def check_same(artifact: Path, device: torch.device, reference: bool) -> bool:
     """Fast load on the device equals the reference decoder (or the CPU numpy decoder) + reconstruct, bit for bit."""
+    from compeft.codecs.golomb_cpu import decode_cpu
+
     from compeft.api import open_artifact
     from compeft.codecs import get_codec
-    from compeft.codecs.golomb_cpu import decode_cpu
     from compeft.fastload import load_fast
     from compeft.taskvector import reconstruct
 
@@ -233,6 +234,7 @@ def check_same(artifact: Path, device: torch.device, reference: bool) -> bool:
 def cpu_figures(payload: torch.Tensor, tau_cpu: torch.Tensor, segments, density: float, repeats: int, threads: int) -> dict:
     """CPU compress (σ/threshold/signs + encode) and decode throughput with ``threads`` threads."""
     from compeft.codecs.golomb_cpu import decode_cpu, encode_cpu
+
     from compeft.sparsify import kept_count
     from compeft.sparsify_cpu import ternarize_cpu
 

@@ -9,8 +9,6 @@ delta from θ_init = 0, a key with a component ``ia3_l`` a delta from θ_init = 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +17,13 @@ import torch
 
 from compeft.errors import AdapterFormatError
 from compeft.hashing import sha256_file
+from compeft.safetensors_header import layout, parse_header, parse_json, read_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# file suffixes that may hold pickled Python objects: never loaded, never downloaded
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 MAX_CONFIG_BYTES = 1 << 20
 
 # key component -> θ_init of that delta tensor
@@ -36,29 +36,6 @@ DELTA_COMPONENTS: Mapping[str, float] = {
 }
 DELTA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SUPPORTED_PEFT_TYPES = ("LORA", "IA3")
-DTYPE_NAMES: Mapping[torch.dtype, str] = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-DTYPES_BY_NAME: Mapping[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """The safetensors name of a torch dtype (F32, BF16, ...)."""
-    try:
-        return DTYPE_NAMES[dtype]
-    except KeyError:
-        raise AdapterFormatError(f"unsupported tensor dtype {dtype}") from None
-
-
 def theta_init_of(key: str) -> float | None:
     """θ_init of a delta tensor, or None when the tensor is carried."""
     for part in key.split("."):
@@ -77,6 +54,13 @@ def refuse_pickles(directory: Path, wanted: str) -> None:
         )
 
 
+def parse_config(data: bytes, where) -> dict:
+    """A JSON config (adapter_config.json, config.json) from its bytes, with a size cap, as a one-line error."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise AdapterFormatError(f"{where}: {len(data)} bytes, larger than the {MAX_CONFIG_BYTES}-byte cap")
+    return parse_json(data, "config", where, AdapterFormatError)
+
+
 def read_config(path: Path) -> dict:
     """Parse a JSON config file with a size cap, as a one-line error on failure."""
     try:
@@ -85,13 +69,7 @@ def read_config(path: Path) -> dict:
         raise AdapterFormatError(f"{path}: missing") from None
     if size > MAX_CONFIG_BYTES:
         raise AdapterFormatError(f"{path}: {size} bytes, larger than the {MAX_CONFIG_BYTES}-byte cap")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterFormatError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise AdapterFormatError(f"{path}: expected a JSON object")
-    return data
+    return parse_config(path.read_bytes(), path)
 
 
 def detect_peft_type(config: Mapping) -> str:
@@ -147,45 +125,23 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise AdapterFormatError(f"{path}: not a readable safetensors file ({err})") from err
 
 
-SAFETENSORS_HEADER_CAP = 100 << 20  # the safetensors library's own limit
-
-
 def read_safetensors_pinned(path: Path) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
     """A safetensors file read once into page-locked memory (plain memory without CUDA): (its data section,
-    views of its tensors into that, the file's sha256). Layout checks as the safetensors library's: header
-    cap, known dtypes, offsets in order and covering the data exactly, sizes matching shapes."""
-    size = path.stat().st_size
+    views of its tensors into that, the file's sha256), its header and layout checked as every header is."""
+    _, start, size = read_header(path, AdapterFormatError)  # the cap and the sizes before the whole file is read
     pin = torch.cuda.is_available()
     raw = torch.empty(size, dtype=torch.uint8, pin_memory=pin)
     with open(path, "rb") as f:
         if f.readinto(memoryview(raw.numpy())) != size:
             raise AdapterFormatError(f"{path}: changed while being read")
+    header, start = parse_header(memoryview(raw.numpy()), path, AdapterFormatError)
+    tensors = layout(header, size - start, path, AdapterFormatError)
+    data = raw[start:]
+    if start % 8:  # writers other than safetensors' own may leave the data unaligned: realign it once
+        data = torch.empty(size - start, dtype=torch.uint8, pin_memory=pin).copy_(data)
     try:
-        if size < 8:
-            raise ValueError("too short")
-        n = int.from_bytes(raw[:8].numpy().tobytes(), "little")
-        if n > min(SAFETENSORS_HEADER_CAP, size - 8):
-            raise ValueError(f"header of {n} bytes")
-        header = json.loads(raw[8 : 8 + n].numpy().tobytes())
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-        layout, end = [], 0
-        for name, info in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
-                                 key=lambda kv: tuple(kv[1]["data_offsets"])):
-            a, b = (int(x) for x in info["data_offsets"])
-            dtype = DTYPES_BY_NAME[info["dtype"]]
-            shape = [int(x) for x in info["shape"]]
-            if a != end or b < a or min(shape, default=0) < 0 or b - a != math.prod(shape) * dtype.itemsize:
-                raise ValueError(f"tensor {name}: data_offsets {[a, b]} do not fit its shape and the file")
-            layout.append((name, a, b, dtype, shape))
-            end = b
-        if end != size - 8 - n:
-            raise ValueError("data section is not covered exactly by the tensors")
-        data = raw[8 + n :]
-        if (8 + n) % 8:  # writers other than safetensors' own may leave the data unaligned: realign it once
-            data = torch.empty(size - 8 - n, dtype=torch.uint8, pin_memory=pin).copy_(data)
-        views = {name: data[a:b].view(dtype).view(shape) for name, a, b, dtype, shape in layout}
-    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        views = {name: data[a:b].view(dtype).view(shape) for name, (dtype, shape, a, b) in tensors.items()}
+    except RuntimeError as err:
         raise AdapterFormatError(f"{path}: not a readable safetensors file ({err})") from err
     return data, views, hashlib.sha256(memoryview(raw.numpy())).hexdigest()
 

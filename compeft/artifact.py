@@ -17,12 +17,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compeft.adapters import DTYPES_BY_NAME
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.codecs.base import ternary_values
-from compeft.container import FILENAME, Container, named_payload_errors, read_container, write_container
-from compeft.document import Document, RecordColumns, check, record_count, record_kinds, record_tensors
+from compeft.container import (
+    FILENAME,
+    Container,
+    named_payload_errors,
+    read_container,
+    write_container,
+)
+from compeft.document import (
+    Document,
+    RecordColumns,
+    check,
+    record_count,
+    record_kinds,
+    record_tensors,
+)
+from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import ContainerError
 from compeft.hashing import sha256_file
 from compeft.modelcard import render_model_card

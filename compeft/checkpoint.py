@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from compeft.adapters import DTYPES_BY_NAME, read_config, refuse_pickles
+from compeft.adapters import read_config, refuse_pickles
+from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import AdapterFormatError
 
 WEIGHTS = "model.safetensors"

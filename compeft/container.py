@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from compeft.adapters import DTYPE_NAMES, DTYPES_BY_NAME
+from compeft.dtypes import DTYPE_NAMES
 from compeft.errors import ChecksumError, CodecError, ContainerError, UnknownCodecError
+from compeft.safetensors_header import header_length, layout, parse_header, parse_json
 
 FILENAME = "compeft.safetensors"
 FORMAT_NAME = "compeft"
@@ -38,7 +39,6 @@ READABLE_VERSIONS = (1, 2)
 PAYLOAD = "payload"
 CARRIED_PREFIX = "carried/"
 RECORDS_PREFIX = "records/"
-MAX_HEADER_BYTES = 64 << 20
 DOC_KEY, DOC_HASH_KEY = "compeft", "compeft_sha256"
 
 
@@ -103,24 +103,6 @@ def write_container(
     return 8 + len(raw) + offset
 
 
-def _parse_header(path: Path, data: memoryview) -> tuple[dict, int]:
-    size = len(data)
-    if size < 8:
-        raise ContainerError(f"{path}: {size} bytes, too short for a safetensors header")
-    (n,) = struct.unpack_from("<Q", data, 0)
-    if n > MAX_HEADER_BYTES:
-        raise ContainerError(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap")
-    if 8 + n > size:
-        raise ContainerError(f"{path}: truncated (header says {n} bytes, file has {size - 8} after the length)")
-    try:
-        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ContainerError(f"{path}: header is not valid JSON ({err})") from err
-    if not isinstance(header, dict):
-        raise ContainerError(f"{path}: header is not a JSON object")
-    return header, 8 + n
-
-
 def _parse_document(path: Path, header: dict) -> dict:
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get(DOC_KEY), str):
@@ -128,48 +110,15 @@ def _parse_document(path: Path, header: dict) -> dict:
     text = meta[DOC_KEY]
     if hashlib.sha256(text.encode()).hexdigest() != meta.get(DOC_HASH_KEY):
         raise ChecksumError(f"{path}: checksum mismatch in the compeft document")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ContainerError(f"{path}: compeft document is not valid JSON ({err})") from err
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise ContainerError(f"{path}: document format is {doc.get('format') if isinstance(doc, dict) else doc!r}, not {FORMAT_NAME!r}")
+    doc = parse_json(text, "compeft document", path, ContainerError)
+    if doc.get("format") != FORMAT_NAME:
+        raise ContainerError(f"{path}: document format is {doc.get('format')!r}, not {FORMAT_NAME!r}")
     version = doc.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         raise ContainerError(
             f"{path}: format version {version!r} is not supported (this build reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     return doc
-
-
-def _tensor_layout(path: Path, header: dict, data_len: int) -> dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]:
-    layout, spans = {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = DTYPES_BY_NAME[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            start, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ContainerError(f"{path}: tensor {name!r} has a malformed header entry") from err
-        numel = 1
-        for s in shape:
-            if s < 0:
-                raise ContainerError(f"{path}: tensor {name!r} has a negative dimension")
-            numel *= s
-        if end - start != numel * _itemsize(dtype):
-            raise ContainerError(f"{path}: tensor {name!r} shape {list(shape)} does not match its {end - start} bytes")
-        layout[name] = (dtype, shape, start, end)
-        spans.append((start, end))
-    position = 0
-    for start, end in sorted(spans):
-        if start != position:
-            raise ContainerError(f"{path}: tensor data offsets are not contiguous at byte {start}")
-        position = end
-    if position != data_len:
-        raise ContainerError(f"{path}: data section is {data_len} bytes, tensors cover {position} (truncated or padded)")
-    return layout
 
 
 @contextmanager
@@ -186,36 +135,36 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True, pref
     gets the (unchecked) payload as soon as the layout is known, e.g. to start copying it to a device."""
     flat = data.reshape(-1)
     raw = memoryview(flat.numpy())
-    header, start = _parse_header(path, raw)
-    layout = None
+    header, start = parse_header(raw, path)
+    tensors = None
     if prefetch is not None:
         try:
-            layout = _tensor_layout(path, header, len(raw) - start)
+            tensors = layout(header, len(raw) - start, path)
         except ContainerError:
-            layout = None  # raised again below, after the document's errors, as without prefetch
-        if layout is not None and PAYLOAD in layout and layout[PAYLOAD][0] == torch.uint8:
-            prefetch(flat[start + layout[PAYLOAD][2] : start + layout[PAYLOAD][3]])
+            tensors = None  # raised again below, after the document's errors, as without prefetch
+        if tensors is not None and PAYLOAD in tensors and tensors[PAYLOAD][0] == torch.uint8:
+            prefetch(flat[start + tensors[PAYLOAD][2] : start + tensors[PAYLOAD][3]])
     doc = _parse_document(path, header)
-    if layout is None:
-        layout = _tensor_layout(path, header, len(raw) - start)
+    if tensors is None:
+        tensors = layout(header, len(raw) - start, path)
     checksums = doc.get("checksums")
-    if not isinstance(checksums, dict) or set(checksums) != set(layout):
+    if not isinstance(checksums, dict) or set(checksums) != set(tensors):
         raise ContainerError(f"{path}: checksums do not list exactly the tensors in the file")
-    if PAYLOAD not in layout or layout[PAYLOAD][0] != torch.uint8:
+    if PAYLOAD not in tensors or tensors[PAYLOAD][0] != torch.uint8:
         raise ContainerError(f"{path}: no uint8 {PAYLOAD!r} tensor")
-    tensors = {}
-    for name, (dtype, shape, a, b) in layout.items():
+    views = {}
+    for name, (dtype, shape, a, b) in tensors.items():
         # the record columns are part of the document: always checked, as its hash is
         if (verify or name.startswith(RECORDS_PREFIX)) and hashlib.sha256(raw[start + a : start + b]).hexdigest() != checksums[name]:
             raise ChecksumError(f"{path}: checksum mismatch in tensor {name!r}")
-        tensors[name] = flat[start + a : start + b].view(dtype).reshape(shape)
-    carried = {n[len(CARRIED_PREFIX) :]: t for n, t in tensors.items() if n.startswith(CARRIED_PREFIX)}
-    records = {n[len(RECORDS_PREFIX) :]: t for n, t in tensors.items() if n.startswith(RECORDS_PREFIX)}
-    if doc["format_version"] == 1 and len(carried) + 1 != len(tensors):
+        views[name] = flat[start + a : start + b].view(dtype).reshape(shape)
+    carried = {n[len(CARRIED_PREFIX) :]: t for n, t in views.items() if n.startswith(CARRIED_PREFIX)}
+    records = {n[len(RECORDS_PREFIX) :]: t for n, t in views.items() if n.startswith(RECORDS_PREFIX)}
+    if doc["format_version"] == 1 and len(carried) + 1 != len(views):
         raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r} and {CARRIED_PREFIX}*")
-    if doc["format_version"] >= 2 and len(carried) + len(records) + 1 != len(tensors):
+    if doc["format_version"] >= 2 and len(carried) + len(records) + 1 != len(views):
         raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r}, {CARRIED_PREFIX}* and {RECORDS_PREFIX}*")
-    return Container(path, doc, tensors[PAYLOAD].reshape(-1), carried, len(raw), records)
+    return Container(path, doc, views[PAYLOAD].reshape(-1), carried, len(raw), records)
 
 
 def container_path(path: str | Path) -> Path:
@@ -225,11 +174,14 @@ def container_path(path: str | Path) -> Path:
 
 
 def read_bytes(path: Path, *, pin: bool = False) -> torch.Tensor:
-    """A file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present)."""
+    """A container file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present); its header
+    length is checked against the cap and the file size before the file is read."""
     try:
         size = path.stat().st_size
-        buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
         with open(path, "rb") as f:
+            header_length(f.read(8), size, path)
+            f.seek(0)
+            buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
             if f.readinto(memoryview(buf.numpy())) != size:
                 raise ContainerError(f"{path}: changed while being read")
     except FileNotFoundError:

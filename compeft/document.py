@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compeft.adapters import DTYPES_BY_NAME
 from compeft.container import FORMAT_NAME, FORMAT_VERSION, RECORDS_PREFIX, Container
+from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import ContainerError
 from compeft.taskvector import DeltaRecord
 

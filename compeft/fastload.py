@@ -19,7 +19,12 @@ import torch
 from compeft.artifact import ViewPlan, decode_deltas, single_kind
 from compeft.codecs import get_codec
 from compeft.codecs.staging import StagedPayload
-from compeft.container import container_path, named_payload_errors, parse_container, read_bytes
+from compeft.container import (
+    container_path,
+    named_payload_errors,
+    parse_container,
+    read_bytes,
+)
 from compeft.devices import resolve_device
 from compeft.document import check
 from compeft.errors import InputError

@@ -15,14 +15,21 @@ from pathlib import Path
 import torch
 
 from compeft import __version__
-from compeft.adapters import DTYPES_BY_NAME, dtype_name, read_config
-from compeft.artifact import Artifact, ArtifactInfo, reconstruct, scale_of, write_artifact
+from compeft.adapters import PICKLE_SUFFIXES, read_config
+from compeft.artifact import (
+    Artifact,
+    ArtifactInfo,
+    reconstruct,
+    scale_of,
+    write_artifact,
+)
 from compeft.atomic import atomic_directory
 from compeft.checkpoint import INDEX, WEIGHTS, Checkpoint, index_document
 from compeft.codecs import get_codec
 from compeft.config import CompressionConfig
 from compeft.container import FILENAME, named_payload_errors, tensor_bytes
 from compeft.document import CarriedRecord, Document
+from compeft.dtypes import DTYPES_BY_NAME, dtype_name
 from compeft.errors import AdapterFormatError, ContainerError
 from compeft.hashing import sha256_file
 from compeft.progress import Progress
@@ -49,7 +56,7 @@ def side_files(directory: Path) -> list[Path]:
     skip = {WEIGHTS, INDEX, FILENAME, "README.md"}
     out = []
     for p in sorted(directory.iterdir()):
-        if p.is_file() and p.name not in skip and p.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt"):
+        if p.is_file() and p.name not in skip and p.suffix not in (".safetensors", *PICKLE_SUFFIXES):
             if p.stat().st_size <= SIDE_FILE_CAP:
                 out.append(p)
     return out

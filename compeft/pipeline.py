@@ -8,13 +8,25 @@ from pathlib import Path
 import torch
 
 from compeft import __version__
-from compeft.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, dtype_name, read_adapter, write_adapter
-from compeft.artifact import Artifact, ArtifactInfo, decode_deltas, scale_of, write_artifact
+from compeft.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    read_adapter,
+    write_adapter,
+)
+from compeft.artifact import (
+    Artifact,
+    ArtifactInfo,
+    decode_deltas,
+    scale_of,
+    write_artifact,
+)
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.config import CompressionConfig
 from compeft.container import FILENAME
 from compeft.document import CarriedRecord, Document
+from compeft.dtypes import dtype_name
 from compeft.errors import ContainerError
 from compeft.hashing import sha256_file
 from compeft.sparsify import ternarize

@@ -18,7 +18,12 @@ from compeft.config import CalibrationConfig
 from compeft.errors import InputError
 from flows import tasks, ui
 from flows.calibration import BaseSessions, resolve_base
-from flows.params import DEFAULT_OPTIONS, DEFAULT_SERVICE, CompressionOptions, ServiceParameters
+from flows.params import (
+    DEFAULT_OPTIONS,
+    DEFAULT_SERVICE,
+    CompressionOptions,
+    ServiceParameters,
+)
 from flows.secrets import load_secrets
 from storage import catalog
 from storage.catalog import AdapterOutcome, ExistingWork

@@ -24,7 +24,12 @@ from compeft.config import CalibrationConfig
 from flows import tasks, ui
 from flows.batch import GPU_TAGS, compress_adapters
 from flows.calibration import resolve_base
-from flows.params import DEFAULT_OPTIONS, DEFAULT_SERVICE, CompressionOptions, ServiceParameters
+from flows.params import (
+    DEFAULT_OPTIONS,
+    DEFAULT_SERVICE,
+    CompressionOptions,
+    ServiceParameters,
+)
 from flows.secrets import load_secrets
 from storage import catalog
 from storage.catalog import AdapterOutcome
@@ -77,7 +82,11 @@ def run_batch(batch: list[AdapterRef], index: int, gpu_deployment: str, options:
               service: ServiceParameters, force: bool, parent: str) -> list[AdapterOutcome]:
     """One batch as a flow run of the GPU deployment, waited for; its per-adapter outcomes."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
     from prefect.deployments import run_deployment
 
     attempt = task_run.run_count - 1

@@ -9,14 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from compeft.adapters import PICKLE_SUFFIXES
 from storage.errors import ValidationError
 
-#: File extensions that may hold pickled Python objects; never downloaded, never loaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 #: Largest adapter weight file fetched by default (bytes).
 MAX_WEIGHTS_BYTES = 8 * 1024**3
-#: Largest JSON config fetched (bytes).
-MAX_CONFIG_BYTES = 1024**2
 
 _NAME_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import torch
 
 from compeft.codecs.bits import pack_bits, padding_is_zero, unpack_bits
-from compeft.codecs.golomb.format import ENTRY, HEADER, MAGIC, MAX_CHUNK, chunk_lengths, golomb_parameter, read_header
+from compeft.codecs.golomb.format import (
+    ENTRY,
+    HEADER,
+    MAGIC,
+    MAX_CHUNK,
+    chunk_lengths,
+    golomb_parameter,
+    read_header,
+)
 from compeft.errors import CodecError
 
 

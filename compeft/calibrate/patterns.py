@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from compeft.adapters import DTYPES_BY_NAME
 from compeft.artifact import open_artifact, reconstruct, scale_of
 from compeft.calibrate.model import LoadedModel
 from compeft.codecs import get_codec
 from compeft.container import named_payload_errors
+from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import CalibrationError
 
 

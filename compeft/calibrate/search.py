@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from compeft.config import SEARCH_MODES
 from compeft.errors import CalibrationError, OptionError
 
+
 @dataclass(frozen=True)
 class GridPoint:
     """One evaluated compression setting."""

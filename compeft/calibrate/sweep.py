@@ -18,7 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from compeft.calibrate.evaluator import Evaluator, LmEvalEvaluator
-from compeft.calibrate.model import LoadedModel, is_adapter_dir, load_model, local_base_dir
+from compeft.calibrate.model import (
+    LoadedModel,
+    is_adapter_dir,
+    load_model,
+    local_base_dir,
+)
 from compeft.calibrate.patterns import PatternFactory
 from compeft.calibrate.result import CalibrationResult, Timings
 from compeft.calibrate.search import GridPoint, alpha_plan, select

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from storage.adapter_facts import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from storage.errors import HashMismatchError, SourceError
+from compeft.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MAX_CONFIG_BYTES, PICKLE_SUFFIXES
 from compeft.hashing import sha256_file
-from storage.validation import MAX_CONFIG_BYTES, PICKLE_SUFFIXES, check_size
+from storage.errors import HashMismatchError, SourceError
+from storage.validation import check_size
 from storage.values import AdapterRef, RemoteFile
 
 PICKLE_WEIGHTS = tuple(f"adapter_model{suffix}" for suffix in PICKLE_SUFFIXES)
@@ -30,10 +30,10 @@ def classify(names: Iterable[str]) -> str | None:
     return "adapter_config.json without adapter_model.safetensors"
 
 
-def check_sizes(files: Iterable[RemoteFile], max_file_bytes: int, config_cap: int) -> None:
-    """Raise ValidationError if any listed file is over its cap."""
+def check_sizes(files: Iterable[RemoteFile], max_file_bytes: int) -> None:
+    """Raise ValidationError if any listed file is over its cap (configs: MAX_CONFIG_BYTES)."""
     for f in files:
-        check_size(f.name, f.size, config_cap if f.name == ADAPTER_CONFIG else max_file_bytes)
+        check_size(f.name, f.size, MAX_CONFIG_BYTES if f.name == ADAPTER_CONFIG else max_file_bytes)
 
 
 def fetch_into(

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from storage.adapter_facts import (
+from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     detect_peft_type,
     parse_config,
 )
+from compeft.errors import AdapterFormatError
 from storage.addresses import (
     HubAddress,
     HubAuthorAddress,
@@ -28,7 +29,6 @@ from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.sources.common import check_sizes, classify, fetch_into
 from storage.validation import (
-    MAX_CONFIG_BYTES,
     MAX_WEIGHTS_BYTES,
     validate_repo_id,
     validate_revision,
@@ -82,7 +82,7 @@ class HubSource:
                 if revision is not None:
                     validate_revision(revision)
                 yield self._inspect(repo_id, revision)
-            except (ValidationError, SourceError, TransientError) as err:
+            except (ValidationError, SourceError, TransientError, AdapterFormatError) as err:
                 if isinstance(self.address, HubRepoAddress) and not isinstance(err, ValidationError):
                     raise  # a single named repo that cannot be read is an error (retried by the flow), not a skip
                 # in a listing, one repo the Hub keeps failing on is recorded and the crawl goes on;
@@ -110,7 +110,7 @@ class HubSource:
             )
             for name in ADAPTER_FILES
         )
-        check_sizes(files, self.max_file_bytes, MAX_CONFIG_BYTES)
+        check_sizes(files, self.max_file_bytes)
         with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
             target = Path(tmp) / ADAPTER_CONFIG
             self.hub.download(repo_id, ADAPTER_CONFIG, sha, target)

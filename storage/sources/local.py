@@ -7,21 +7,22 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage.adapter_facts import (
+from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
+    PICKLE_SUFFIXES,
     detect_peft_type,
     parse_config,
 )
+from compeft.errors import AdapterFormatError
 from storage.errors import SourceError, ValidationError
 from storage.hashing import content_hash, file_hashes
 from storage.sources.common import check_sizes, classify, fetch_into
-from storage.validation import MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES
+from storage.validation import MAX_WEIGHTS_BYTES
 from storage.values import AdapterRef, RemoteFile, Skipped
 
-
 MODEL_MARKERS = frozenset({"config.json", "model.safetensors.index.json"})
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 
 
 class LocalSource:
@@ -50,14 +51,14 @@ class LocalSource:
                 continue
             try:
                 yield self._ref(directory)
-            except (SourceError, ValidationError, OSError) as err:
+            except (SourceError, ValidationError, AdapterFormatError, OSError) as err:
                 yield Skipped(uri=str(directory), reason=str(err))
 
     def _ref(self, directory: Path) -> AdapterRef:
         if any((directory / name).is_symlink() for name in ADAPTER_FILES):
             raise SourceError(f"{directory}: adapter files must not be symlinks")
         files = tuple(RemoteFile(name=n, size=(directory / n).stat().st_size) for n in ADAPTER_FILES)
-        check_sizes(files, self.max_file_bytes, MAX_CONFIG_BYTES)
+        check_sizes(files, self.max_file_bytes)
         config = parse_config((directory / ADAPTER_CONFIG).read_bytes(), str(directory))
         hashes = file_hashes(directory, list(ADAPTER_FILES))
         files = tuple(RemoteFile(name=f.name, size=f.size, sha256=hashes[f.name]) for f in files)

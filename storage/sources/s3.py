@@ -13,19 +13,20 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from storage.adapter_facts import (
+from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     detect_peft_type,
     parse_config,
 )
+from compeft.config import canonical_json
+from compeft.errors import AdapterFormatError
 from storage.addresses import S3Address
 from storage.errors import HashMismatchError, SourceError, ValidationError
-from compeft.config import canonical_json
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.sources.common import check_sizes, classify, fetch_into
-from storage.validation import MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES, validate_key
+from storage.validation import MAX_WEIGHTS_BYTES, validate_key
 from storage.values import AdapterRef, RemoteFile, Skipped
 
 
@@ -72,7 +73,7 @@ class S3Source:
                 continue
             try:
                 yield self._ref(directory, objects, uri)
-            except (SourceError, ValidationError) as err:
+            except (SourceError, ValidationError, AdapterFormatError) as err:
                 yield Skipped(uri=uri, reason=str(err))
 
     def _ref(self, directory: str, objects: dict[str, dict], uri: str) -> AdapterRef:
@@ -81,7 +82,7 @@ class S3Source:
         files = tuple(
             RemoteFile(name=n, size=int(objects[n]["Size"]), etag=objects[n]["ETag"]) for n in ADAPTER_FILES
         )
-        check_sizes(files, self.max_file_bytes, MAX_CONFIG_BYTES)
+        check_sizes(files, self.max_file_bytes)
         key = f"{directory}/{ADAPTER_CONFIG}" if directory else ADAPTER_CONFIG
         config_file = files[0]
         body = self._call(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.errors import HashMismatchError, StoreError, ValidationError
 from compeft.hashing import sha256_file
+from storage.errors import HashMismatchError, StoreError, ValidationError
 from storage.validation import validate_file_name
 
 CONTAINER = "compeft.safetensors"

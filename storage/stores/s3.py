@@ -10,7 +10,12 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.addresses import S3Address
-from storage.errors import ArtifactNotFoundError, SourceError, StoreError, TransientError
+from storage.errors import (
+    ArtifactNotFoundError,
+    SourceError,
+    StoreError,
+    TransientError,
+)
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import (

@@ -49,7 +49,14 @@ def llama_config(**kw):
 
 def build_base(kind: str, out: Path) -> Path:
     """Save a tiny randomly initialised base model of ``kind`` into ``out``."""
-    from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
+    )
 
     torch.manual_seed(1000)
     if kind == "llama":

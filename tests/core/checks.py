@@ -6,13 +6,11 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import compeft_reference as ref
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-import compeft_reference as ref
-
 
 SAFETENSORS_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 

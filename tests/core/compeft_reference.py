@@ -15,9 +15,9 @@ moments and codecs are checked against plain arithmetic.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch

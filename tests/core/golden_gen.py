@@ -74,8 +74,9 @@ def write_input(name: str, out: Path) -> Path:
 
 def regenerate(root: Path = GOLDEN) -> None:
     """Rewrite every golden input, artifact and expected tensor file (explicit regeneration only)."""
-    import compeft
     from safetensors.torch import save_file as save
+
+    import compeft
 
     for sub in ("inputs", "artifacts", "expected"):
         shutil.rmtree(root / sub, ignore_errors=True)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from checks import assert_tensors_identical, read_doc
 from safetensors.torch import load_file
 
 import compeft
 import compeft.artifact
 import compeft.pipeline
 from compeft.cli import main
-from checks import assert_tensors_identical, read_doc
 
 REPO = Path(__file__).resolve().parents[2]
 COMPEFT_BIN = Path(sys.executable).parent / "compeft"

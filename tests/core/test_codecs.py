@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
+import compeft_reference as ref
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import compeft_reference as ref
 from compeft.codecs import get_codec
 from compeft.errors import CodecError, UnknownCodecError
 

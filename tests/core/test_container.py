@@ -13,14 +13,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from checks import read_doc, read_records
 from safetensors import safe_open
 from safetensors.numpy import load_file as np_load_file
 
 import compeft
 import compeft.artifact
 import compeft.pipeline
-from checks import read_doc, read_records
-from compeft.errors import CompeftError, ContainerError, DestinationExistsError, InputError
+from compeft.errors import (
+    CompeftError,
+    ContainerError,
+    DestinationExistsError,
+    InputError,
+)
 
 FILE = "compeft.safetensors"
 

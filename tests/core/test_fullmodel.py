@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import compeft_reference as ref
 import pytest
 import torch
+from builders import llama_config
+from checks import assert_tensors_identical, read_doc
 from safetensors.torch import load_file
 
 import compeft
-import compeft_reference as ref
-from builders import llama_config
-from checks import assert_tensors_identical, read_doc
 from compeft.cli import main
 from compeft.errors import InputError
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import compeft_reference as ref
 import pytest
+from checks import assert_tensors_identical, read_doc, read_records
+from golden_gen import CASES, GOLDEN, REGEN_ENV, regenerate, write_input
 from safetensors.torch import load_file
 
 import compeft
-import compeft_reference as ref
-from checks import assert_tensors_identical, read_doc, read_records
-from golden_gen import CASES, GOLDEN, REGEN_ENV, regenerate, write_input
 
 NAMES = sorted(CASES)
 

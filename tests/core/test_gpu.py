@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from checks import assert_tensors_identical
 from safetensors.torch import load_file
 
 import compeft
-from checks import assert_tensors_identical
 from compeft.codecs import get_codec
 
 pytestmark = pytest.mark.gpu

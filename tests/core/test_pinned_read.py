@@ -58,14 +58,14 @@ GOOD = {"x": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
 
 
 @pytest.mark.parametrize(("header", "data", "header_len", "why"), [
-    (GOOD, b"\0" * 15, None, "covered exactly"),  # data shorter than the tensors
-    (GOOD, b"\0" * 20, None, "covered exactly"),  # trailing bytes
-    ({"x": {"dtype": "F32", "shape": [2, 2], "data_offsets": [4, 20]}}, b"\0" * 20, None, "do not fit"),  # a gap
-    ({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16, None, "do not fit"),
+    (GOOD, b"\0" * 15, None, "tensors cover 16"),  # data shorter than the tensors
+    (GOOD, b"\0" * 20, None, "tensors cover 16"),  # trailing bytes
+    ({"x": {"dtype": "F32", "shape": [2, 2], "data_offsets": [4, 20]}}, b"\0" * 20, None, "not contiguous"),  # a gap
+    ({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16, None, "does not match"),
     ({"x": {"dtype": "Q7", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4, None, "Q7"),
     ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-      "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, None, "do not fit"),  # overlap
-    (GOOD, b"\0" * 16, 1 << 40, "header of"),
+      "y": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, None, "not contiguous"),  # overlap
+    (GOOD, b"\0" * 16, 1 << 40, "exceeds the"),
     (["not", "an", "object"], b"", None, "not a JSON object"),
 ])
 def test_malformed_files_are_one_line_naming_the_file(tmp_path, header, data, header_len, why):

@@ -6,17 +6,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import compeft_reference as ref
 import numpy as np
 import pytest
 import torch
+from builders import ADAPTER_BASES, load_base, synthetic_adapter
+from checks import (
+    assert_tensors_identical,
+    bytes_equal,
+    check_artifact_against_reference,
+    load_source,
+    read_doc,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import compeft
-import compeft_reference as ref
-from builders import ADAPTER_BASES, load_base, synthetic_adapter
-from checks import assert_tensors_identical, bytes_equal, check_artifact_against_reference, load_source, read_doc
 
 CASES = sorted(ADAPTER_BASES)
 SETTINGS = [("golomb", 0.1, 1.0), ("bitmask", 0.35, 2.5)]

@@ -72,9 +72,9 @@ def decode_with(payload: torch.Tensor, d: int, backend: str, device: str = "cpu"
 
 def records_from(container, ternary: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every delta record rebuilt one by one from the int8 τ (artifact.reconstruct per slice)."""
-    from compeft.adapters import DTYPES_BY_NAME
     from compeft.artifact import reconstruct
     from compeft.document import check
+    from compeft.dtypes import DTYPES_BY_NAME
 
     document, cols = check(container)
     return {r.name: reconstruct(ternary[r.offset : r.offset + r.numel], document.scale, r.theta_init,

@@ -9,8 +9,8 @@ import torch
 
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 from compeft import api
-from compeft.errors import ChecksumError, CompeftError
 from compeft.container import container_path, read_bytes
+from compeft.errors import ChecksumError, CompeftError
 from compeft.fastload import ResidentArtifact, load_bytes, load_fast
 from tests.perf.helpers import payload_span
 

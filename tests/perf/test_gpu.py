@@ -16,7 +16,14 @@ from compeft.errors import CodecError
 from compeft.fastload import load_fast
 from compeft.sparsify import ternarize
 from tests.golomb_reference import decode_reference, encode_reference
-from tests.perf.helpers import decode_with, flipped_case, payload_span, random_case, random_signs, records_from
+from tests.perf.helpers import (
+    decode_with,
+    flipped_case,
+    payload_span,
+    random_case,
+    random_signs,
+    records_from,
+)
 
 pytestmark = pytest.mark.gpu
 GOLOMB = get_codec("golomb")
@@ -173,7 +180,12 @@ def test_gpu_resident_artifact_loads_like_cpu_and_refuses_like_it(tmp_path):
 def test_gpu_cold_load_of_an_edited_document_matches_cpu(tmp_path, edit):
     """load_bytes copies the payload to the device before it reads the document; a (consistently hashed)
     document that then disagrees with the payload gives the CPU's error, or the CPU's tensors."""
-    from compeft.container import container_path, parse_container, read_bytes, write_container
+    from compeft.container import (
+        container_path,
+        parse_container,
+        read_bytes,
+        write_container,
+    )
     from compeft.errors import CompeftError
     from compeft.fastload import load_bytes
 

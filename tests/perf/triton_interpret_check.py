@@ -16,6 +16,7 @@ from compeft.errors import CodecError
 from tests.golomb_reference import decode_reference, encode_reference
 from tests.perf.helpers import decode_with, flipped_case, random_case, random_signs
 
+
 def check_values(seeds: range) -> None:
     """Valid payloads: int8 τ and a bf16 value table (θ_init ≠ 0), equal to the signs that were encoded."""
     values = torch.tensor([0.75, 1.0, 1.25]).to(torch.bfloat16)

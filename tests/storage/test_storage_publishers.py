@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from storage_testlib import HUB_TOKEN, adapter_files
 
-from storage.errors import AddressError, PublishError
 from compeft.hashing import sha256_file
+from storage.errors import AddressError, PublishError
 from storage.publishers import Publisher, open_publisher
 from storage.values import Provenance
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from storage_testlib import HUB_TOKEN, adapter_files, make_adapter
 
-from storage.errors import HashMismatchError, SourceError, TransientError
 from compeft.hashing import sha256_file
+from storage.errors import HashMismatchError, SourceError, TransientError
 from storage.sources import AdapterRef, Skipped, Source, open_source
 
 

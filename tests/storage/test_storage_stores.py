@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from compeft.hashing import sha256_file
 from storage.errors import (
     AddressError,
     ArtifactNotFoundError,
@@ -14,7 +15,6 @@ from storage.errors import (
     StoreError,
     ValidationError,
 )
-from compeft.hashing import sha256_file
 from storage.stores import ArtifactStore, open_store
 from storage.stores.manifest import MANIFEST
 

@@ -96,7 +96,11 @@ class GolombCodec(Codec):
         host_values = values.cpu()
         triton = bool(ids.size) and backend == "triton"
         if triton:
-            from compeft.codecs.golomb.triton_backend import Plan, decode_mode0, raise_errors
+            from compeft.codecs.golomb.triton_backend import (
+                Plan,
+                decode_mode0,
+                raise_errors,
+            )
         earlier = plan.cached_columns(device, host_values) if triton else None
         # a plan made earlier goes up before the payload: both copies queue on one copy engine, and the first
         # decode pass needs both

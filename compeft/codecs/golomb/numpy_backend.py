@@ -14,7 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from compeft.codecs.golomb.format import TABLE_COLUMNS, TABLE_DTYPE, ChunkTable, chunk_lengths, golomb_parameter, header_bytes
+from compeft.codecs.golomb.format import (
+    TABLE_COLUMNS,
+    TABLE_DTYPE,
+    ChunkTable,
+    chunk_lengths,
+    golomb_parameter,
+    header_bytes,
+)
 from compeft.errors import CodecError
 
 INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}

@@ -40,7 +40,14 @@ import torch
 import triton
 import triton.language as tl
 
-from compeft.codecs.golomb.format import DEVICE_ERRORS, ERR_COUNT, ERR_EXTRA, ERR_PADDING, ERR_RANGE, ERR_TRAILING
+from compeft.codecs.golomb.format import (
+    DEVICE_ERRORS,
+    ERR_COUNT,
+    ERR_EXTRA,
+    ERR_PADDING,
+    ERR_RANGE,
+    ERR_TRAILING,
+)
 from compeft.errors import CodecError
 
 # chunk rows
