@@ -1,4 +1,5 @@
-"""Write an output directory atomically: build it beside the destination, then rename it into place."""
+"""Write an output directory atomically and durably: build it beside the destination, sync it, then rename
+it into place (the one way every artifact, adapter, store entry and publication directory is written)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ def check_destination(dst: Path, overwrite: bool) -> None:
 def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``dst`` only if the block finishes without error.
 
-    A crash leaves at most a hidden ``.NAME.tmp-*`` sibling, never a half-written ``dst``; an
-    existing ``dst`` (with ``overwrite``) is moved aside first and deleted only after the swap.
+    A crash leaves at most a hidden ``.NAME.tmp-*`` sibling, never a half-written ``dst``; its files are
+    synced before the rename and the parent after it. An existing ``dst`` (with ``overwrite``) is moved aside
+    first and deleted only after the swap; without ``overwrite``, a ``dst`` that appeared meanwhile (a
+    concurrent writer) is a DestinationExistsError and is left as it is.
     """
     dst = Path(dst)
     check_destination(dst, overwrite)
@@ -35,17 +38,25 @@ def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]
     tmp.mkdir()
     try:
         yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _fsync(path, os.O_RDONLY)
+        _fsync(tmp, os.O_RDONLY)
         check_destination(dst, overwrite)
         backup = dst.parent / f".{dst.name}.old-{tag}"
         if dst.exists():
             os.rename(dst, backup)
         os.rename(tmp, dst)
         shutil.rmtree(backup, ignore_errors=True)
-        fd = os.open(dst.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(dst.parent, os.O_RDONLY)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
+from compeft.atomic import atomic_directory
+from compeft.errors import InputError
 from storage.errors import PublishError
 from storage.publishers.naming import render_name
 from storage.stores.manifest import build_manifest
@@ -32,18 +32,10 @@ class LocalPublisher:
                 current = None
             if current is not None and current.files == manifest.files:
                 return Publication(self.destination, str(final), manifest.sha256, created=False)
-        tmp = self.root / f".{name}.{uuid.uuid4().hex}.partial"
-        old = self.root / f".{name}.{uuid.uuid4().hex}.old"
         try:
-            tmp.mkdir(parents=True)
-            for file_name in manifest.files:
-                shutil.copyfile(Path(artifact_dir) / file_name, tmp / file_name)
-            if final.exists():
-                os.rename(final, old)
-            os.rename(tmp, final)
-        except OSError as err:
+            with atomic_directory(final, overwrite=True) as tmp:
+                for file_name in manifest.files:
+                    shutil.copyfile(Path(artifact_dir) / file_name, tmp / file_name)
+        except (OSError, InputError) as err:
             raise PublishError(f"publishing {artifact_dir} to {final} failed: {err}") from err
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
         return Publication(self.destination, str(final), manifest.sha256, created=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from compeft.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MAX_CONFIG_BYTES, PICKLE_SUFFIXES
+from compeft.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    MAX_CONFIG_BYTES,
+    PICKLE_SUFFIXES,
+)
+from compeft.atomic import atomic_directory
 from compeft.hashing import sha256_file
 from storage.errors import HashMismatchError, SourceError
 from storage.validation import check_size
@@ -43,10 +46,9 @@ def fetch_into(
     dest_dir = Path(dest_dir)
     if dest_dir.exists() and any(dest_dir.iterdir()):
         raise SourceError(f"{dest_dir}: destination for {ref.uri} is not empty")
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir.parent / f".{dest_dir.name}.{uuid.uuid4().hex}.partial"
-    tmp.mkdir()
-    try:
+    if dest_dir.exists():
+        dest_dir.rmdir()
+    with atomic_directory(dest_dir) as tmp:
         for remote in ref.files:
             target = tmp / remote.name
             download(remote, target)
@@ -56,9 +58,4 @@ def fetch_into(
                 raise HashMismatchError(f"{ref.uri}/{remote.name}: got {size} bytes, listing said {remote.size}")
             if remote.sha256 is not None and sha256_file(target) != remote.sha256:
                 raise HashMismatchError(f"{ref.uri}/{remote.name}: sha256 does not match the listing")
-        if dest_dir.exists():
-            dest_dir.rmdir()
-        os.rename(tmp, dest_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest_dir

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
+from compeft.atomic import atomic_directory
+from compeft.errors import DestinationExistsError
 from storage.errors import ArtifactNotFoundError, StoreError
 from storage.stores.manifest import (
     MANIFEST,
@@ -41,24 +41,18 @@ class LocalStore:
         size = sum(s for s, _ in manifest.files.values())
         if (final / MANIFEST).is_file():
             return StoredArtifact(uri=str(final), sha256=manifest.sha256, bytes=size, created=False)
-        tmp = self.root / ".tmp" / uuid.uuid4().hex
         try:
-            tmp.mkdir(parents=True)
-            for name in manifest.files:
-                shutil.copyfile(Path(artifact_dir) / name, tmp / name)
-                verify_file(tmp / name, name, manifest, str(tmp))
-            (tmp / MANIFEST).write_bytes(manifest.to_bytes())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if (final / MANIFEST).is_file():  # a concurrent writer won the race with the same bytes
-                    return StoredArtifact(uri=str(final), sha256=manifest.sha256, bytes=size, created=False)
-                raise
+            with atomic_directory(final) as tmp:
+                for name in manifest.files:
+                    shutil.copyfile(Path(artifact_dir) / name, tmp / name)
+                    verify_file(tmp / name, name, manifest, str(tmp))
+                (tmp / MANIFEST).write_bytes(manifest.to_bytes())
+        except DestinationExistsError:
+            if (final / MANIFEST).is_file():  # a concurrent writer won the race with the same bytes
+                return StoredArtifact(uri=str(final), sha256=manifest.sha256, bytes=size, created=False)
+            raise StoreError(f"storing {artifact_dir} in {self.root} failed: {final} exists without {MANIFEST}") from None
         except OSError as err:
             raise StoreError(f"storing {artifact_dir} in {self.root} failed: {err}") from err
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return StoredArtifact(uri=str(final), sha256=manifest.sha256, bytes=size, created=True)
 
     def get(self, sha256: str, dest: Path) -> Path:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from compeft.atomic import atomic_directory
 from compeft.hashing import sha256_file
 from storage.errors import HashMismatchError, StoreError, ValidationError
 from storage.validation import validate_file_name
@@ -88,15 +86,11 @@ def materialize(manifest: Manifest, dest: Path, fetch: Callable[[str, Path], Non
     dest = Path(dest)
     if dest.exists():
         raise StoreError(f"{dest}: destination already exists")
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.partial"
     try:
-        tmp.mkdir(parents=True)
-        for name in manifest.files:
-            fetch(name, tmp / name)
-            verify_file(tmp / name, name, manifest, label)
-        os.rename(tmp, dest)
+        with atomic_directory(dest) as tmp:
+            for name in manifest.files:
+                fetch(name, tmp / name)
+                verify_file(tmp / name, name, manifest, label)
     except OSError as err:
         raise StoreError(f"writing artifact {label} to {dest} failed: {err}") from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
