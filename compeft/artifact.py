@@ -1,9 +1,10 @@
 """The artifact: write and finish one, open and check one, describe one, and rebuild its tensors.
 
 ``reconstruct`` is the one reconstruction, θ = θ_init + s·t computed in float32 and rounded once to the
-record's dtype; every decode path goes through it: a value table (``value_table``) for adapters, whose
-records share a scalar θ_init (file, fast and resident loads, decompress, the calibration sweep), the base
-tensor for full fine-tune residuals.
+record's dtype, and every decode path goes through it: as a value table (``value_table``: what the codecs
+write for t = −1, 0, +1) for records that share a scalar θ_init (file, fast and resident loads, decompress),
+per tensor with the base tensor as θ_init (full fine-tune residuals), and as its fused many-tensor form
+``reconstruct_into`` for the calibration sweep's in-place updates.
 """
 
 from __future__ import annotations
@@ -161,6 +162,24 @@ def reconstruct(ternary: torch.Tensor, scale: float, theta_init: float | torch.T
     elif theta_init:
         values += theta_init
     return values.to(dtype)
+
+
+def reconstruct_into(targets: list[torch.Tensor], patterns: list[torch.Tensor], scale: float,
+                     theta_inits: list[torch.Tensor] | None, stored: torch.dtype) -> None:
+    """``reconstruct`` of many tensors in a few fused launches, written in place into ``targets`` (one dtype and
+    device), values identical: without θ_init the patterns are t in the targets' dtype and ±s (exact in float32)
+    is rounded to ``stored`` then to the targets' dtype, as reconstruct-then-copy rounds it; with θ_init (float32
+    tensors, patterns float32) the float32 θ_init + s·t (s·t is exact) is rounded to ``stored``, then copied."""
+    target_dtype = targets[0].dtype
+    if theta_inits is None:
+        s = float(torch.tensor(scale, dtype=torch.float32).to(stored).to(target_dtype))
+        torch._foreach_copy_(targets, patterns)
+        torch._foreach_mul_(targets, s)
+        return
+    values = torch._foreach_add(theta_inits, patterns, alpha=scale)
+    if stored not in (torch.float32, target_dtype):
+        values = [v.to(stored) for v in values]
+    torch._foreach_copy_(targets, values)
 
 
 def value_table(scale: float, theta_init: float, dtype: torch.dtype) -> torch.Tensor:

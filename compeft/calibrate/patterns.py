@@ -2,8 +2,10 @@
 
 The pattern comes from a real artifact compressed at α = 1 (so its bytes are the codec's bytes and its
 pattern is exactly what ``decompress`` will reconstruct); for each α the update writes
-θ = θ_init + s·t with s = float32(α·σ) into the model through ``artifact.reconstruct``, the reconstruction
-every decode path uses, so scores match the artifact. Patterns are kept on the model's device as int8.
+θ = θ_init + s·t with s = float32(α·σ) into the model through ``artifact.reconstruct_into`` (one fused
+multi-tensor write per group of tensors, a handful of launches for hundreds of tensors), so the values and
+scores are the artifact's. Patterns are kept on the model's device in the target dtype (t ∈ {-1, 0, 1} is
+exact there), or in float32 beside a float32 θ_init where θ_init ≠ 0.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from compeft.artifact import open_artifact, reconstruct, scale_of
+from compeft.artifact import open_artifact, reconstruct_into, scale_of
 from compeft.calibrate.model import LoadedModel
 from compeft.codecs import get_codec
 from compeft.container import named_payload_errors
@@ -26,19 +28,41 @@ from compeft.errors import CalibrationError
 
 @dataclass(frozen=True)
 class Slot:
-    """One delta tensor: the live tensor to write, its ternary pattern, its θ_init (a scalar, or the base
-    tensor of a full fine-tune) and the dtype the artifact stores it in (PEFT may hold a bf16 adapter in
-    float32: the value is rounded to the artifact's dtype first, as loading the artifact would)."""
+    """One delta tensor: the live tensor to write, its pattern, its float32 θ_init (None means 0) and the
+    dtype the artifact stores it in (PEFT may hold a bf16 adapter in float32: the value is rounded to
+    the artifact's dtype first, as loading the artifact would)."""
 
     name: str
     target: torch.Tensor = field(repr=False)
-    pattern: torch.Tensor = field(repr=False)  # int8 ternary, the target's shape
-    theta_init: float | torch.Tensor = field(repr=False)
+    pattern: torch.Tensor = field(repr=False)  # target dtype without θ_init, float32 with it
+    init: torch.Tensor | None = field(repr=False)
+    stored: torch.dtype | None = None  # None: the target's dtype
+
+
+@dataclass(frozen=True)
+class SlotGroup:
+    """Slots updated by one fused multi-tensor write: same device, target dtype, stored dtype and θ_init presence."""
+
+    targets: list[torch.Tensor] = field(repr=False)
+    patterns: list[torch.Tensor] = field(repr=False)
+    inits: list[torch.Tensor] | None = field(repr=False)
     stored: torch.dtype
 
     def write(self, s: float) -> None:
-        """target ← θ_init + s·pattern, rounded once to the stored dtype, then to the target's."""
-        self.target.copy_(reconstruct(self.pattern, s, self.theta_init, self.stored))
+        """targets ← θ_init + s·pattern, as the artifact reconstructs it."""
+        reconstruct_into(self.targets, self.patterns, s, self.inits, self.stored)
+
+
+def group_slots(slots: tuple[Slot, ...]) -> tuple[SlotGroup, ...]:
+    groups: dict[tuple, list[Slot]] = {}
+    for slot in slots:
+        stored = slot.stored or slot.target.dtype
+        groups.setdefault((slot.target.device, slot.target.dtype, stored, slot.init is None), []).append(slot)
+    return tuple(
+        SlotGroup([s.target for s in members], [s.pattern for s in members],
+                  None if no_init else [s.init for s in members], stored)
+        for (_, _, stored, no_init), members in groups.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,7 @@ class DensityPattern:
     payload_bytes: int
     slots: tuple[Slot, ...] = field(repr=False)
     build_seconds: float
+    groups: tuple[SlotGroup, ...] = field(repr=False, default=())
 
     def scale(self, alpha: float) -> float:
         """s = float32(α·σ), as compress stores it."""
@@ -62,8 +87,8 @@ class DensityPattern:
         """Write θ_init + s·t into every live tensor in place; returns s."""
         s = self.scale(alpha)
         with torch.no_grad():
-            for slot in self.slots:
-                slot.write(s)
+            for group in self.groups:
+                group.write(s)
         return s
 
 
@@ -91,12 +116,18 @@ def bind_pattern(
         if target.numel() != rec.numel:
             raise CalibrationError(f"{artifact}: tensor {rec.name} has {rec.numel} entries, the model's has {target.numel()}")
         pattern = ternary[rec.offset : rec.offset + rec.numel].reshape(target.shape).to(target.device)
-        theta_init: float | torch.Tensor = rec.theta_init
+        init: torch.Tensor | None = None
         if base_tensor is not None:  # full fine-tune: θ_init is the base tensor
             if rec.name not in init_cache:
                 init_cache[rec.name] = base_tensor(rec.name).to(device=target.device, dtype=torch.float32).reshape(target.shape)
-            theta_init = init_cache[rec.name]
-        slots.append(Slot(rec.name, target, pattern, theta_init, DTYPES_BY_NAME[rec.dtype]))
+            init = init_cache[rec.name]
+        elif rec.theta_init:
+            key = f"{rec.name}@{rec.theta_init}"
+            if key not in init_cache:
+                init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
+            init = init_cache[key]
+        pattern = pattern.to(torch.float32 if init is not None else target.dtype)  # t is exact in either
+        slots.append(Slot(rec.name, target, pattern, init, DTYPES_BY_NAME[rec.dtype]))
     return DensityPattern(
         density=density,
         sigma=doc.sigma,
@@ -106,6 +137,7 @@ def bind_pattern(
         payload_bytes=int(opened.container.payload.numel()),
         slots=tuple(slots),
         build_seconds=build_seconds,
+        groups=group_slots(tuple(slots)),
     )
 
 
