@@ -31,9 +31,10 @@ def main(density: float = 0.2) -> None:
             torch.cuda.synchronize()
             times.append(1e3 * (time.perf_counter() - t))
         s1 = torch.cuda.memory_stats()
-        grew = {k: s1.get(k, 0) - s0.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries", "num_sync_all_streams")}
+        grew = {k: s1.get(k, 0) - s0.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries",
+                                                         "num_sync_all_streams")}
         print(name, " ".join(f"{x:.2f}" for x in times), grew, flush=True)
-        result = None
+        del result
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from compeft.version import __version__
+
 __all__ = ["compress", "decompress", "load", "inspect", "__version__"]
 
 

@@ -117,7 +117,7 @@ def dispatch(argv: list[str]) -> int:
         return int(getattr(module, func_name)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.version:
-        from compeft import __version__
+        from compeft.version import __version__
 
         print(__version__)
         return 0

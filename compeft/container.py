@@ -130,7 +130,8 @@ def named_payload_errors(path: Path) -> Iterator[None]:
         raise type(err)(f"{path}: {err}") from err
 
 
-def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True, prefetch: Callable[[torch.Tensor], None] | None = None) -> Container:
+def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True,
+                    prefetch: Callable[[torch.Tensor], None] | None = None) -> Container:
     """Check a container image held in a uint8 CPU tensor; its tensors are views of ``data``. ``prefetch``
     gets the (unchecked) payload as soon as the layout is known, e.g. to start copying it to a device."""
     flat = data.reshape(-1)

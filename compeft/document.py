@@ -256,7 +256,8 @@ def _columns_v2(container: Container) -> RecordColumns:
     doc = container.doc
     n = _int(doc.get("records"), "records")
     dtypes = doc.get("record_dtypes")
-    if not isinstance(dtypes, list) or not all(isinstance(x, str) and x in DTYPES_BY_NAME for x in dtypes) or len(set(dtypes)) != len(dtypes):
+    known = isinstance(dtypes, list) and all(isinstance(x, str) and x in DTYPES_BY_NAME for x in dtypes)
+    if not known or len(set(dtypes)) != len(dtypes):
         raise ContainerError(f"document field 'record_dtypes' must list known dtype names once each, got {dtypes!r}")
     raw, ends, ndim, dims, code, theta = (_record_column(container, c) for c in RECORD_COLUMNS)
     if n and (ends[0] < 0 or (np.diff(ends) < 0).any() or ends[-1] != raw.size) or (not n and raw.size):

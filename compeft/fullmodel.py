@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from compeft import __version__
 from compeft.adapters import PICKLE_SUFFIXES, read_config
 from compeft.artifact import (
     Artifact,
@@ -44,6 +43,7 @@ from compeft.sparsify import (
     select_in_bin,
 )
 from compeft.taskvector import DeltaRecord
+from compeft.version import __version__
 
 CONFIG = "config.json"
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

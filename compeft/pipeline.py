@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from compeft import __version__
 from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -31,6 +30,7 @@ from compeft.errors import ContainerError
 from compeft.hashing import sha256_file
 from compeft.sparsify import ternarize
 from compeft.taskvector import build_task_vector, carried_names, task_vector_from_blob
+from compeft.version import __version__
 
 
 def compress_adapter(src: Path, dst: Path, config: CompressionConfig, device: torch.device, *,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compeft import __version__
 from compeft.adapters import ADAPTER_FILES
+from compeft.version import __version__
 from storage.adapter_facts import adapter_record
 from storage.hashing import content_hash
 from storage.registry import (

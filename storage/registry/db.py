@@ -115,7 +115,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except SQLAlchemyError as err:
-        raise RegistryError(f"migrating {redact_url(str(engine.url))} failed: {type(err).__name__}: {err.args[0] if err.args else err}") from err
+        reason = err.args[0] if err.args else err
+        raise RegistryError(f"migrating {redact_url(str(engine.url))} failed: {type(err).__name__}: {reason}") from err
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -59,7 +59,8 @@ def assert_tensors_identical(actual: Mapping[str, torch.Tensor], expected: Mappi
             raise AssertionError(f"{what}: {k} differs in {diff} of {e.numel()} entries")
 
 
-def check_artifact_against_reference(artifact: Path, source: Mapping[str, torch.Tensor], density: float, alpha: float, codec: str) -> ref.AdapterReference:
+def check_artifact_against_reference(artifact: Path, source: Mapping[str, torch.Tensor], density: float, alpha: float,
+                                     codec: str) -> ref.AdapterReference:
     """The artifact's document and compeft.load output match the reference compression of ``source``."""
     import compeft
 

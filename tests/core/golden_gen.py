@@ -40,7 +40,8 @@ def input_tensors(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
             for mod in ("q_proj", "v_proj"):
                 tensors[f"{prefix}.{layer}.self_attn.{mod}.lora_A.weight"] = _normal(rng, (4, 16), 0.2)
                 tensors[f"{prefix}.{layer}.self_attn.{mod}.lora_B.weight"] = _normal(rng, (16, 4), 0.05)
-        config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": "golden/tiny-llama", "task_type": "CAUSAL_LM"}
+        config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                  "base_model_name_or_path": "golden/tiny-llama", "task_type": "CAUSAL_LM"}
     elif name == "lora-mixed-bitmask":
         rng = np.random.default_rng(11)
         tensors = {
@@ -50,7 +51,8 @@ def input_tensors(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
             f"{prefix}.0.mlp.up_proj.lora_A.weight": _normal(rng, (4, 8), 0.2).to(torch.bfloat16),
             f"{prefix}.0.mlp.up_proj.lora_B.weight": _normal(rng, (12, 4), 0.02).to(torch.bfloat16),
         }
-        config = {"peft_type": "LORA", "r": 4, "lora_alpha": 4, "target_modules": ["embed_tokens", "up_proj"], "base_model_name_or_path": "golden/tiny-llama", "task_type": "CAUSAL_LM"}
+        config = {"peft_type": "LORA", "r": 4, "lora_alpha": 4, "target_modules": ["embed_tokens", "up_proj"],
+                  "base_model_name_or_path": "golden/tiny-llama", "task_type": "CAUSAL_LM"}
     elif name == "ia3-head-golomb":
         rng = np.random.default_rng(7)
         tensors = {}
@@ -58,7 +60,8 @@ def input_tensors(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
             for mod, shape in (("self_attn.k_proj", (8, 1)), ("self_attn.v_proj", (8, 1)), ("mlp.down_proj", (1, 32))):
                 tensors[f"{prefix}.{layer}.{mod}.ia3_l"] = (1.0 + _normal(rng, shape, 0.1)).clamp(0.6, 1.4)
         tensors["base_model.model.score.weight"] = _normal(rng, (3, 16), 0.5).to(torch.bfloat16)
-        config = {"peft_type": "IA3", "target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"], "modules_to_save": ["score"], "base_model_name_or_path": "golden/tiny-llama-cls", "task_type": "SEQ_CLS"}
+        config = {"peft_type": "IA3", "target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"],
+                  "modules_to_save": ["score"], "base_model_name_or_path": "golden/tiny-llama-cls", "task_type": "SEQ_CLS"}
     else:
         raise KeyError(name)
     return config, tensors
@@ -85,4 +88,5 @@ def regenerate(root: Path = GOLDEN) -> None:
         compeft.compress(src, root / "artifacts" / name, device="cpu", **options)
         tensors = compeft.load(root / "artifacts" / name, device="cpu")
         (root / "expected").mkdir(parents=True, exist_ok=True)
-        save({k: v.contiguous() for k, v in sorted(tensors.items())}, str(root / "expected" / f"{name}.safetensors"), metadata={"format": "pt"})
+        save({k: v.contiguous() for k, v in sorted(tensors.items())}, str(root / "expected" / f"{name}.safetensors"),
+             metadata={"format": "pt"})

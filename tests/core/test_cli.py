@@ -98,7 +98,8 @@ def test_compress_decompress_inspect_happy_path(tmp_path, capsys, lora_dir):
 
 def test_compress_options_reach_the_document(tmp_path, capsys, head_dir):
     """--density, --alpha and --codec are honoured; --json prints the result as JSON."""
-    code, out, err = run_cli(capsys, "compress", head_dir, tmp_path / "art", "--density", "0.3", "--alpha", "2.5", "--codec", "bitmask", "--device", "cpu", "--json")
+    code, out, err = run_cli(capsys, "compress", head_dir, tmp_path / "art", "--density", "0.3", "--alpha", "2.5", "--codec",
+                             "bitmask", "--device", "cpu", "--json")
     assert code == 0 and err == ""
     result = json.loads(out)
     doc = read_doc(tmp_path / "art")

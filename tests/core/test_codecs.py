@@ -251,7 +251,8 @@ def test_entropy_formula():
 @settings(max_examples=80, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=ternary_with_segments(max_len=1500))
 def test_golomb_bytes_follow_the_normative_bitstream(case):
-    """The golomb payload is byte for byte what an independent coder written from the bitstream description produces, and decodes with it."""
+    """The golomb payload is byte for byte what an independent coder written from the bitstream description produces, and decodes
+    with it."""
     import codec_spec
 
     signs, segments = case

@@ -129,7 +129,8 @@ def _regions(raw: bytes) -> dict[str, tuple[int, int]]:
     n, header, _ = split_file(raw)
     text = raw[8 : 8 + n]
     doc_start = text.index(b'"compeft":"') + len(b'"compeft":"')
-    regions = {"length": (0, 8), "header": (8, 8 + n), "document": (8 + doc_start, 8 + doc_start + 200), "padding": (8 + len(text.rstrip(b" ")), 8 + n)}
+    regions = {"length": (0, 8), "header": (8, 8 + n), "document": (8 + doc_start, 8 + doc_start + 200),
+               "padding": (8 + len(text.rstrip(b" ")), 8 + n)}
     for name, info in header.items():
         if name != "__metadata__":
             a, b = info["data_offsets"]
@@ -153,7 +154,8 @@ def _assert_refused(artifact: Path, tmp: Path, api=("load", "inspect", "decompre
 
 @pytest.mark.parametrize("which", ["head_artifact", "lora_artifact"])
 def test_every_sampled_bit_flip_is_refused(request, tmp_path, which):
-    """A single flipped bit anywhere (length, header, document, padding, payload, carried tensors) makes load/inspect/decompress raise ContainerError."""
+    """A single flipped bit anywhere (length, header, document, padding, payload, carried tensors) makes load/inspect/decompress
+    raise ContainerError."""
     src = request.getfixturevalue(which)
     art = tmp_path / "art"
     shutil.copytree(src, art)
@@ -177,7 +179,8 @@ def test_every_sampled_bit_flip_is_refused(request, tmp_path, which):
         try:
             _assert_refused(art, tmp_path, api)
         except BaseException as err:  # pytest's "DID NOT RAISE" is a BaseException
-            raise AssertionError(f"flip of bit {bit} (byte {bit // 8}) not refused with ContainerError: {type(err).__name__}: {err}") from err
+            raise AssertionError(
+                f"flip of bit {bit} (byte {bit // 8}) not refused with ContainerError: {type(err).__name__}: {err}") from err
         checked += 1
     path.write_bytes(raw)
     assert compeft.load(art)  # the undamaged copy still loads
@@ -307,7 +310,8 @@ def test_consistently_hashed_but_inconsistent_record_columns_are_refused(tmp_pat
 @pytest.mark.parametrize(
     "edit",
     [
-        pytest.param(lambda doc: doc["tensors"][0].__setitem__("shape", [doc["tensors"][0]["shape"][0] + 1, *doc["tensors"][0]["shape"][1:]]), id="record-shape"),
+        pytest.param(lambda doc: doc["tensors"][0].__setitem__("shape", [doc["tensors"][0]["shape"][0] + 1,
+                                                                          *doc["tensors"][0]["shape"][1:]]), id="record-shape"),
         pytest.param(lambda doc: doc["tensors"][1].__setitem__("offset", doc["tensors"][1]["offset"] + 1), id="record-offset"),
         pytest.param(lambda doc: doc["tensors"][0].__setitem__("theta_init", float("nan")), id="theta-init-nan"),
         pytest.param(lambda doc: doc.__setitem__("tensors", {}), id="tensors-not-a-list"),

@@ -101,7 +101,8 @@ def _logits(model):
 
 @pytest.mark.parametrize("case", FULL_CASES)
 def test_full_residual_round_trip_matches_reference(full_models, tmp_path, case):
-    """compress(ft, base=) → decompress(base=) writes a model dir that from_pretrained loads, equal to the reference θ_base + s·sign·mask."""
+    """compress(ft, base=) → decompress(base=) writes a model dir that from_pretrained loads, equal to the reference θ_base +
+    s·sign·mask."""
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     ft_dir, base_dir = full_models.dirs[case]

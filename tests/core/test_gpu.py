@@ -19,7 +19,8 @@ CASES = ["lora-all-linear", "ia3", "seqcls-head-bf16-lora", "lora-embedding", "d
 @pytest.mark.parametrize("codec", ["golomb", "bitmask"])
 @pytest.mark.parametrize("case", CASES)
 def test_cuda_compress_is_byte_identical_and_loads_on_cuda(workshop, tmp_path, case, codec):
-    """compress on CUDA writes the CPU's bytes; load(device='cuda') returns CUDA tensors equal to the CPU load; decompress on CUDA equals CPU."""
+    """compress on CUDA writes the CPU's bytes; load(device='cuda') returns CUDA tensors equal to the CPU load; decompress on
+    CUDA equals CPU."""
     src = workshop.adapter(case).path
     compeft.compress(src, tmp_path / "cpu", density=0.15, codec=codec, device="cpu")
     compeft.compress(src, tmp_path / "cuda", density=0.15, codec=codec, device="cuda")
@@ -38,7 +39,8 @@ def test_codecs_agree_across_devices(codec_id):
     """Encoding CUDA signs gives the CPU payload, and decoding on CUDA gives the CPU result, across a 2^20 chunk boundary."""
     rng = np.random.default_rng(3)
     codec = get_codec(codec_id)
-    for d, k, segments in ((0, 0.1, []), (1, 1.0, [1]), (5000, 0.6, [100, 4900]), ((1 << 20) + 777, 0.05, [(1 << 20) + 700, 77]), (3_000_000, 0.1, [])):
+    for d, k, segments in ((0, 0.1, []), (1, 1.0, [1]), (5000, 0.6, [100, 4900]), ((1 << 20) + 777, 0.05, [(1 << 20) + 700, 77]),
+                           (3_000_000, 0.1, [])):
         signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=d)
         signs[rng.random(d) >= k] = 0
         t = torch.from_numpy(signs)

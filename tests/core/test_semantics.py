@@ -49,7 +49,8 @@ def test_adapter_kinds_are_what_they_claim(workshop):
     assert any(k.endswith("lora_magnitude_vector") for k in keys["dora"])
     assert all("ia3_l" in k for k in keys["ia3"]) and any("down_proj" in k for k in keys["ia3"])
     assert any(k.endswith("score.weight") for k in keys["seqcls-head"])
-    assert any(k.endswith("classifier.weight") for k in keys["bert-classifier"]) and any(k.endswith("classifier.bias") for k in keys["bert-classifier"])
+    bert = keys["bert-classifier"]
+    assert any(k.endswith("classifier.weight") for k in bert) and any(k.endswith("classifier.bias") for k in bert)
     assert any("c_attn" in k for k in keys["gpt2-conv1d"])
     for case, dtype in (("lora-fp16", torch.float16), ("lora-bf16", torch.bfloat16)):
         assert {t.dtype for t in load_source(workshop.adapter(case).path).values()} == {dtype}
@@ -143,7 +144,8 @@ def synthetic_tensors(draw):
     if draw(st.booleans()):
         tensors["base_model.model.head.modules_to_save.default.weight"] = torch.randn(3, 4, generator=gen).to(draw(st.sampled_from(DTYPES)))
     for j in range(draw(st.integers(0, 3))):
-        dtype = draw(st.sampled_from([torch.float64, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.float16, torch.bfloat16]))
+        dtype = draw(st.sampled_from([torch.float64, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool, torch.float16,
+                                      torch.bfloat16]))
         shape = draw(st.sampled_from([(), (0,), (0, 3), (5,), (2, 3)]))
         raw = torch.randint(-100, 100, shape, generator=gen) if not dtype.is_floating_point else torch.randn(shape, generator=gen) * 100
         if dtype == torch.bool:
@@ -186,7 +188,8 @@ def _peft_model(kind, base_dir, adapter_dir):
     return model
 
 
-ROUND_TRIP = ["lora-all-linear", "lora-patterns", "gpt2-conv1d", "lora-embedding", "dora", "ia3", "seqcls-head", "bert-classifier", "lora-bf16", "lora-fp16"]
+ROUND_TRIP = ["lora-all-linear", "lora-patterns", "gpt2-conv1d", "lora-embedding", "dora", "ia3", "seqcls-head",
+              "bert-classifier", "lora-bf16", "lora-fp16"]
 
 
 @pytest.mark.parametrize("case", ROUND_TRIP)
@@ -242,7 +245,8 @@ def test_large_adapter_matches_reference_across_blocks(tmp_path):
     """A 2.6M-parameter adapter (many 2^20 blocks, ties, zeros, mixed dtypes) matches the reference exactly, for any thread count."""
     gen = torch.Generator().manual_seed(99)
     tensors = {}
-    for i, (shape, dtype) in enumerate([((1024, 700), torch.float32), ((700, 1024), torch.bfloat16), ((512, 1000), torch.float16), ((300, 1000), torch.float32)]):
+    for i, (shape, dtype) in enumerate([((1024, 700), torch.float32), ((700, 1024), torch.bfloat16), ((512, 1000), torch.float16),
+                                        ((300, 1000), torch.float32)]):
         x = torch.randn(shape, generator=gen)
         if i == 1:
             x = torch.round(x * 8) / 8  # heavy ties

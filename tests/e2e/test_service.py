@@ -50,7 +50,7 @@ def test_on_demand_run_compresses_registers_stores_and_publishes(e2e):
 
     rows = registry_rows(e2e.database_url, str(catalog))
     assert [Path(uri).name for _, uri, *_ in rows["artifacts"]] == ["lora-0", "lora-1", "lora-2"]
-    for _, uri, sha, storage_uri, _ in rows["artifacts"]:
+    for _, uri, _sha, storage_uri, _ in rows["artifacts"]:
         stored = Path(storage_uri)
         assert stored.is_relative_to(e2e.root / "store") and (stored / "compeft.safetensors").is_file()
         copy = published / Path(uri).name / "compeft.safetensors"

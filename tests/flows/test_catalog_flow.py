@@ -93,7 +93,10 @@ def test_force_recompresses_without_duplicating(catalog, service):
     first = compress_catalog(str(catalog), service=service)
     again = compress_catalog(str(catalog), service=service, force=True)
     assert again["counts"]["compressed"] == 3
-    ids = lambda r: sorted(o["artifact_id"] for o in r["outcomes"] if o["artifact_id"])
+
+    def ids(r):
+        return sorted(o["artifact_id"] for o in r["outcomes"] if o["artifact_id"])
+
     assert ids(first) == ids(again)
     assert _counts(service.database_url)["artifacts"] == 3 and _counts(service.database_url)["publications"] == 3
 

@@ -61,7 +61,7 @@ class _Checks:
             return
         flags = torch.cat([ok for ok, _ in self.items]).cpu().numpy()
         start = 0
-        for (ok, message), end in zip(self.items, itertools.accumulate(ok.numel() for ok, _ in self.items)):
+        for (_, message), end in zip(self.items, itertools.accumulate(ok.numel() for ok, _ in self.items)):
             if not flags[start:end].all():
                 raise CodecError(message)
             start = end
@@ -134,7 +134,8 @@ def decode_mode0(table: ChunkTable, ids: np.ndarray, buf: torch.Tensor, out: tor
     lbit = lbase_k[cid] + j * w
     byte = (lbit >> 3).to(torch.int64)
     if big_w:
-        word = buf[byte].to(torch.int64) | (buf[byte + 1].to(torch.int64) << 8) | (buf[byte + 2].to(torch.int64) << 16) | (buf[byte + 3].to(torch.int64) << 24)
+        b0, b1, b2, b3 = (buf[byte + i].to(torch.int64) for i in range(4))
+        word = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
         h = ((word >> (lbit & 7).to(torch.int64)) & mask_k[cid].to(torch.int64)).to(it)
     else:
         word = buf[byte].to(it) | (buf[byte + 1].to(it) << 8) | (buf[byte + 2].to(it) << 16)
@@ -170,7 +171,8 @@ def decode_mode0(table: ChunkTable, ids: np.ndarray, buf: torch.Tensor, out: tor
     pos.clamp_(0, out.numel() - 1)
 
     # padding of the low, extra and sign planes
-    for base_k, nbits in ((lbase_k, torch.from_numpy(cnt * table.width[ids])), (xbase_k, torch.from_numpy(table.extra_bits[ids])), (sbase_k, torch.from_numpy(cnt))):
+    for base_k, nbits in ((lbase_k, torch.from_numpy(cnt * table.width[ids])), (xbase_k, torch.from_numpy(table.extra_bits[ids])),
+                          (sbase_k, torch.from_numpy(cnt))):
         nbits = nbits.to(device=device, dtype=it)
         tail = nbits & 7
         last_byte = ((base_k + nbits) >> 3).to(torch.int64)
@@ -196,7 +198,8 @@ def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
     nnz = np.diff(before)
     mode = (2 * nnz > lengths).astype(np.int64)
     if mode.any():
-        per_code = torch.repeat_interleave(torch.from_numpy(mode == 0).to(device), torch.from_numpy(nnz).to(device), output_size=pos.numel())
+        per_code = torch.repeat_interleave(torch.from_numpy(mode == 0).to(device), torch.from_numpy(nnz).to(device),
+                                           output_size=pos.numel())
         pos = pos[per_code]
     ids = np.flatnonzero(mode == 0)
     cnt = nnz[ids]

@@ -346,7 +346,8 @@ def decode_mode0(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, 
     # scratch columns start at multiples of 8 entries: Triton specializes on pointer alignment (no recompiles)
     nb, nt = -(-nb_tiles // 8) * 8, -(-n_tiles // 8) * 8
     scratch = torch.empty(2 * nb + 4 * nt + 8, dtype=torch.int64, device=device)  # every entry is written before it is read
-    tile_pop, tile_off, tile_x, tile_h, tile_xoff, tile_roff = (scratch[a:] for a in (0, nb, 2 * nb, 2 * nb + nt, 2 * nb + 2 * nt, 2 * nb + 3 * nt))
+    starts = (0, nb, 2 * nb, 2 * nb + nt, 2 * nb + 2 * nt, 2 * nb + 3 * nt)
+    tile_pop, tile_off, tile_x, tile_h, tile_xoff, tile_roff = (scratch[a:] for a in starts)
     stops = torch.empty(max(n, 1), dtype=torch.int32, device=device)
     chunk_of = torch.empty(nt + nb + 8, dtype=torch.int32, device=device)
     code_chunk, byte_chunk = chunk_of, chunk_of[nt:]

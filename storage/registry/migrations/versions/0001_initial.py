@@ -115,7 +115,8 @@ def upgrade() -> None:
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['artifact_id'], ['artifacts.id'], name=op.f('fk_publications_artifact_id_artifacts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_publications')),
-    sa.UniqueConstraint('artifact_id', 'destination', 'remote_revision', name=op.f('uq_publications_artifact_id_destination_remote_revision'))
+    sa.UniqueConstraint('artifact_id', 'destination', 'remote_revision',
+                        name=op.f('uq_publications_artifact_id_destination_remote_revision'))
     )
 
 
