@@ -5,29 +5,12 @@ names, types, defaults, descriptions and choices (drop-downs in the Prefect UI's
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from compeft.config import CalibrationConfig, CompressionConfig, field_types
+from compeft.config import CalibrationConfig, CompressionConfig
 from storage.config import ServiceConfig
-
-
-def fields_of(cls: type, *, skip: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """pydantic field definitions of a configuration dataclass's fields (``optional`` ones default to None)."""
-    hints, out = field_types(cls), {}
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        annotation = hints[f.name]
-        if f.metadata.get("choices"):
-            annotation = Literal[f.metadata["choices"]]  # type: ignore[valid-type]
-        if f.name in optional:
-            annotation, default = annotation | None, None
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else ...
-        out[f.name] = (annotation, Field(default, description=f.metadata["help"] + "."))
-    return out
+from storage.models import fields_of
 
 
 class _Options(BaseModel):

@@ -19,8 +19,6 @@ from compeft.codecs.golomb import numpy_backend
 from compeft.codecs.golomb.format import ChunkTable, read_table
 from compeft.codecs.staging import StagedPayload, padded_buffer, side_stream
 
-BACKENDS = ("numpy", "torch", "triton")
-
 
 def triton_available() -> bool:
     """True when Triton imports (it needs a CUDA build of torch, or TRITON_INTERPRET=1 for tests)."""
