@@ -4,8 +4,8 @@
                                       [--densities 0.05,0.1,0.2] [--threads 1] [--json OUT.json]
                                       [--evaluator lm-eval|direct] [--synthetic-update]
 
-Runs ``compeft.calibrate.calibrate`` on a fixture adapter of the example catalog (built and cached on
-first use) and prints one JSON object: the timings breakdown and
+Runs ``compeft.calibrate.calibrate`` on a fixture adapter of the example catalog (examples/catalog_builder.py:
+the bundled build, or one built and cached on first use) and prints one JSON object: the timings breakdown and
 ``overhead_ratio = (load + reference + sweep) / (load + reference + Σ evaluations)`` — the issue's
 budget is ≤ 1.2. Per-point costs (pattern build per density, in-place update per α) are reported too.
 
@@ -23,6 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script, sys.path starts at bench/, not at the root holding examples/
+    sys.path.insert(0, str(REPO))
+
 
 class DirectEvaluator:
     """Accuracy from one batched forward pass over the validation JSONL next to the task YAML."""
@@ -38,7 +42,7 @@ class DirectEvaluator:
         import torch
 
         from compeft.calibrate.evaluator import Score
-        from compeft.testing.fixtures import encode_batch
+        from examples.catalog_builder import encode_batch
 
         start = time.perf_counter()
         ids, mask, _ = encode_batch(self.tokenizer, [d["question"] for d in self.docs])
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from compeft.calibrate.sweep import calibrate
-    from compeft.testing.fixtures import example_catalog
+    from examples.catalog_builder import example_catalog
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -67,10 +67,9 @@ def lora_tensors(shape: Shape, *, seed: int = 0, device: str | torch.device = "c
 
 
 def write_adapter_dir(path: Path, tensors: dict[str, torch.Tensor], shape: Shape) -> Path:
-    """A PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
-    from safetensors.torch import save_file
+    """A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), written by compeft's own writer."""
+    from compeft.adapters import write_adapter
 
-    path.mkdir(parents=True, exist_ok=True)
     config = {
         "peft_type": "LORA",
         "r": RANK,
@@ -79,8 +78,7 @@ def write_adapter_dir(path: Path, tensors: dict[str, torch.Tensor], shape: Shape
         "base_model_name_or_path": f"synthetic/llama-{shape.name}",
         "task_type": "CAUSAL_LM",
     }
-    (path / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path / "adapter_model.safetensors"))
+    write_adapter(path, json.dumps(config, indent=2).encode(), {k: v.cpu() for k, v in tensors.items()})
     return path
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: set up .venv, take the bundled example catalog (a tiny Llama, its LoRA
-# and (IA)3 adapters and validation tasks, made locally by compeft/testing/fixtures.py), then run the
+# and (IA)3 adapters and validation tasks, made locally by examples/catalog_builder.py), then run the
 # compress_catalog flow over it in-process (Prefect's ephemeral API, no server) with an SQLite
 # registry, a local artifact store and a local publish directory, and print the registry table.
 # One adapter (lora-plus) gets α calibrated on its validation task; the others use k=0.1, α=1.
@@ -20,8 +20,8 @@ export PREFECT_HOME="$OUT/prefect"          # the ephemeral API's own SQLite dat
 unset PREFECT_API_URL PREFECT_PROFILE       # embedded default: no server
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 PREFECT_SERVER_ANALYTICS_ENABLED=false TQDM_DISABLE=1
 
-step "example catalog (bundled in compeft/testing/catalog; rebuilt, ~1 minute, only if its builder changed)"
-CATALOG="$(.venv/bin/python -c 'from compeft.testing.fixtures import example_catalog; print(example_catalog().root)' 2>"$OUT/fixtures.log")" \
+step "example catalog (bundled in examples/catalog; rebuilt, ~1 minute, only if its builder changed)"
+CATALOG="$(.venv/bin/python -c 'from examples.catalog_builder import example_catalog; print(example_catalog().root)' 2>"$OUT/fixtures.log")" \
   || { tail -20 "$OUT/fixtures.log" >&2; exit 1; }
 echo "catalog: $CATALOG"
 

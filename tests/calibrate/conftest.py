@@ -1,7 +1,8 @@
-"""Shared fixtures for the calibration tests: the example catalog (built once, cached) and one thread.
+"""Shared fixtures for the calibration tests: the example catalog (bundled, else built once and cached) and one thread.
 
-The catalog is cached under .cache/fixtures/ keyed by a hash of compeft/testing's sources, so the
-first session builds it (~1 minute on 2 cores) and later sessions reuse it.
+The catalog is the committed build in examples/catalog/ while its builder is unchanged; otherwise it
+is built under .cache/fixtures/ keyed by a hash of the builder's sources (examples/), so the first
+session builds it (~1 minute on 2 cores) and later sessions reuse it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def catalog():
     """The example catalog (tiny Llama, LoRA/(IA)³ adapters, full fine-tune, task YAMLs)."""
-    from compeft.testing.fixtures import example_catalog
+    from examples.catalog_builder import example_catalog
 
     return example_catalog()
 

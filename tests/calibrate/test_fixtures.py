@@ -7,8 +7,8 @@ import json
 import pytest
 
 from compeft.adapters import read_adapter
-from compeft.testing.fixtures import BASE_NAME, read_catalog
-from compeft.testing.language import pretraining_sentences, vocabulary
+from examples.catalog_builder import BASE_NAME, read_catalog
+from examples.language import pretraining_sentences, vocabulary
 
 # (adapter, minimum score, maximum base score) on the validation split: the margins the fixtures promise
 PROMISES = {
@@ -68,7 +68,7 @@ def test_full_fine_tune_beats_the_base(catalog, score_model_dir, score_adapter_d
 
 
 def test_refuses_to_build_over_unrelated_files(tmp_path):
-    from compeft.testing.fixtures import build_example_catalog
+    from examples.catalog_builder import build_example_catalog
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="no complete catalog"):
@@ -77,10 +77,11 @@ def test_refuses_to_build_over_unrelated_files(tmp_path):
 
 
 def test_bundled_catalog_is_current(catalog):
-    from compeft.testing.fixtures import BUNDLED, bundled_catalog
+    from examples.catalog_builder import BUNDLED, bundled_catalog
 
     assert bundled_catalog() is not None, (
-        "compeft/testing changed since the bundled catalog was built: run `python -m compeft.testing.fixtures --regen`")
+        "the builder (examples/) changed since the bundled catalog was built: run `python -m examples.catalog_builder "
+        "--regen` (or, if only files moved, put the new builder_hash() into examples/catalog/provenance.json)")
     assert catalog.root == BUNDLED
 
 
@@ -89,7 +90,7 @@ def test_builder_rebuilds_an_equivalent_catalog(catalog, tmp_path, score_adapter
     """The builder still runs end to end; its adapters match the bundled ones in layout and beat the base.
 
     Bytes may differ from the bundled build on another CPU or library version (float training)."""
-    from compeft.testing.fixtures import build_example_catalog
+    from examples.catalog_builder import build_example_catalog
 
     fresh = build_example_catalog(tmp_path / "catalog")
     files = lambda root: sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())  # noqa: E731

@@ -103,7 +103,7 @@ def test_full_fine_tune_residual_calibrates(catalog, tmp_path, score_model_dir):
                        alphas=[1, 4], search="grid", device="cpu")
     by_alpha = {p.alpha: p.score for p in result.points}
     assert by_alpha[4.0] > by_alpha[1.0] + 0.2
-    assert result.chosen.alpha == 4.0 and result.artifact["kind"] == "full"
+    assert result.chosen.alpha == 4.0 and result.artifact.kind == "full"
     assert result.chosen.score >= result.reference.value - MARGIN["full-color", 0.1]
     restored = compeft.decompress(dst, tmp_path / "restored", base=catalog.base_dir, device="cpu")
     assert score_model_dir(restored, fixture.task_yaml).value == result.chosen.score

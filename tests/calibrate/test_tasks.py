@@ -9,7 +9,7 @@ import pytest
 
 from compeft.calibrate.tasks import build_task_dict, resolve_task
 from compeft.errors import TaskConfigError
-from compeft.testing.tasks_gen import TASKS_DIR, task_files, task_yaml
+from examples.tasks_gen import TASKS_DIR, task_files, task_yaml
 
 
 def copy_task(tmp_path: Path, short: str = "plus") -> Path:
@@ -38,7 +38,7 @@ def run_cli(argv):
 
 def test_committed_task_files_match_the_generator():
     for name, text in task_files().items():
-        assert (TASKS_DIR / name).read_text(encoding="utf-8") == text, f"{name} is stale: run python -m compeft.testing.tasks_gen"
+        assert (TASKS_DIR / name).read_text(encoding="utf-8") == text, f"{name} is stale: run python -m examples.tasks_gen"
 
 
 def test_data_files_resolve_relative_to_the_yaml(tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from tests.adapters import write_adapter
+
 VOCAB = 64
 
 
@@ -172,11 +174,4 @@ ADAPTER_BASES = {
 
 def synthetic_adapter(out: Path, tensors: dict[str, torch.Tensor], peft_type: str = "LORA", extra: dict | None = None) -> Path:
     """An adapter directory from hand-made tensors (only the file layout matters to compress)."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"peft_type": peft_type, "base_model_name_or_path": "tiny/base", "r": 4}
-    config.update(extra or {})
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return out
+    return write_adapter(out, tensors, {"peft_type": peft_type, "base_model_name_or_path": "tiny/base", "r": 4, **(extra or {})})

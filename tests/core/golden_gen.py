@@ -7,13 +7,13 @@ tensors are rewritten only by ``COMPEFT_REGEN_GOLDEN=1 pytest tests/core/test_go
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+
+from tests.adapters import write_adapter
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 REGEN_ENV = "COMPEFT_REGEN_GOLDEN"
@@ -69,10 +69,7 @@ def input_tensors(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def write_input(name: str, out: Path) -> Path:
     config, tensors = input_tensors(name)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return out
+    return write_adapter(out, tensors, config)
 
 
 def regenerate(root: Path = GOLDEN) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.flows.catalogs import lora_adapter, make_catalog
+from tests.adapters import lora_adapter
+from tests.flows.catalogs import make_catalog
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Small synthetic adapter catalogs for the flow tests (random LoRA tensors; no training)."""
+"""Small synthetic adapter catalogs for the flow tests (random LoRA adapters of tests/adapters.py; no training)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-LAYERS = ("q_proj", "v_proj")
-
-
-def lora_adapter(out: Path, seed: int, base: str = "tiny/base", hidden: int = 32, rank: int = 4) -> Path:
-    """A LoRA adapter directory with random A/B matrices for two projections of two layers."""
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(2):
-        for proj in LAYERS:
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=g)
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(hidden, rank, generator=g) * 0.1
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"peft_type": "LORA", "base_model_name_or_path": base, "r": rank, "lora_alpha": 2 * rank,
-              "target_modules": list(LAYERS), "task_type": "CAUSAL_LM"}
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return out
+from tests.adapters import lora_adapter
 
 
 def make_catalog(root: Path, n: int = 3, broken: bool = True, base_model_dir: bool = True) -> Path:

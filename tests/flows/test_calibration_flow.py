@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 
 def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     import compeft.calibrate.model as model_mod
-    from compeft.testing.fixtures import example_catalog
+    from examples.catalog_builder import example_catalog
     from flows.catalog import compress_catalog
     from flows.params import CompressionOptions
 

@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 
 from compeft.config import key_hash
 from storage.registry import AdapterRecord, ArtifactRecord
+from tests.adapters import lora_adapter
 
 S3_ACCESS_KEY = "storagetestkey"
 S3_SECRET_KEY = "storagetestsecret-do-not-leak"
@@ -26,20 +27,8 @@ def free_port() -> int:
 
 def make_adapter(directory: Path, *, seed: int = 0, base_model: str | None = "tiny/base", peft_type: str = "LORA",
                  rank: int = 4) -> Path:
-    """Write a small LoRA-shaped adapter (adapter_config.json + adapter_model.safetensors)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    tensors = {
-        f"base_model.model.layers.{i}.self_attn.{m}.lora_{ab}.weight": rng.standard_normal(
-            (rank, 16) if ab == "A" else (16, rank)
-        ).astype(np.float32)
-        for i in range(2) for m in ("q_proj", "v_proj") for ab in ("A", "B")
-    }
-    save_file(tensors, str(directory / "adapter_model.safetensors"))
-    config = {"peft_type": peft_type, "r": rank, "lora_alpha": 8, "target_modules": ["v_proj", "q_proj"],
-              "base_model_name_or_path": base_model, "task_type": "CAUSAL_LM"}
-    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return directory
+    """A small LoRA-shaped adapter (adapter_config.json + adapter_model.safetensors)."""
+    return lora_adapter(directory, seed, base_model, hidden=16, rank=rank, peft_type=peft_type)
 
 
 def make_artifact(directory: Path, *, seed: int = 0) -> Path:
