@@ -1,6 +1,6 @@
 """Read and write PEFT adapter directories (safetensors only) and classify their tensors.
 
-Which tensors form the task vector and which are carried is decided by key name alone:
+Which tensors form the task vector and which are carried is the adapter families' rule (compeft/families):
 a key with a path component ``lora_A``/``lora_B``/``lora_embedding_A``/``lora_embedding_B`` is a
 delta from θ_init = 0, a key with a component ``ia3_l`` a delta from θ_init = 1; every other tensor
 (``modules_to_save`` heads, saved ``base_layer`` weights, DoRA magnitudes) is carried bit for bit.
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from compeft.errors import AdapterFormatError
+from compeft.families import DELTA_COMPONENTS, FAMILIES
 from compeft.hashing import sha256_file
 from compeft.safetensors_header import layout, parse_header, parse_json, read_header
 
@@ -26,16 +27,8 @@ ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 MAX_CONFIG_BYTES = 1 << 20
 
-# key component -> θ_init of that delta tensor
-DELTA_COMPONENTS: Mapping[str, float] = {
-    "lora_A": 0.0,
-    "lora_B": 0.0,
-    "lora_embedding_A": 0.0,
-    "lora_embedding_B": 0.0,
-    "ia3_l": 1.0,
-}
 DELTA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SUPPORTED_PEFT_TYPES = ("LORA", "IA3")
+SUPPORTED_PEFT_TYPES = tuple(FAMILIES)
 def theta_init_of(key: str) -> float | None:
     """θ_init of a delta tensor, or None when the tensor is carried."""
     for part in key.split("."):

@@ -37,6 +37,7 @@ from storage.config import ServiceConfig
 from storage.values import AdapterRef
 
 GPU_DEPLOYMENT = "compress-adapters/gpu"
+POLL_SECONDS = 2  # how often a waiting run_batch asks for its flow run's state (Prefect's default is 5)
 
 
 def group_batches(refs: list[AdapterRef], options: CompressionOptions, batch_size: int) -> list[list[AdapterRef]]:
@@ -92,7 +93,7 @@ def run_batch(batch: list[AdapterRef], index: int, gpu_deployment: str, options:
     attempt = task_run.run_count - 1
     child = run_deployment(gpu_deployment, parameters={"adapters": batch, "options": options, "service": service,
                                                        "force": force},
-                           timeout=None, idempotency_key=f"{parent}-batch-{index}-try-{attempt}",
+                           timeout=None, poll_interval=POLL_SECONDS, idempotency_key=f"{parent}-batch-{index}-try-{attempt}",
                            flow_run_name=f"batch-{index}-try-{attempt}", tags=GPU_TAGS)
     state = child.state
     if state is not None and state.is_crashed():

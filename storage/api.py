@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from compeft.errors import OptionError
 from storage.api_models import ArtifactDetail, ArtifactPage, Health
 from storage.errors import NotFoundError, RegistryError
-from storage.registry import Registry
-
-MAX_PAGE = 500
+from storage.registry import ArtifactQuery, Registry
+from storage.registry.records import MAX_PAGE, MAX_ROW
 
 
 def create_app(registry: Registry):
     """Build the FastAPI app serving ``registry``; only GET routes exist."""
-    from fastapi import FastAPI, HTTPException, Query
+    from fastapi import Depends, FastAPI, HTTPException, Path, Query
     from fastapi.responses import JSONResponse
 
     app = FastAPI(
@@ -26,6 +26,19 @@ def create_app(registry: Registry):
     async def registry_error(_request, err: RegistryError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(err)})
 
+    @app.exception_handler(OptionError)
+    async def bad_query(_request, err: OptionError) -> JSONResponse:  # the query's own checks: bad input, not a 5xx
+        return JSONResponse(status_code=422, content={"detail": str(err)})
+
+    def artifact_query(
+        base_model: str | None = Query(None, description="exact base model id"),
+        peft_type: str | None = Query(None, description="LORA, IA3, ... (case-insensitive)"),
+        min_ratio: float | None = Query(None, ge=0, description="minimum compression ratio"),
+        limit: int = Query(50, ge=1, le=MAX_PAGE),
+        offset: int = Query(0, ge=0, le=MAX_ROW),
+    ) -> ArtifactQuery:
+        return ArtifactQuery(base_model, peft_type, min_ratio, limit, offset)
+
     @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         """200 when the database answers."""
@@ -33,21 +46,13 @@ def create_app(registry: Registry):
         return {"status": "ok"}
 
     @app.get("/artifacts", response_model=ArtifactPage)
-    def list_artifacts(
-        base_model: str | None = Query(None, description="exact base model id"),
-        peft_type: str | None = Query(None, description="LORA, IA3, ... (case-insensitive)"),
-        min_ratio: float | None = Query(None, ge=0, description="minimum compression ratio"),
-        limit: int = Query(50, ge=1, le=MAX_PAGE),
-        offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:
+    def list_artifacts(query: ArtifactQuery = Depends(artifact_query)) -> dict[str, Any]:
         """Artifacts matching the filters, newest first."""
-        items, total = registry.list_artifacts(
-            base_model=base_model, peft_type=peft_type, min_ratio=min_ratio, limit=limit, offset=offset
-        )
-        return {"items": [i.to_dict() for i in items], "total": total, "limit": limit, "offset": offset}
+        items, total = registry.list_artifacts(query)
+        return {"items": [i.to_dict() for i in items], "total": total, "limit": query.limit, "offset": query.offset}
 
     @app.get("/artifacts/{artifact_id}", response_model=ArtifactDetail, responses={404: {"description": "unknown id"}})
-    def get_artifact(artifact_id: int) -> dict[str, Any]:
+    def get_artifact(artifact_id: int = Path(ge=0, le=MAX_ROW)) -> dict[str, Any]:
         """One artifact with its adapter, calibrations and publications."""
         try:
             return registry.get_artifact(artifact_id).to_dict()

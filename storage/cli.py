@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
+from compeft.cliargs import Parser, add_config_arguments, config_from_args
 from storage.errors import RegistryError
+from storage.registry.records import ArtifactQuery
 
 
 def _database_arg(parser: argparse.ArgumentParser) -> None:
@@ -18,14 +20,10 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _registry_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compeft registry", description="Query the compressed-artifact registry.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,serve}")
+    parser = Parser(prog="compeft registry", description="Query the compressed-artifact registry.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,serve}", parser_class=Parser)
     listing = sub.add_parser("list", help="list artifacts (newest first)")
-    listing.add_argument("--base-model", help="only artifacts of adapters for this base model")
-    listing.add_argument("--peft-type", help="only this PEFT type (LORA, IA3, ...)")
-    listing.add_argument("--min-ratio", type=float, help="only artifacts with at least this compression ratio")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
-    listing.add_argument("--offset", type=int, default=0, help="skip this many rows")
+    listing.set_defaults(query_fields=add_config_arguments(listing, ArtifactQuery))
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _database_arg(listing)
     show = sub.add_parser("show", help="show one artifact with its adapter, calibrations and publications")
@@ -96,16 +94,12 @@ def registry_main(argv: list[str]) -> int:
     from storage.registry import open_registry
 
     if args.command == "list":
-        if args.limit < 1 or args.offset < 0:
-            raise RegistryError(f"--limit must be >= 1 and --offset >= 0 (got {args.limit}, {args.offset})")
+        query = config_from_args(ArtifactQuery, args, args.query_fields)
         with open_registry(args.database_url) as registry:
-            items, total = registry.list_artifacts(
-                base_model=args.base_model, peft_type=args.peft_type, min_ratio=args.min_ratio,
-                limit=args.limit, offset=args.offset,
-            )
+            items, total = registry.list_artifacts(query)
         rows = [i.to_dict() for i in items]
         if args.json:
-            json.dump({"items": rows, "total": total, "limit": args.limit, "offset": args.offset}, sys.stdout, indent=2)
+            json.dump({"items": rows, "total": total, "limit": query.limit, "offset": query.offset}, sys.stdout, indent=2)
             print()
         else:
             _print_table(rows, total)
@@ -138,8 +132,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def db_main(argv: list[str]) -> int:
     """Entry point for ``compeft db``: ``upgrade`` applies the registry migrations."""
-    parser = argparse.ArgumentParser(prog="compeft db", description="Registry database maintenance.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{upgrade,current}")
+    parser = Parser(prog="compeft db", description="Registry database maintenance.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{upgrade,current}", parser_class=Parser)
     upgrade = sub.add_parser("upgrade", help="apply pending migrations (creates the schema)")
     _database_arg(upgrade)
     current = sub.add_parser("current", help="print the applied and newest migration")

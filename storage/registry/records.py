@@ -7,6 +7,12 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+from compeft.config import option
+from compeft.errors import OptionError
+
+MAX_PAGE = 500
+MAX_ROW = (1 << 63) - 1  # BIGINT's range: larger offsets and ids are bad input, not database errors
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
@@ -206,3 +212,30 @@ class ArtifactDetail(_ToDict):
         data["calibrations"] = [c.to_dict() for c in self.calibrations]
         data["publications"] = [p.to_dict() for p in self.publications]
         return data
+
+
+def _text(value: str | None, name: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or "\x00" in value or len(value) > 1024):
+        raise OptionError(f"{name} must be a string of at most 1024 characters without NUL", name)
+    return value
+
+
+@dataclass(frozen=True)
+class ArtifactQuery:
+    """Which artifacts to list (filters) and which page of them, checked at the edge (CLI and HTTP API alike)."""
+
+    base_model: str | None = field(default=None, metadata=option("only artifacts of adapters for this base model"))
+    peft_type: str | None = field(default=None, metadata=option("only this PEFT type (LORA, IA3, ...; any case)"))
+    min_ratio: float | None = field(default=None, metadata=option("only artifacts with at least this compression ratio"))
+    limit: int = field(default=50, metadata=option(f"at most this many rows (1..{MAX_PAGE})"))
+    offset: int = field(default=0, metadata=option("skip this many rows"))
+
+    def __post_init__(self) -> None:
+        _text(self.base_model, "base_model")
+        _text(self.peft_type, "peft_type")
+        if self.min_ratio is not None and not (isinstance(self.min_ratio, (int, float)) and 0 <= self.min_ratio < float("inf")):
+            raise OptionError(f"min_ratio {self.min_ratio!r} must be a finite number >= 0", "min_ratio")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_PAGE:
+            raise OptionError(f"limit {self.limit!r} must be an integer in 1..{MAX_PAGE}", "limit")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or not 0 <= self.offset <= MAX_ROW:
+            raise OptionError(f"offset {self.offset!r} must be an integer in 0..{MAX_ROW}", "offset")

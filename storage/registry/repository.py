@@ -17,9 +17,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.errors import NotFoundError, RegistryError
 from storage.registry import db
 from storage.registry.records import (
+    MAX_ROW,
     AdapterRecord,
     AdapterRow,
     ArtifactDetail,
+    ArtifactQuery,
     ArtifactRecord,
     ArtifactRow,
     ArtifactSummary,
@@ -217,18 +219,11 @@ class Registry:
         return self._write(f"run {flow_run_id}", run)
 
     # -- reads ---------------------------------------------------------------------------------
-    def list_artifacts(
-        self,
-        *,
-        base_model: str | None = None,
-        peft_type: str | None = None,
-        min_ratio: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> tuple[list[ArtifactSummary], int]:
-        """Artifacts matching the filters, newest first, with the total count before paging."""
-        if limit < 1 or offset < 0:
-            raise RegistryError(f"invalid paging limit={limit} offset={offset}: limit >= 1, offset >= 0")
+    def list_artifacts(self, query: ArtifactQuery | None = None, **filters: Any) -> tuple[list[ArtifactSummary], int]:
+        """Artifacts matching the query (or its fields as keywords), newest first, with the total before paging."""
+        query = query if query is not None else ArtifactQuery(**filters)
+        base_model, peft_type, min_ratio, limit, offset = (
+            query.base_model, query.peft_type, query.min_ratio, query.limit, query.offset)
         joined = artifacts.join(adapters, artifacts.c.adapter_id == adapters.c.id)
         where = []
         if base_model is not None:
@@ -263,6 +258,9 @@ class Registry:
 
     def get_artifact(self, artifact_id: int) -> ArtifactDetail:
         """One artifact with its adapter, calibrations and publications; NotFoundError if absent."""
+        if isinstance(artifact_id, bool) or not isinstance(artifact_id, int) or not 0 <= artifact_id <= MAX_ROW:
+            raise NotFoundError(f"artifact {artifact_id!r} not found in the registry")
+
         def run(conn):
             row = conn.execute(select(artifacts).where(artifacts.c.id == artifact_id)).mappings().first()
             if row is None:

@@ -121,6 +121,9 @@ def test_http_api(api_server):
         assert detail["adapter"]["base_model"] == "m/a" and detail["calibrations"][0]["task"] == "synthetic"
         assert client.get("/artifacts/9999").status_code == 404
         assert client.get("/artifacts", params={"limit": 0}).status_code == 422
+        assert client.get("/artifacts", params={"offset": 1 << 63}).status_code == 422
+        assert client.get("/artifacts", params={"base_model": "a\x00b"}).status_code == 422
+        assert client.get(f"/artifacts/{1 << 63}").status_code == 422
         assert client.post("/artifacts", json={}).status_code == 405  # read-only
         spec = client.get("/openapi.json").json()
         assert {"/health", "/artifacts", "/artifacts/{artifact_id}"} <= set(spec["paths"])

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import inspect as sa_inspect
 from storage_testlib import adapter_record, artifact_record
 
+from compeft.errors import OptionError
 from storage.errors import NotFoundError, RegistryError
 from storage.registry import CalibrationRecord, open_registry
 from storage.registry import db as regdb
@@ -107,8 +108,11 @@ def test_list_filters_and_paging(database_url):
         assert registry.list_artifacts(base_model="m/a", min_ratio=15)[1] == 2
         page, total = registry.list_artifacts(limit=4, offset=4)
         assert total == 6 and len(page) == 2
-        with pytest.raises(RegistryError, match="paging"):
-            registry.list_artifacts(limit=0)
+        for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"offset": 1 << 63}, {"base_model": "a\x00b"}):
+            with pytest.raises(OptionError, match=next(iter(bad))):
+                registry.list_artifacts(**bad)
+        with pytest.raises(NotFoundError):
+            registry.get_artifact(1 << 63)
 
 
 def test_runs_lifecycle(database_url):
