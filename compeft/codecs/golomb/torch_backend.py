@@ -3,7 +3,8 @@ missing): the common chunks (mode 0: positions of the non-zeros coded) are coded
 Per-chunk parameters (M, plane offsets, first code) are gathered by chunk id, segmented scans become one
 global cumsum minus its value at each chunk's first code, and the four planes of every body are written as
 bit fields added into one word buffer (fields never overlap, so integer adds are an exact,
-order-independent OR). Rare mode-1 chunks (more than half non-zero) go through the numpy per-chunk coder.
+order-independent OR). The encoder codes mode-1 chunks (more than half non-zero: their zeros' positions are
+coded) in the same pass; the decoder leaves those rare chunks to the numpy per-chunk coder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from compeft.codecs.golomb import numpy_backend
 from compeft.codecs.golomb.format import (
     DEVICE_ERRORS,
     ERR_COUNT,
@@ -184,27 +184,48 @@ def decode_mode0(table: ChunkTable, ids: np.ndarray, buf: torch.Tensor, out: tor
     checks.raise_first()
 
 
+def _ranks(counts: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For items grouped by chunk (``counts`` per chunk, in chunk order): each item's chunk id and its index in it."""
+    n = int(counts.sum())
+    cid = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.from_numpy(counts).to(device), output_size=n)
+    first = torch.from_numpy(np.cumsum(counts) - counts).to(device)
+    return cid, torch.arange(n, device=device) - first[cid]
+
+
 def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
-    """The payload of int8 signs on their device, vectorized over chunks; the same bytes, returned on the CPU."""
+    """The payload of int8 signs on their device, every chunk (mode 0 and mode 1) coded in one vectorized pass;
+    the same bytes, returned on the CPU."""
     signs = signs.reshape(-1)
     device = signs.device
     d = signs.numel()
     lengths = np.asarray(chunk_lengths(d, segments), dtype=np.int64)
     starts = np.cumsum(lengths) - lengths
-    n_chunks = len(lengths)
-    pos = torch.nonzero(signs).reshape(-1)
-    before = torch.searchsorted(pos, torch.from_numpy(starts).to(device))
-    before = np.append(before.cpu().numpy().astype(np.int64), pos.numel())
-    nnz = np.diff(before)
+    K = len(lengths)
+    nz = torch.nonzero(signs).reshape(-1)  # the non-zeros, whose signs every chunk's sign plane holds
+    before = torch.searchsorted(nz, torch.from_numpy(starts).to(device))
+    nnz = np.diff(np.append(before.cpu().numpy().astype(np.int64), nz.numel()))
     mode = (2 * nnz > lengths).astype(np.int64)
-    if mode.any():
-        per_code = torch.repeat_interleave(torch.from_numpy(mode == 0).to(device), torch.from_numpy(nnz).to(device),
-                                           output_size=pos.numel())
-        pos = pos[per_code]
-    ids = np.flatnonzero(mode == 0)
-    cnt = nnz[ids]
+    cnt = np.where(mode == 1, lengths - nnz, nnz)  # coded positions: the non-zeros (mode 0) or the zeros (mode 1)
     n = int(cnt.sum())
-    M = np.asarray([golomb_parameter(int(c), int(length)) for c, length in zip(cnt.tolist(), lengths[ids].tolist())], dtype=np.int64)
+    if mode.any():  # rare: put the zeros of mode-1 chunks in their chunks' place among the coded positions
+        first_coded = torch.from_numpy(np.cumsum(cnt) - cnt).to(device)
+        keep = torch.repeat_interleave(torch.from_numpy(mode == 0).to(device), torch.from_numpy(nnz).to(device),
+                                       output_size=nz.numel())
+        ids0 = np.flatnonzero(mode == 0)
+        ids1 = np.flatnonzero(mode == 1)
+        pos = torch.empty(n, dtype=torch.int64, device=device)
+        cid0, j0 = _ranks(nnz[ids0], device)
+        pos[first_coded[torch.from_numpy(ids0).to(device)[cid0]] + j0] = nz[keep]
+        cid1, j1 = _ranks(lengths[ids1], device)
+        span = torch.from_numpy(starts[ids1]).to(device)[cid1] + j1  # every entry of the mode-1 chunks
+        zeros = signs[span] == 0
+        zcid = torch.from_numpy(ids1).to(device)[cid1[zeros]]
+        _, jz = _ranks(lengths[ids1] - nnz[ids1], device)  # zeros per mode-1 chunk, in chunk order
+        pos[first_coded[zcid] + jz] = span[zeros]
+        del keep, span, zeros, zcid
+    else:
+        pos = nz
+    M = np.asarray([golomb_parameter(int(c), int(length)) for c, length in zip(cnt.tolist(), lengths.tolist())], dtype=np.int64)
     b = bit_length(M - 1)
     u = (np.int64(1) << b) - M
     w = np.maximum(b - 1, 0)
@@ -213,9 +234,8 @@ def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
     first_ne = torch.from_numpy(first[ne]).to(device)
     last_ne = torch.from_numpy(first[ne] + cnt[ne] - 1).to(device)
     ne_dev = torch.from_numpy(ne).to(device)
-    K = len(ids)
-    start_k, m_k, u_k, w_k, first_k = _to_device([starts[ids], M, np.where(M > 1, u, 1 << 40), w, first], device, torch.int64)
-    cid = torch.repeat_interleave(torch.arange(K, device=device), torch.from_numpy(cnt).to(device), output_size=n)
+    start_k, m_k, u_k, w_k = _to_device([starts, M, np.where(M > 1, u, 1 << 40), w], device, torch.int64)
+    cid, j = _ranks(cnt, device)
     local = pos - start_k[cid]
     prev = torch.empty_like(local)
     if n:
@@ -246,50 +266,33 @@ def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
         per_chunk[0, ne_dev] = qsum[last_ne] - qbefore[ne_dev]
         per_chunk[1, ne_dev] = xinc[last_ne] - xbefore[ne_dev]
     totals = per_chunk.cpu().numpy()
-    unary_bytes0 = (totals[0] + 7) // 8
-    extra_bits0 = totals[1]
+    unary_bytes, extra_bits = (totals[0] + 7) // 8, totals[1]
 
-    # every chunk's entry and body size, mode-1 chunks through the numpy per-chunk coder
-    entries = np.zeros(n_chunks, dtype=TABLE_DTYPE)
-    entries["length"] = lengths
-    entries["mode"] = mode
-    body = np.zeros(n_chunks, dtype=np.int64)
-    entries["count"][ids] = cnt
-    entries["m"][ids] = M
-    entries["unary_bytes"][ids] = unary_bytes0
-    entries["extra_bits"][ids] = extra_bits0
-    body[ids] = unary_bytes0 + (cnt * w + 7) // 8 + (extra_bits0 + 7) // 8 + (cnt + 7) // 8
-    mode1_bodies = {}
-    for i in np.flatnonzero(mode == 1).tolist():
-        s0 = int(starts[i])
-        (length, count, m, chunk_mode, unary_bytes, extra_bits), planes = numpy_backend.encode_chunk_np(
-            signs[s0 : s0 + int(lengths[i])].cpu().numpy())
-        entries[i] = (length, count, m, chunk_mode, b"\0\0\0", unary_bytes, extra_bits)
-        mode1_bodies[i] = torch.from_numpy(np.concatenate(planes)).to(device)
-        body[i] = mode1_bodies[i].numel()
-    offsets = np.cumsum(body) - body
+    entries = np.zeros(K, dtype=TABLE_DTYPE)
+    for name, column in (("length", lengths), ("count", cnt), ("m", M), ("mode", mode), ("unary_bytes", unary_bytes),
+                         ("extra_bits", extra_bits)):
+        entries[name] = column
+    low_bytes, extra_bytes, sign_bytes = (cnt * w + 7) // 8, (extra_bits + 7) // 8, (nnz + 7) // 8
+    body = unary_bytes + low_bytes + extra_bytes + sign_bytes
+    uoff = np.cumsum(body) - body
+    loff = uoff + unary_bytes
+    xoff = loff + low_bytes
+    soff = xoff + extra_bytes
     total = int(body.sum())
-    uoff = offsets[ids]
-    loff = uoff + unary_bytes0
-    xoff = loff + (cnt * w + 7) // 8
-    soff = xoff + (extra_bits0 + 7) // 8
     words = torch.zeros(total // 4 + 2, dtype=torch.int64, device=device)
+    ubase_k, lbase_k, xbase_k, sbase_k = _to_device([8 * uoff, 8 * loff, 8 * xoff, 8 * soff], device, torch.int64)
     if n:
-        ubase_k, lbase_k, xbase_k, sbase_k = _to_device([8 * uoff, 8 * loff, 8 * xoff, 8 * soff], device, torch.int64)
-        j = torch.arange(n, device=device) - first_k[cid]
         _add_fields(words, ubase_k[cid] + (qsum - qbefore[cid]) - 1, None)
         del qsum
         _add_fields(words, lbase_k[cid] + j * w_k[cid], high)
         del high
         _add_fields(words, xbase_k[cid] + xexc - xbefore[cid], ex)
         del xexc, xinc, ex, has_extra
-        neg = (signs[pos] < 0).to(torch.int64)
-        _add_fields(words, sbase_k[cid] + j, neg)
+    if nz.numel():
+        scid, sj = (cid, j) if pos is nz else _ranks(nnz, device)
+        _add_fields(words, sbase_k[scid] + sj, (signs[nz] < 0).to(torch.int64))
     data = words.to(torch.int32).view(torch.uint8)[:total]
-    for i, chunk_body in mode1_bodies.items():
-        data[int(offsets[i]) : int(offsets[i] + body[i])] = chunk_body
-    head = header_bytes(d, entries)
-    return torch.cat([torch.frombuffer(bytearray(head), dtype=torch.uint8), data.cpu()])
+    return torch.cat([torch.frombuffer(bytearray(header_bytes(d, entries)), dtype=torch.uint8), data.cpu()])
 
 
 def _add_fields(words: torch.Tensor, bit: torch.Tensor, value: torch.Tensor | None) -> None:
