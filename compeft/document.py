@@ -266,8 +266,10 @@ def _columns_v2(container: Container) -> RecordColumns:
         raise ContainerError(f"record columns {RECORDS_PREFIX}ndim/dims do not hold {n} shapes")
     if (code >= len(dtypes)).any():
         raise ContainerError(f"record column {RECORDS_PREFIX}dtype indexes past 'record_dtypes'")
-    if not np.isfinite(theta).all():
-        raise ContainerError(f"record column {RECORDS_PREFIX}theta_init holds a non-finite value")
+    if not np.isfinite(theta).all() or (theta.size and np.abs(theta).max() > FLOAT32_MAX):
+        raise ContainerError(f"record column {RECORDS_PREFIX}theta_init holds a non-finite value or one beyond float32")
+    if ndim.size and ndim.max() > MAX_NDIM:
+        raise ContainerError(f"record column {RECORDS_PREFIX}ndim: a record has more than {MAX_NDIM} dimensions")
     data = raw.tobytes()
     try:
         text = data.decode("utf-8")
@@ -358,14 +360,15 @@ def check(container: Container) -> tuple[Document, RecordColumns]:
             raise ContainerError(f"tensor records cover {covered} entries, d is {document.d}")
         if len(set(cols.names)) != len(cols.names):
             raise ContainerError("tensor records repeat a name")
-        if any(len(shape) > MAX_NDIM for shape in cols.shapes):
-            raise ContainerError(f"a tensor record has more than {MAX_NDIM} dimensions")
-        if any(abs(t) > FLOAT32_MAX for t in cols.theta_inits):
-            raise ContainerError("a tensor record's theta_init is outside the float32 range")
+        if doc["format_version"] < 2:  # version 2's columns are range-checked in _columns_v2
+            if any(len(shape) > MAX_NDIM for shape in cols.shapes):
+                raise ContainerError(f"a tensor record has more than {MAX_NDIM} dimensions")
+            if any(abs(t) > FLOAT32_MAX for t in cols.theta_inits):
+                raise ContainerError("a tensor record's theta_init is outside the float32 range")
         declared = {c.name: (c.shape, DTYPES_BY_NAME[c.dtype]) for c in document.carried}
         if len(declared) != len(document.carried):
             raise ContainerError("carried records repeat a name")
-        if declared.keys() & set(cols.names):
+        if declared and not declared.keys().isdisjoint(cols.names):
             raise ContainerError("a carried record has the name of a delta record")
         actual = {n: (tuple(t.shape), t.dtype) for n, t in container.carried.items()}
         if declared != actual:
