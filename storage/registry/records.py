@@ -60,21 +60,12 @@ class AdapterRecord(_ToDict):
     bytes: int | None = None
 
 
-@dataclass(frozen=True)
-class AdapterRow(_ToDict):
+@dataclass(frozen=True, kw_only=True)
+class AdapterRow(AdapterRecord):
+    """A registered adapter: its record, id, source and time of registration."""
+
     id: int
     source_id: int | None
-    uri: str
-    repo: str
-    revision: str | None
-    content_sha256: str
-    file_hashes: Mapping[str, str]
-    peft_type: str | None
-    base_model: str | None
-    rank: int | None
-    target_modules: tuple[str, ...] | None
-    parameter_count: int | None
-    bytes: int | None
     created_at: datetime
 
 
@@ -108,26 +99,12 @@ class ArtifactRecord(_ToDict):
     storage_uri: str | None = None
 
 
-@dataclass(frozen=True)
-class ArtifactRow(_ToDict):
+@dataclass(frozen=True, kw_only=True)
+class ArtifactRow(ArtifactRecord):
+    """A registered artifact: its record, id, adapter and time of registration."""
+
     id: int
     adapter_id: int
-    source_sha256: str
-    options_hash: str
-    options: Mapping[str, Any]
-    codec: str
-    density: float
-    alpha: float
-    sigma: float | None
-    scale: float | None
-    kept: int | None
-    bits_per_param: float | None
-    bytes: int
-    bytes_source: int | None
-    ratio: float | None
-    storage_uri: str | None
-    sha256: str
-    package_version: str
     created_at: datetime
 
 
@@ -145,18 +122,12 @@ class CalibrationRecord(_ToDict):
     runtime_s: float | None = None
 
 
-@dataclass(frozen=True)
-class CalibrationRow(_ToDict):
+@dataclass(frozen=True, kw_only=True)
+class CalibrationRow(CalibrationRecord):
+    """A recorded calibration sweep: its record, id, artifact and time."""
+
     id: int
     artifact_id: int
-    task: str
-    metric: str
-    scores: tuple[Mapping[str, float], ...]
-    chosen_density: float
-    chosen_alpha: float
-    chosen_score: float | None
-    original_score: float | None
-    runtime_s: float | None
     created_at: datetime
 
 
