@@ -16,10 +16,9 @@ from typing import Any
 from compeft.cliargs import Parser, UsageError, add_config_arguments, config_from_args
 from compeft.config import CalibrationConfig, CompressionConfig
 from compeft.errors import CompeftError, OptionError
+from flows.params import CALIBRATION_SKIPPED, CompressionOptions, ServiceParameters
 from storage.config import ServiceConfig
-
-DATABASE_URL_ENV = "COMPEFT_DATABASE_URL"
-CALIBRATION_SKIP = ("task", "codec", "device", "seed", "batch_size")
+from storage.registry.db import DATABASE_URL_ENV
 
 
 class CatalogFailures(CompeftError):
@@ -35,7 +34,7 @@ def build_parser() -> Parser:
     p.add_argument("--task", action="append", default=[], metavar="[ADAPTER=]TASK",
                    help="calibrate α on this lm-eval task (name or YAML path); ADAPTER=TASK for one adapter "
                         "(repeatable)")
-    calibration = add_config_arguments(p, CalibrationConfig, skip=CALIBRATION_SKIP)
+    calibration = add_config_arguments(p, CalibrationConfig, skip=CALIBRATION_SKIPPED)
     service = add_config_arguments(p, ServiceConfig, skip=("database_url",))
     p.add_argument("--database-url", default=None, metavar="URL", help="registry database (default COMPEFT_DATABASE_URL "
                    "or SQLite in COMPEFT_HOME)")
@@ -54,7 +53,6 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters from the arguments, validated before Prefect starts (one-line errors)."""
     from pydantic import ValidationError
 
-    from flows.params import CompressionOptions, ServiceParameters
     from storage.addresses import parse_address
 
     tasks: dict[str, str] = {}

@@ -41,7 +41,9 @@ class _Options(BaseModel):
         return self
 
 
-_CALIBRATION = ("task", "codec", "device", "seed", "batch_size")
+# the calibration fields a catalog does not set per run: the task (its own field and the per-adapter map), codec
+# and device (the compression's), lm-eval's seed and batch size (their defaults)
+CALIBRATION_SKIPPED = ("task", "codec", "device", "seed", "batch_size")
 CompressionOptions = create_model(
     "CompressionOptions",
     __base__=_Options,
@@ -51,7 +53,7 @@ CompressionOptions = create_model(
                                                 "adapter: calibrate α.")),
     tasks=(dict[str, str], Field(default_factory=dict, description="Per-adapter validation tasks, adapter name -> "
                                                                     "task; overrides `task` for those adapters.")),
-    **fields_of(CalibrationConfig, skip=_CALIBRATION),
+    **fields_of(CalibrationConfig, skip=CALIBRATION_SKIPPED),
 )
 
 
