@@ -1,0 +1,75 @@
+"""The service's rules in storage.catalog, without Prefect: known content, existing work, outcomes."""
+
+from __future__ import annotations
+
+from storage_testlib import adapter_record, artifact_record
+
+from storage import catalog
+from storage.hashing import content_hash
+from storage.registry import CalibrationRecord, open_registry
+from storage.values import AdapterRef, RemoteFile
+
+
+def _ref(n: int, files: tuple[RemoteFile, ...] = (), revision: str | None = None) -> AdapterRef:
+    return AdapterRef(uri=f"hf://org/adapter-{n}@{n:040x}", source_uri="hf://org", name=f"adapter-{n}",
+                      revision=revision, files=files, peft_type="LORA")
+
+
+def _calibration() -> CalibrationRecord:
+    return CalibrationRecord(task="t", metric="acc", scores=({"density": 0.1, "alpha": 1.0, "score": 0.5},),
+                             chosen_density=0.1, chosen_alpha=1.0, chosen_score=0.5, original_score=0.6)
+
+
+def test_known_content_from_listing_hashes_else_registry(sqlite_url):
+    with open_registry(sqlite_url, upgrade=True) as registry:
+        listed = (RemoteFile("adapter_config.json", sha256="a" * 64), RemoteFile("adapter_model.safetensors", sha256="b" * 64))
+        assert catalog.known_content(registry, _ref(1, listed)) == content_hash(
+            {"adapter_config.json": "a" * 64, "adapter_model.safetensors": "b" * 64})
+        partial = (RemoteFile("adapter_config.json", sha256="a" * 64), RemoteFile("adapter_model.safetensors"))
+        assert catalog.known_content(registry, _ref(1, partial)) is None  # no revision, no full hashes
+        assert catalog.known_content(registry, _ref(1, partial, revision=f"{1:040x}")) is None  # not registered
+        source = registry.get_or_create_source("hf://org", "hf")
+        registry.get_or_create_adapter(adapter_record(1), source.id)
+        assert catalog.known_content(registry, _ref(1, partial, revision=f"{1:040x}")) == f"{1:064x}"
+        assert catalog.known_content(registry, _ref(1, partial, revision=f"{2:040x}")) is None
+
+
+def test_existing_work_tracks_calibration_and_publications(sqlite_url):
+    with open_registry(sqlite_url, upgrade=True) as registry:
+        record = artifact_record(3)
+        assert catalog.existing_work(registry, record.source_sha256, record.options_hash) is None
+        source = registry.get_or_create_source("hf://org", "hf")
+        adapter = registry.get_or_create_adapter(adapter_record(3), source.id)
+        artifact, _ = registry.get_or_create_artifact(adapter.id, record)
+
+        work = catalog.existing_work(registry, record.source_sha256, record.options_hash)
+        assert work.artifact.id == artifact.id and work.calibration is None and not work.publications
+        assert work.usable(calibrating=False) and work.done(calibrating=False, publish_to=None)
+        assert not work.usable(calibrating=True)  # calibration lost after a crash: redo it
+        assert not work.done(calibrating=False, publish_to="hub")
+
+        registry.add_calibration(artifact.id, _calibration())
+        registry.get_or_create_publication(artifact.id, "hub", "hf://org/adapter-3-compeft", "r1")
+        work = catalog.existing_work(registry, record.source_sha256, record.options_hash)
+        assert work.calibration.chosen_score == 0.5
+        assert work.publications == {"hub": "hf://org/adapter-3-compeft"}
+        assert work.done(calibrating=True, publish_to="hub")
+        assert not work.done(calibrating=True, publish_to="s3")
+
+
+def test_outcomes_round_trip_and_summaries(sqlite_url):
+    with open_registry(sqlite_url, upgrade=True) as registry:
+        source = registry.get_or_create_source("hf://org", "hf")
+        adapter = registry.get_or_create_adapter(adapter_record(4), source.id)
+        artifact, _ = registry.get_or_create_artifact(adapter.id, artifact_record(4))
+        calibration = registry.add_calibration(artifact.id, _calibration())
+        done = catalog.outcome(_ref(4), "compressed", artifact, calibration=calibration)
+        failed = catalog.outcome(_ref(5), "failed", reason="adapter_config.json: not JSON")
+
+        again = catalog.AdapterOutcome.from_fields(registry, done.fields())
+        assert again == done and again.link == artifact.storage_uri
+        assert done.fields()["score_original"] == 0.6 and done.fields()["ratio"] == artifact.ratio
+        assert catalog.AdapterOutcome.from_fields(registry, failed.fields()) == failed and failed.link is None
+        assert catalog.counts([done, failed]) == {"compressed": 1, "existing": 0, "skipped": 0, "failed": 1}
+        assert catalog.failures([done, failed]) == [
+            {"uri": failed.uri, "name": failed.name, "status": "failed", "reason": "adapter_config.json: not JSON"}]
