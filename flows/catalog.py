@@ -74,7 +74,8 @@ class LostWorker(Exception):
     """A batch's flow run crashed (its worker or host was lost); the batch is submitted again."""
 
 
-def _crashed(task_obj: Any, task_run_obj: Any, state: Any) -> bool:
+def _crashed(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry a batch only when its flow run crashed (not when it failed)."""
     return isinstance(getattr(state, "data", None), LostWorker)
 
 
