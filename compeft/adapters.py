@@ -29,6 +29,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 DELTA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SUPPORTED_PEFT_TYPES = tuple(FAMILIES)
+
+
 def theta_init_of(key: str) -> float | None:
     """θ_init of a delta tensor, or None when the tensor is carried."""
     for part in key.split("."):

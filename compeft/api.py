@@ -40,7 +40,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, verify: bool =
     """The reconstructed adapter state dict (file key names, original dtypes) directly on ``device``.
 
     The fast path: file → pinned memory → one fused decode; delta tensors may be views into one
-    buffer (clone them before saving with safetensors, which refuses shared storage).
+    buffer (they never overlap, so safetensors saves them as they are).
     """
     from compeft.fastload import load_fast
 

@@ -37,7 +37,7 @@ from compeft.document import (
     record_tensors,
 )
 from compeft.dtypes import DTYPES_BY_NAME
-from compeft.errors import ContainerError
+from compeft.errors import ContainerError, InputError
 from compeft.hashing import sha256_file
 from compeft.modelcard import render_model_card
 from compeft.stats import entropy_bits_per_param
@@ -245,8 +245,6 @@ class ViewPlan:
 
 def finish_quietly(finish: Callable[[], None]) -> None:
     """Wait for a decode whose result is being discarded, ignoring its payload errors."""
-    from compeft.errors import InputError
-
     try:
         finish()
     except InputError:

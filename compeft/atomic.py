@@ -40,22 +40,22 @@ def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]
         yield tmp
         for path in tmp.rglob("*"):
             if path.is_file() and not path.is_symlink():
-                _fsync(path, os.O_RDONLY)
-        _fsync(tmp, os.O_RDONLY)
+                _fsync(path)
+        _fsync(tmp)
         check_destination(dst, overwrite)
         backup = dst.parent / f".{dst.name}.old-{tag}"
         if dst.exists():
             os.rename(dst, backup)
         os.rename(tmp, dst)
         shutil.rmtree(backup, ignore_errors=True)
-        _fsync(dst.parent, os.O_RDONLY)
+        _fsync(dst.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -306,7 +306,7 @@ def record_count(container: Container) -> int:
 
 def record_kinds(container: Container) -> set:
     """The distinct (dtype name, θ_init) of the records, read before they are checked (None where unreadable):
-    the fast load picks its fused decode from this while check_records runs beside the device."""
+    the fast load picks its fused decode from this while ``check`` runs beside the device."""
     if container.doc.get("format_version") == 1:
         raw = container.doc.get("tensors")
         if not isinstance(raw, list) or not raw:

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
-def fields_of(cls: type, *, skip: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """pydantic field definitions of a dataclass's fields (``optional`` ones default to None)."""
+def fields_of(cls: type, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """pydantic field definitions of a dataclass's fields (except ``skip``)."""
     hints, out = typing.get_type_hints(cls), {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -20,9 +20,7 @@ def fields_of(cls: type, *, skip: tuple[str, ...] = (), optional: tuple[str, ...
         annotation = hints[f.name]
         if f.metadata.get("choices"):
             annotation = Literal[f.metadata["choices"]]  # type: ignore[valid-type]
-        if f.name in optional:
-            annotation, default = annotation | None, None
-        elif f.default is not dataclasses.MISSING:
+        if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = Field(default_factory=f.default_factory)

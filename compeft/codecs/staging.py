@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-PIECE_BYTES = 32 << 20  # StagedPayload's largest piece (bench.ab_decode compares sizes)
+PIECE_BYTES = 32 << 20  # StagedPayload's largest piece
 PAD = 8  # zero bytes after the payload so that field reads (two 4-byte words) never run past the buffer
 
 _SIDE_STREAMS: dict = {}
