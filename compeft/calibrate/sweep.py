@@ -106,7 +106,8 @@ def calibrate(src: str | Path, dst: str | Path | None = None, config: Calibratio
 
     artifact = None
     if dst is not None:
-        artifact = compeft.compress(src, dst, CompressionConfig(chosen.density, chosen.alpha, config.codec, str(dev)),
+        artifact = compeft.compress(src, dst, CompressionConfig(density=chosen.density, alpha=chosen.alpha,
+                                                                  codec=config.codec, device=str(dev)),
                                     base=base_dir, overwrite=overwrite)
     result = CalibrationResult(
         src=str(src), base=base, dst=str(dst) if dst is not None else None, task=task_label, metric=evaluator.metric,
