@@ -28,6 +28,31 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib",
 MAX_CONFIG_BYTES = 1 << 20
 
 DELTA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an adapter directory stores an adapter: its weights file and its config file (None: the layout has none)."""
+
+    name: str
+    weights: str
+    config: str | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files that make up an adapter of this layout (config first)."""
+        return (self.config, self.weights) if self.config else (self.weights,)
+
+
+PEFT_LAYOUT = Layout("peft", ADAPTER_WEIGHTS, ADAPTER_CONFIG)
+LAYOUTS: tuple[Layout, ...] = (PEFT_LAYOUT,)
+"""Every layout compeft reads, in order of preference (sources and read_adapter recognise adapters by these)."""
+
+
+def find_layout(names) -> Layout | None:
+    """The first layout whose files are all among ``names`` (file names of one directory), or None."""
+    present = set(names)
+    return next((layout for layout in LAYOUTS if present.issuperset(layout.files)), None)
 SUPPORTED_PEFT_TYPES = tuple(FAMILIES)
 
 
