@@ -1,0 +1,8 @@
+"""Serving from the compressed form: put compressed adapters and residuals into a live model.
+
+Each module holds one way of doing it; this package re-exports their public names.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
