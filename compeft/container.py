@@ -73,6 +73,13 @@ def encode_document(doc: Mapping) -> str:
         raise ContainerError(f"document holds a non-finite number: {err}") from err
 
 
+def encode_header(header: Mapping) -> bytes:
+    """Canonical bytes of the safetensors header: compact JSON with sorted keys, space padded so that the data
+    section starts at a multiple of 8."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return raw + b" " * (-(8 + len(raw)) % 8)
+
+
 def write_container(
     path: Path, doc: Mapping, payload: torch.Tensor, carried: Mapping[str, torch.Tensor], records: Mapping[str, torch.Tensor]
 ) -> int:
@@ -91,8 +98,7 @@ def write_container(
         t = tensors[name]
         header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blobs[name])]}
         offset += len(blobs[name])
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    raw += b" " * (-(8 + len(raw)) % 8)
+    raw = encode_header(header)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
@@ -111,6 +117,12 @@ def _parse_document(path: Path, header: dict) -> dict:
     if hashlib.sha256(text.encode()).hexdigest() != meta.get(DOC_HASH_KEY):
         raise ChecksumError(f"{path}: checksum mismatch in the compeft document")
     doc = parse_json(text, "compeft document", path, ContainerError)
+    try:
+        canonical = encode_document(doc) == text
+    except ContainerError as err:
+        raise ContainerError(f"{path}: {err}") from err
+    if not canonical:  # one text per document: no second reading of the checksummed bytes
+        raise ContainerError(f"{path}: the compeft document is not in canonical form (compact JSON, sorted keys)")
     if doc.get("format") != FORMAT_NAME:
         raise ContainerError(f"{path}: document format is {doc.get('format')!r}, not {FORMAT_NAME!r}")
     version = doc.get("format_version")
@@ -137,6 +149,8 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True,
     flat = data.reshape(-1)
     raw = memoryview(flat.numpy())
     header, start = parse_header(raw, path)
+    if bytes(raw[8:start]) != encode_header(header):
+        raise ContainerError(f"{path}: the header is not in canonical form (compact JSON, sorted keys, space padded)")
     tensors = None
     if prefetch is not None:
         try:

@@ -18,13 +18,20 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from compeft.container import FORMAT_NAME, FORMAT_VERSION, RECORDS_PREFIX, Container
+from compeft.container import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    RECORDS_PREFIX,
+    Container,
+)
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import ContainerError
 from compeft.taskvector import DeltaRecord
@@ -32,36 +39,147 @@ from compeft.taskvector import DeltaRecord
 KINDS = ("adapter", "full")
 MAX_NDIM = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _where(key: str) -> str:
     return f"document field {key!r}"
 
 
-def _int(value, key: str) -> int:
+def _short(value) -> str:
+    """A value's repr cut to one short line (hostile documents hold huge values)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# One check per JSON type of the schema: (value, key) → the typed value, or a ContainerError naming the key.
+def count(value, key: str) -> int:
+    """A non-negative JSON integer (no float, no bool)."""
     if type(value) is not int or value < 0:
-        raise ContainerError(f"{_where(key)} must be a non-negative integer, got {value!r}")
+        raise ContainerError(f"{_where(key)} must be a non-negative integer, got {_short(value)}")
     return value
 
 
-def _float(value, key: str) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-        raise ContainerError(f"{_where(key)} must be a finite float32 number, got {value!r}")
-    return float(value)
+def number(value, key: str) -> float:
+    """A finite JSON float within the float32 range (writers write floats: 1.0, never 1)."""
+    if type(value) is not float or not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ContainerError(f"{_where(key)} must be a finite float32 number written as a float, got {_short(value)}")
+    return value
 
 
-def _str(value, key: str, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
+def string(value, key: str) -> str:
     if not isinstance(value, str):
-        raise ContainerError(f"{_where(key)} must be a string, got {value!r}")
+        raise ContainerError(f"{_where(key)} must be a string, got {_short(value)}")
     return value
 
 
-def _str_map(value, key: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+def string_or_null(value, key: str) -> str | None:
+    return None if value is None else string(value, key)
+
+
+def count_or_null(value, key: str) -> int | None:
+    return None if value is None else count(value, key)
+
+
+def string_map(value, key: str) -> dict[str, str]:
+    """An object mapping names to strings."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ContainerError(f"{_where(key)} must map names to strings")
     return dict(value)
+
+
+def sha256_map(value, key: str) -> dict[str, str]:
+    """An object mapping names to lowercase hex sha256 digests."""
+    mapping = string_map(value, key)
+    bad = next((k for k, v in mapping.items() if not SHA256_HEX.fullmatch(v)), None)
+    if bad is not None:
+        raise ContainerError(f"{_where(key)}[{bad!r}] is not a lowercase hex sha256")
+    return mapping
+
+
+def one_of(*allowed):
+    def check(value, key: str):
+        if type(value) not in {type(a) for a in allowed} or value not in allowed:
+            raise ContainerError(f"{_where(key)} must be one of {', '.join(map(repr, allowed))}, got {_short(value)}")
+        return value
+
+    return check
+
+
+def array(value, key: str) -> list:
+    if not isinstance(value, list):
+        raise ContainerError(f"{_where(key)} must be a list")
+    return value
+
+
+def obj(fields: Mapping[str, Field]):
+    """A nested object checked against its own field table."""
+    def check(value, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise ContainerError(f"{_where(key)} must be an object, got {_short(value)}")
+        return check_fields(value, fields, None, key + ".")
+
+    return check
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of the document: its check, the format versions that hold it, and whether it may be absent."""
+
+    check: Callable[[object, str], object]
+    versions: tuple[int, ...] = READABLE_VERSIONS
+    optional: bool = False
+
+
+def check_fields(raw: Mapping, fields: Mapping[str, Field], version: int | None, prefix: str = "") -> dict:
+    """Every key of ``raw`` checked against ``fields`` (for format ``version``): unknown keys, missing keys and
+    values of the wrong type or range are ContainerErrors naming the key."""
+    wanted = {k: f for k, f in fields.items() if version is None or version in f.versions}
+    unknown = sorted(set(raw) - set(wanted))
+    if unknown:
+        where = f"format version {version}" if version is not None else f"document field {prefix[:-1]!r}"
+        raise ContainerError(f"document field {prefix + unknown[0]!r} is not part of {where}")
+    missing = [k for k, f in wanted.items() if k not in raw and not f.optional]
+    if missing:
+        raise ContainerError(f"{_where(prefix + missing[0])} is missing")
+    return {k: f.check(raw[k], prefix + k) for k, f in wanted.items() if k in raw}
+
+
+# The source adapter or model: its files' hashes and what the registry records about it. Keys other helpers
+# add (a layout name, the weights file of a diffusers LoRA) are strings; add new ones here.
+SOURCE_FIELDS: Mapping[str, Field] = {
+    "files": Field(sha256_map),
+    "peft_type": Field(string_or_null, optional=True),
+    "base_model": Field(string_or_null, optional=True),
+    "bytes": Field(count_or_null, optional=True),
+    "layout": Field(string, optional=True),
+    "weights_file": Field(string, optional=True),
+}
+
+# The document of every format version, defined once (docs/format.md, "The document"). ``records`` and
+# ``record_dtypes`` (version 2) and ``tensors`` (version 1) are checked with the records, by ``check``.
+DOCUMENT_FIELDS: Mapping[str, Field] = {
+    "format": Field(one_of(FORMAT_NAME)),
+    "format_version": Field(one_of(*READABLE_VERSIONS)),
+    "kind": Field(one_of(*KINDS)),
+    "codec": Field(string),
+    "density": Field(number),
+    "alpha": Field(number),
+    "sigma": Field(number),
+    "scale": Field(number),
+    "threshold": Field(number),
+    "d": Field(count),
+    "kept": Field(count),
+    "carried": Field(array),
+    "source": Field(obj(SOURCE_FIELDS)),
+    "package_version": Field(string),
+    "checksums": Field(sha256_map),
+    "base": Field(obj({"tensor_sha256": Field(sha256_map)}), optional=True),
+    "weight_map": Field(string_map, optional=True),
+    "tensors": Field(array, versions=(1,)),
+    "records": Field(count, versions=(2,)),
+    "record_dtypes": Field(array, versions=(2,)),
+}
 
 
 @dataclass(frozen=True)
@@ -75,11 +193,11 @@ class CarriedRecord:
     @classmethod
     def parse(cls, raw) -> CarriedRecord:
         if not isinstance(raw, dict) or set(raw) != {"name", "shape", "dtype"}:
-            raise ContainerError(f"malformed carried record {raw!r}")
+            raise ContainerError(f"malformed carried record {_short(raw)}")
         name, shape, dtype = raw["name"], raw["shape"], raw["dtype"]
         if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in DTYPES_BY_NAME \
                 or not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(type(s) is int and s >= 0 for s in shape):
-            raise ContainerError(f"malformed carried record {raw!r}")
+            raise ContainerError(f"malformed carried record {_short(raw)}")
         return cls(name, tuple(shape), dtype)
 
 
@@ -106,40 +224,26 @@ class Document:
 
     @classmethod
     def parse(cls, doc: Mapping) -> Document:
-        """The checked document of a container (ContainerError naming the first bad field)."""
-        if doc.get("kind") not in KINDS:
-            raise ContainerError(f"{_where('kind')} must be one of {KINDS}, got {doc.get('kind')!r}")
-        density, alpha = _float(doc.get("density"), "density"), _float(doc.get("alpha"), "alpha")
-        sigma, scale, threshold = (_float(doc.get(k), k) for k in ("sigma", "scale", "threshold"))
-        d, kept = _int(doc.get("d"), "d"), _int(doc.get("kept"), "kept")
+        """The checked document of a container (ContainerError naming the first bad field): every key against
+        DOCUMENT_FIELDS for its format version, then the ranges and relations between fields."""
+        version = one_of(*READABLE_VERSIONS)(doc.get("format_version"), "format_version")
+        f = check_fields(doc, DOCUMENT_FIELDS, version)
+        density, alpha, sigma, scale, threshold, d, kept = (
+            f[k] for k in ("density", "alpha", "sigma", "scale", "threshold", "d", "kept"))
         if not 0 < density <= 1 or kept > d:
             raise ContainerError("document fields density/kept are out of range")
         if alpha <= 0 or sigma < 0 or threshold < 0:
             raise ContainerError("document fields alpha/sigma/threshold are out of range")
         if scale != float(np.float32(alpha * sigma)):
             raise ContainerError(f"{_where('scale')} {scale!r} is not float32(alpha·sigma)")
-        if not isinstance(doc.get("carried"), list):
-            raise ContainerError(f"{_where('carried')} must be a list")
-        carried = tuple(map(CarriedRecord.parse, doc["carried"]))
-        source = doc.get("source")
-        if not isinstance(source, dict):
-            raise ContainerError(f"{_where('source')} must be an object, got {source!r}")
-        _str_map(source.get("files", {}), "source.files")
-        for key in ("peft_type", "base_model"):
-            _str(source.get(key), f"source.{key}", optional=True)
-        if source.get("bytes") is not None:
-            _int(source["bytes"], "source.bytes")
-        base_sha256 = None
-        if (base := doc.get("base")) is not None:
-            if not isinstance(base, dict) or set(base) != {"tensor_sha256"}:
-                raise ContainerError(f"{_where('base')} must hold tensor_sha256 only")
-            base_sha256 = _str_map(base["tensor_sha256"], "base.tensor_sha256")
-        weight_map = _str_map(doc["weight_map"], "weight_map") if doc.get("weight_map") is not None else None
+        if f["kind"] != "full" and ("base" in f or "weight_map" in f):
+            raise ContainerError("document fields 'base' and 'weight_map' belong to full fine-tune residuals only")
         return cls(
-            kind=doc["kind"], codec=_str(doc.get("codec"), "codec"), density=density, alpha=alpha, sigma=sigma,
-            scale=scale, threshold=threshold, d=d, kept=kept, carried=carried, source=dict(source),
-            package_version=_str(doc.get("package_version"), "package_version"), base_sha256=base_sha256,
-            weight_map=weight_map, format_version=doc["format_version"],
+            kind=f["kind"], codec=f["codec"], density=density, alpha=alpha, sigma=sigma, scale=scale,
+            threshold=threshold, d=d, kept=kept, carried=tuple(map(CarriedRecord.parse, f["carried"])),
+            source=f["source"], package_version=f["package_version"],
+            base_sha256=f["base"]["tensor_sha256"] if "base" in f else None, weight_map=f.get("weight_map"),
+            format_version=version,
         )
 
     def to_json(self, records: Sequence[DeltaRecord]) -> dict:
@@ -149,11 +253,11 @@ class Document:
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "codec": self.codec,
-            "density": self.density,
-            "alpha": self.alpha,
-            "sigma": self.sigma,
-            "scale": self.scale,
-            "threshold": self.threshold,
+            "density": float(self.density),
+            "alpha": float(self.alpha),
+            "sigma": float(self.sigma),
+            "scale": float(self.scale),
+            "threshold": float(self.threshold),
             "d": self.d,
             "kept": self.kept,
             "records": len(records),
@@ -254,7 +358,7 @@ def _record_column(container: Container, name: str) -> np.ndarray:
 def _columns_v2(container: Container) -> RecordColumns:
     """The record columns of a version-2 container, checked (types, lengths, ranges) without a loop in numpy."""
     doc = container.doc
-    n = _int(doc.get("records"), "records")
+    n = count(doc.get("records"), "records")
     dtypes = doc.get("record_dtypes")
     known = isinstance(dtypes, list) and all(isinstance(x, str) and x in DTYPES_BY_NAME for x in dtypes)
     if not known or len(set(dtypes)) != len(dtypes):

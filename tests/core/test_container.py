@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from checks import read_doc, read_records
+from hostile import checksums, craft, put_together, take_apart
 from safetensors import safe_open
 from safetensors.numpy import load_file as np_load_file
 
@@ -38,15 +39,10 @@ def split_file(raw: bytes) -> tuple[int, dict, bytes]:
 
 def rewrite_document(path: Path, edit) -> None:
     """Apply ``edit(doc)`` to the document and re-hash it, keeping the file otherwise valid (a consistent tamper)."""
-    raw = path.read_bytes()
-    _, header, data = split_file(raw)
-    doc = json.loads(header["__metadata__"]["compeft"])
+    doc, tensors = take_apart(path)
+    doc["checksums"] = checksums(tensors)
     edit(doc)
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    header["__metadata__"] = {"compeft": text, "compeft_sha256": hashlib.sha256(text.encode()).hexdigest()}
-    new = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    new += b" " * (-(8 + len(new)) % 8)
-    path.write_bytes(struct.pack("<Q", len(new)) + new + data)
+    put_together(path, doc, tensors)
 
 
 def test_any_safetensors_reader_lists_the_container(head_artifact):
@@ -255,16 +251,12 @@ def test_consistently_hashed_but_inconsistent_document_is_refused(tmp_path, head
 def rewrite_records(path: Path, edit) -> None:
     """Apply ``edit(columns, doc)`` to the record columns (numpy arrays, by column name) and write the file again
     with consistent checksums (a consistent tamper)."""
-    from compeft.container import write_container
-
-    with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        doc = json.loads(f.metadata()["compeft"])
+    doc, tensors = take_apart(path)
     cols = {k.split("/", 1)[1]: t.numpy().copy() for k, t in tensors.items() if k.startswith("records/")}
     edit(cols, doc)
-    del doc["checksums"]
-    carried = {k.split("/", 1)[1]: t for k, t in tensors.items() if k.startswith("carried/")}
-    write_container(path, doc, tensors["payload"], carried, {k: torch.from_numpy(v) for k, v in cols.items()})
+    tensors = {k: t for k, t in tensors.items() if not k.startswith("records/")}
+    tensors.update({"records/" + k: torch.from_numpy(v) for k, v in cols.items()})
+    put_together(path, doc, tensors)
 
 
 def _same_name_twice(cols, doc):
@@ -337,19 +329,8 @@ def test_inconsistent_version_1_records_are_refused(tmp_path, edit):
 
 def test_extra_tensor_with_consistent_checksums_is_refused(tmp_path, head_artifact):
     """A container holding a tensor other than payload and carried/* is refused even when every checksum matches."""
-    art = tmp_path / "art"
-    shutil.copytree(head_artifact, art)
-    raw = (art / FILE).read_bytes()
-    _, header, data = split_file(raw)
-    extra = b"\x01\x02\x03\x04"
-    header["smuggled"] = {"dtype": "U8", "shape": [4], "data_offsets": [len(data), len(data) + 4]}
-    doc = json.loads(header["__metadata__"]["compeft"])
-    doc["checksums"]["smuggled"] = hashlib.sha256(extra).hexdigest()
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    header["__metadata__"] = {"compeft": text, "compeft_sha256": hashlib.sha256(text.encode()).hexdigest()}
-    new = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    new += b" " * (-(8 + len(new)) % 8)
-    (art / FILE).write_bytes(struct.pack("<Q", len(new)) + new + data + extra)
+    art = craft(head_artifact, tmp_path / "art",
+                tensors=lambda t: t.update(smuggled=torch.tensor([1, 2, 3, 4], dtype=torch.uint8)))
     with safe_open(str(art / FILE), "pt") as f:  # still a valid safetensors file
         assert "smuggled" in set(f.keys())
     _assert_refused(art, tmp_path)

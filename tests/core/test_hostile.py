@@ -1,0 +1,185 @@
+"""Hostile artifacts (issue 15): crafted containers with valid checksums (tests/core/hostile.py recomputes them as
+the writer does) are refused by every reader — inspect, load, decompress, the fast and resident loads and the
+CLI — with one line naming the file and exit code 2, before anything large is allocated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hostile import FILE, craft
+
+import compeft
+from compeft.cli import main as cli
+from compeft.container import read_bytes
+from compeft.errors import AdapterFormatError, ContainerError, InputError
+from compeft.fastload import ResidentArtifact, load_bytes
+from tests.adapters import lora_config, write_adapter
+
+GOLDEN_V1 = Path(__file__).resolve().parents[1] / "golden" / "v1"
+HEAD = "base_model.model.score.weight"  # carried: not a delta component
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    """A golomb artifact of a small LoRA with one carried tensor (k = 0.2)."""
+    root = tmp_path_factory.mktemp("hostile")
+    g = torch.Generator().manual_seed(5)
+    tensors = {HEAD: torch.randn(3, 16, generator=g)}
+    for layer in range(2):
+        for proj in ("q_proj", "v_proj"):
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(4, 16, generator=g)
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(16, 4, generator=g)
+    src = write_adapter(root / "src", tensors, lora_config())
+    compeft.compress(src, root / "art", density=0.2, device="cpu")
+    return root / "art"
+
+
+def refused(art: Path, tmp: Path, match: str | None = None, *, error: type[InputError] = InputError) -> None:
+    """Every reader refuses ``art`` with ``error``: one line naming the file (and ``match``), exit code 2."""
+    path = art / FILE
+    readers = {
+        "inspect": lambda: compeft.inspect(art),
+        "load": lambda: compeft.load(art),
+        "decompress": lambda: compeft.decompress(art, tmp / "never", device="cpu"),
+        "load_bytes": lambda: load_bytes(read_bytes(path), label=str(path)),
+        "load_bytes unverified": lambda: load_bytes(read_bytes(path), verify=False, label=str(path)),
+        "resident": lambda: ResidentArtifact.open(art).load(),
+    }
+    for what, read in readers.items():
+        with pytest.raises(error) as info:
+            read()
+        message = str(info.value)
+        assert "\n" not in message and len(message) < 400, f"{what}: {message!r}"
+        assert str(path) in message, f"{what}: the error does not name the file: {message}"
+        if match is not None:
+            assert match in message, f"{what}: {message}"
+        assert info.value.exit_code == 2
+    assert not (tmp / "never").exists()
+
+
+def cli_refuses(capsys, *argv: str) -> str:
+    """The CLI's one stderr line for ``argv``, which must exit 2."""
+    capsys.readouterr()
+    assert cli(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compeft: error: ") and "\n" not in err, err
+    return err
+
+
+def _rename_carried_to_first_record(doc: dict, tensors: dict) -> None:
+    names = bytes(tensors["records/names"].numpy())
+    first = names[: int(tensors["records/name_ends"][0])].decode()
+    doc["carried"][0]["name"] = first
+    tensors["carried/" + first] = tensors.pop("carried/" + HEAD)
+
+
+def _rank_100(tensors: dict) -> None:
+    ndim, dims = tensors["records/ndim"].clone(), tensors["records/dims"]
+    extra = 100 - int(ndim[0])
+    ndim[0] = 100
+    tensors["records/ndim"] = ndim
+    tensors["records/dims"] = torch.cat([torch.ones(extra, dtype=torch.int64), dims])
+
+
+DOCUMENT_EDITS = {
+    # item 5: the document is canonical and fully type-checked
+    "duplicate-key": (dict(doc_text=lambda t: t.replace('"kind":"adapter"', '"kind":"full","kind":"adapter"')), "repeated key"),
+    "deep-nesting": (dict(doc_text=lambda t: t[:-1] + ',"zz":' + "[" * 200_000 + "]" * 200_000 + "}"), "not valid JSON"),
+    "codec-not-a-string": (dict(doc=lambda d: d.update(codec=5)), "codec"),
+    "source-not-an-object": (dict(doc=lambda d: d.update(source=[1])), "'source'"),
+    "carried-name-a-list": (dict(doc=lambda d: d["carried"][0].update(name=["x"])), "carried record"),
+    "carried-shape-a-fraction": (dict(doc=lambda d: d["carried"][0].update(shape=[1.5, 16])), "carried record"),
+    "package-version-missing": (dict(doc=lambda d: d.pop("package_version")), "'package_version' is missing"),
+    "scale-1e308": (dict(doc=lambda d: d.update(scale=1e308)), "'scale'"),
+    "scale-not-alpha-sigma": (dict(doc=lambda d: d.update(scale=d["scale"] * 2)), "float32(alpha·sigma)"),
+    "d-fraction": (dict(doc=lambda d: d.update(d=d["d"] + 0.9)), "'d'"),
+    "d-string": (dict(doc=lambda d: d.update(d=str(d["d"]))), "'d'"),
+    "kept-true": (dict(doc=lambda d: d.update(kept=True)), "'kept'"),
+    "alpha-an-integer": (dict(doc=lambda d: d.update(alpha=1)), "'alpha'"),
+    "unknown-field": (dict(doc=lambda d: d.update(zz=1)), "'zz' is not part of format version"),
+    "unknown-source-field": (dict(doc=lambda d: d["source"].update(zz="x")), "'source.zz'"),
+    "source-layout-not-a-string": (dict(doc=lambda d: d["source"].update(layout=3)), "'source.layout'"),
+    "source-hash-not-hex": (dict(doc=lambda d: d["source"]["files"].update({"adapter_config.json": "x"})), "sha256"),
+    "base-on-an-adapter": (dict(doc=lambda d: d.update(base={"tensor_sha256": {}})), "full fine-tune"),
+    "non-canonical-spacing": (dict(doc_text=lambda t: t.replace(",", ", ", 1)), "canonical"),
+    "non-canonical-escape": (dict(doc_text=lambda t: t.replace('"adapter"', '"\\u0061dapter"')), "canonical"),
+    "non-canonical-number": (dict(doc_text=lambda t: t.replace('"alpha":1.0', '"alpha":1.0e0')), "canonical"),
+    "non-canonical-key-order": (dict(doc_text=lambda t: '{"zz":0,' + t[1:].replace(',"zz":0', "")), "canonical"),
+    "nan": (dict(doc_text=lambda t: t.replace('"alpha":1.0', '"alpha":NaN')), "non-finite"),
+    "non-canonical-header": (dict(header_bytes=lambda b: b.replace(b'{"__metadata__"', b'{ "__metadata__"')), "canonical"),
+    "header-duplicate-key": (dict(header_bytes=lambda b: b.replace(b'{"__metadata__"', b'{"payload":{},"__metadata__"')),
+                             "repeated key"),
+    # records: θ_init beyond float32, a carried tensor shadowing a record, a rank-100 record
+    "theta-init-1e308": (dict(tensors=lambda t: t["records/theta_init"].__setitem__(0, 1e308)), "theta_init"),
+    "carried-named-like-a-record": (dict(doc=lambda d: None), "name of a delta record"),
+    "rank-100-record": (dict(tensors=_rank_100), "dimensions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOCUMENT_EDITS))
+def test_hostile_document_is_refused_everywhere(tmp_path, artifact, capsys, case):
+    """Issue 15 item 5: duplicate keys, deep nesting, wrong types, out-of-range numbers, unknown keys, a
+    non-canonical text or header, θ_init beyond float32, a carried tensor named like a record and a rank-100
+    record are each one exit-2 line naming the file, from inspect, load, decompress and the fast loads."""
+    edits, match = DOCUMENT_EDITS[case]
+    if case == "non-canonical-key-order":
+        edits = dict(doc=lambda d: d.update(zz=0), **edits)
+        match = "canonical"  # refused as non-canonical before the unknown key is seen
+    if case == "carried-named-like-a-record":
+        from hostile import put_together, take_apart
+
+        art = tmp_path / "art"
+        shutil.copytree(artifact, art)
+        doc, tensors = take_apart(art / FILE)
+        _rename_carried_to_first_record(doc, tensors)
+        put_together(art / FILE, doc, tensors)
+    else:
+        art = craft(artifact, tmp_path / "art", **edits)
+    refused(art, tmp_path, match)
+    assert str(art / FILE) in cli_refuses(capsys, "inspect", str(art))
+    cli_refuses(capsys, "decompress", str(art), str(tmp_path / "out"))
+
+
+def test_source_keys_of_other_layouts_are_accepted(tmp_path, artifact):
+    """The source object takes the string-valued keys other adapter layouts record (layout, weights_file)."""
+    art = craft(artifact, tmp_path / "art", doc=lambda d: d["source"].update(layout="diffusers", weights_file="x.safetensors"))
+    info = compeft.inspect(art)
+    assert info.source["layout"] == "diffusers" and info.source["weights_file"] == "x.safetensors"
+    assert compeft.load(art).keys() == compeft.load(artifact).keys()
+
+
+@pytest.mark.parametrize("value", [True, "16", 16.0, -1])
+def test_version_1_records_are_not_coerced(tmp_path, value):
+    """Issue 15 item 5: a version-1 record's offset or dimension given as a bool, a string, a float or a negative
+    number is refused, not coerced."""
+    for edit in (lambda d: d["tensors"][1].update(offset=value), lambda d: d["tensors"][0]["shape"].__setitem__(0, value)):
+        shutil.rmtree(tmp_path / "art", ignore_errors=True)
+        art = craft(GOLDEN_V1 / "lora-golomb", tmp_path / "art", doc=edit)
+        with pytest.raises(ContainerError):
+            compeft.inspect(art)
+        with pytest.raises(ContainerError):
+            load_bytes(read_bytes(art / FILE))
+
+
+def test_deeply_nested_adapter_config_is_one_line(tmp_path, capsys):
+    """Issue 15 item 5: an adapter_config.json of 200,000 nested brackets is an AdapterFormatError, not a
+    RecursionError traceback."""
+    src = write_adapter(tmp_path / "src", {"m.lora_A.weight": torch.ones(2, 2)}, lora_config())
+    (src / "adapter_config.json").write_text('{"peft_type":"LORA","x":' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(AdapterFormatError, match="not valid JSON"):
+        compeft.compress(src, tmp_path / "out", device="cpu")
+    assert "adapter_config.json" in cli_refuses(capsys, "compress", str(src), str(tmp_path / "out2"))
+
+
+def test_writer_output_passes_its_own_canonical_checks(artifact):
+    """The writer's document is what the schema accepts: every key known, floats as floats."""
+    from hostile import take_apart
+
+    doc, _ = take_apart(artifact / FILE)
+    assert all(type(doc[k]) is float for k in ("density", "alpha", "sigma", "scale", "threshold"))
+    assert json.loads(json.dumps(doc)) == doc
