@@ -18,6 +18,7 @@ import torch
 from compeft.errors import AdapterFormatError
 from compeft.families import DELTA_COMPONENTS, FAMILIES
 from compeft.hashing import sha256_file
+from compeft.limits import check_allocation
 from compeft.safetensors_header import layout, parse_header, parse_json, read_header
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -139,6 +140,7 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    check_allocation(path.stat().st_size, f"{path}: reading the adapter weights")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -149,6 +151,7 @@ def read_safetensors_pinned(path: Path) -> tuple[torch.Tensor, dict[str, torch.T
     """A safetensors file read once into page-locked memory (plain memory without CUDA): (its data section,
     views of its tensors into that, the file's sha256), its header and layout checked as every header is."""
     _, start, size = read_header(path, AdapterFormatError)  # the cap and the sizes before the whole file is read
+    check_allocation(size, f"{path}: reading the adapter weights")
     pin = torch.cuda.is_available()
     raw = torch.empty(size, dtype=torch.uint8, pin_memory=pin)
     with open(path, "rb") as f:

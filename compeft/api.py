@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from compeft.artifact import ArtifactInfo, describe, open_artifact
+from compeft.artifact import ArtifactInfo, check_adapter_config, describe, open_artifact
 from compeft.atomic import check_destination
 from compeft.config import CompressionConfig
 from compeft.devices import resolve_device
 from compeft.errors import InputError, OptionError
+from compeft.limits import out_of_memory_as_error
 
 
 def compress(src: str | Path, dst: str | Path, config: CompressionConfig | None = None, *, base: str | Path | None = None,
@@ -27,13 +28,14 @@ def compress(src: str | Path, dst: str | Path, config: CompressionConfig | None 
     check_destination(dst, overwrite)
     if Path(src).resolve() == dst.resolve():
         raise InputError(f"{dst}: destination is the source directory")
-    if base is not None:
-        from compeft.fullmodel import compress_full
+    with out_of_memory_as_error(f"compressing {src}"):
+        if base is not None:
+            from compeft.fullmodel import compress_full
 
-        return compress_full(Path(src), dst, Path(base), config, device, overwrite=overwrite, progress=progress)
-    from compeft.pipeline import compress_adapter
+            return compress_full(Path(src), dst, Path(base), config, device, overwrite=overwrite, progress=progress)
+        from compeft.pipeline import compress_adapter
 
-    return compress_adapter(Path(src), dst, config, device, overwrite=overwrite)
+        return compress_adapter(Path(src), dst, config, device, overwrite=overwrite)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", *, verify: bool = True) -> dict[str, torch.Tensor]:
@@ -44,12 +46,17 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, verify: bool =
     """
     from compeft.fastload import load_fast
 
-    return load_fast(path, resolve_device(device), verify=verify)
+    with out_of_memory_as_error(f"loading {path}"):
+        return load_fast(path, resolve_device(device), verify=verify)
 
 
 def inspect(path: str | Path) -> ArtifactInfo:
-    """The figures of an artifact (checksums and structure verified, nothing decoded)."""
-    return describe(open_artifact(path))
+    """The figures of an artifact: checksums, document, records, the codec payload's structure and an adapter's
+    adapter_config.json (when present) verified as decompress verifies them, nothing decoded."""
+    artifact = open_artifact(path)
+    if artifact.document.kind == "adapter":
+        check_adapter_config(artifact, required=False)
+    return describe(artifact)
 
 
 def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = None, device: str | torch.device = "auto",
@@ -58,15 +65,16 @@ def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = No
     device = resolve_device(device)
     dst = Path(dst)
     check_destination(dst, overwrite)
-    artifact = open_artifact(src)
-    if artifact.document.kind == "full":
-        if base is None:
-            raise InputError(f"{artifact.path}: a full fine-tune residual needs --base BASE_DIR to decompress")
-        from compeft.fullmodel import decompress_full
+    with out_of_memory_as_error(f"decompressing {src}"):
+        artifact = open_artifact(src)
+        if artifact.document.kind == "full":
+            if base is None:
+                raise InputError(f"{artifact.path}: a full fine-tune residual needs --base BASE_DIR to decompress")
+            from compeft.fullmodel import decompress_full
 
-        return decompress_full(artifact, Path(base), dst, device=device, overwrite=overwrite, progress=progress)
-    if base is not None:
-        raise InputError(f"{artifact.path}: an adapter artifact takes no --base")
-    from compeft.pipeline import decompress_adapter
+            return decompress_full(artifact, Path(base), dst, device=device, overwrite=overwrite, progress=progress)
+        if base is not None:
+            raise InputError(f"{artifact.path}: an adapter artifact takes no --base")
+        from compeft.pipeline import decompress_adapter
 
-    return decompress_adapter(artifact, dst, device, overwrite=overwrite)
+        return decompress_adapter(artifact, dst, device, overwrite=overwrite)

@@ -14,10 +14,12 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from compeft.adapters import ADAPTER_CONFIG
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.codecs.base import ternary_values
@@ -39,6 +41,7 @@ from compeft.document import (
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import ContainerError, InputError
 from compeft.hashing import sha256_file
+from compeft.limits import check_allocation
 from compeft.modelcard import render_model_card
 from compeft.stats import entropy_bits_per_param
 from compeft.taskvector import DeltaRecord
@@ -92,11 +95,13 @@ class ArtifactInfo:
 
 @dataclass(frozen=True)
 class Artifact:
-    """An artifact's container, read and checked: its typed document and its delta records."""
+    """An artifact's container, read and checked: its typed document, its delta records and its codec's plan
+    (the payload's structure checked against d without decoding)."""
 
     container: Container
     document: Document
     records: RecordColumns
+    plan: Any = None
 
     @property
     def path(self) -> Path:
@@ -105,9 +110,27 @@ class Artifact:
 
 
 def open_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
-    """Read and check an artifact's container (every checksum unless ``verify`` is off)."""
+    """Read and check an artifact's container (every checksum unless ``verify`` is off) and its payload's
+    structure (the codec's ``prepare``: what decoding checks before it writes anything)."""
     container = read_container(path, verify=verify)
-    return Artifact(container, *check(container))
+    document, records = check(container)
+    with named_payload_errors(container.path):
+        plan = get_codec(document.codec).prepare(container.payload, document.d)
+    return Artifact(container, document, records, plan)
+
+
+def check_adapter_config(artifact: Artifact, *, required: bool) -> Path | None:
+    """The adapter_config.json beside an adapter artifact's container, checked against its recorded hash (None
+    when absent and not ``required``)."""
+    config_path = artifact.path.parent / ADAPTER_CONFIG
+    expected = artifact.document.source.get("files", {}).get(ADAPTER_CONFIG)
+    if not config_path.is_file():
+        if not required:
+            return None
+        raise ContainerError(f"{config_path}: missing beside {FILENAME}")
+    if expected and sha256_file(config_path) != expected:
+        raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
+    return config_path
 
 
 def describe(artifact: Artifact, sha256: str | None = None) -> ArtifactInfo:
@@ -280,6 +303,7 @@ def decode_deltas(container: Container, device: torch.device, *, checked: tuple[
         codec = get_codec(doc["codec"])
         values = value_table(float(scale), kind[1], DTYPES_BY_NAME[kind[0]])
         plan = codec.prepare(container.payload, d) if plan is None else plan  # before d entries are allocated
+        check_allocation(d * values.element_size(), f"{container.path}: decoding {d:,} entries")
         flat = torch.empty(d, dtype=values.dtype, device=device)
         finish = codec.decode_into(plan, container.payload, flat, values, staged=staged)
         try:

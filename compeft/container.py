@@ -30,6 +30,7 @@ import torch
 
 from compeft.dtypes import DTYPE_NAMES
 from compeft.errors import ChecksumError, CodecError, ContainerError, UnknownCodecError
+from compeft.limits import check_allocation
 from compeft.safetensors_header import header_length, layout, parse_header, parse_json
 
 FILENAME = "compeft.safetensors"
@@ -189,12 +190,15 @@ def container_path(path: str | Path) -> Path:
 
 
 def read_bytes(path: Path, *, pin: bool = False) -> torch.Tensor:
-    """A container file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present); its header
-    length is checked against the cap and the file size before the file is read."""
+    """A container file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present). Only the
+    header is read first: its length against the cap and the file size, then its tensors against the rest of
+    the file (they must cover it exactly), then the file's size against the memory limit; then the file."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
-            header_length(f.read(8), size, path)
+            size = os.fstat(f.fileno()).st_size
+            n = header_length(f.read(8), size, path)
+            layout(parse_json(f.read(n), "header", path, ContainerError), size - 8 - n, path)
+            check_allocation(size, f"{path}: reading the container")
             f.seek(0)
             buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
             if f.readinto(memoryview(buf.numpy())) != size:

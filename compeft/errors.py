@@ -64,3 +64,7 @@ class TaskConfigError(CalibrationError, InputError):
     """A validation task is malformed (missing data files, unknown metric, bad YAML)."""
 
     exit_code = 2
+
+
+class ResourceLimitError(InputError):
+    """An operation would need more memory than the configured limit (or than the machine has)."""

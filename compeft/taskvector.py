@@ -12,6 +12,7 @@ import torch
 from compeft.adapters import non_finite_error, theta_init_of
 from compeft.dtypes import DTYPES_BY_NAME, dtype_name
 from compeft.errors import ContainerError
+from compeft.limits import check_allocation
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def build_task_vector(tensors: Mapping[str, torch.Tensor], device: torch.device 
     """Concatenate (θ − θ_init) of every delta tensor, sorted by key, as one float32 vector."""
     records = delta_records(tensors)
     d = records[-1].offset + records[-1].numel if records else 0
+    check_allocation(4 * d, f"the task vector ({d:,} float32 entries)")
     tau = torch.empty(d, dtype=torch.float32, device=device)
     for rec in records:
         seg = tau[rec.offset : rec.offset + rec.numel]
@@ -107,6 +109,7 @@ def task_vector_from_blob(blob: torch.Tensor, tensors: Mapping[str, torch.Tensor
     d = records[-1].offset + records[-1].numel if records else 0
     on_device = blob.to(device, non_blocking=True)
     base = blob.data_ptr()
+    check_allocation(4 * d, f"the task vector ({d:,} float32 entries)")
     tau = torch.empty(d, dtype=torch.float32, device=device)
     for rec in records:
         t = tensors[rec.name]

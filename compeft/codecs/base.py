@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from compeft.limits import check_allocation
+
 TERNARY_VALUES = (-1, 0, 1)
 
 
@@ -48,6 +50,7 @@ class Codec(ABC):
         """τ on ``device`` (int8, or mapped through ``values``)."""
         plan = self.prepare(payload, d)  # first: it checks d against the payload before d entries are allocated
         values = ternary_values() if values is None else values
+        check_allocation(d * values.element_size(), f"decoding {d:,} entries")
         out = torch.empty(d, dtype=values.dtype, device=device)
         self.decode_into(plan, payload, out, values)()
         return out

@@ -183,3 +183,156 @@ def test_writer_output_passes_its_own_canonical_checks(artifact):
     doc, _ = take_apart(artifact / FILE)
     assert all(type(doc[k]) is float for k in ("density", "alpha", "sigma", "scale", "threshold"))
     assert json.loads(json.dumps(doc)) == doc
+
+
+# ---- issue 15 items 3, 4, 6: bombs, reading before checking, inspect's structural checks ----
+
+def zero_golomb_payload(d: int, declared: int | None = None) -> torch.Tensor:
+    """A valid golomb payload of d zeros: chunks of MAX_CHUNK entries that code nothing (24 bytes each); its
+    header says ``declared`` entries when given."""
+    import numpy as np
+
+    from compeft.codecs.golomb.format import MAX_CHUNK, TABLE_DTYPE, header_bytes
+
+    lengths = [min(MAX_CHUNK, d - s) for s in range(0, d, MAX_CHUNK)]
+    table = np.zeros(len(lengths), dtype=TABLE_DTYPE)
+    table["length"], table["m"] = lengths, 1
+    return torch.frombuffer(bytearray(header_bytes(d if declared is None else declared, table)), dtype=torch.uint8)
+
+
+def declare_entries(d: int, payload: torch.Tensor | None = None):
+    """Edits making a container declare one record of d float32 entries, nothing kept, coded by ``payload``
+    (default: a valid all-zero golomb payload of d entries)."""
+    def doc(document: dict) -> None:
+        document.update(d=d, kept=0, sigma=0.0, scale=0.0, threshold=0.0, records=1, record_dtypes=["F32"], carried=[])
+
+    def tensors(t: dict) -> None:
+        name = b"bomb.lora_A.weight"
+        t.clear()
+        t.update({"payload": zero_golomb_payload(d) if payload is None else payload,
+                  "records/names": torch.frombuffer(bytearray(name), dtype=torch.uint8),
+                  "records/name_ends": torch.tensor([len(name)]), "records/ndim": torch.tensor([1]),
+                  "records/dims": torch.tensor([d]), "records/dtype": torch.tensor([0], dtype=torch.uint8),
+                  "records/theta_init": torch.tensor([0.0], dtype=torch.float64)})
+
+    return dict(doc=doc, tensors=tensors)
+
+
+def test_consistent_bomb_is_refused_before_allocating(tmp_path, artifact, capsys, monkeypatch):
+    """Issue 15 item 3: a 1.5 MB artifact with valid checksums and a valid payload that declares 2³⁶ entries
+    (256 GiB of float32) is one exit-2 line naming the bytes it needs and the limit, from every decode path;
+    inspect (which decodes nothing) describes it."""
+    art = craft(artifact, tmp_path / "art", **declare_entries(1 << 36))
+    assert (art / FILE).stat().st_size < 2 << 20
+    monkeypatch.setenv("COMPEFT_MEMORY_LIMIT", "1G")
+    from compeft.errors import ResourceLimitError
+
+    refused_paths = {
+        "load": lambda: compeft.load(art),
+        "decompress": lambda: compeft.decompress(art, tmp_path / "never", device="cpu"),
+        "load_bytes": lambda: load_bytes(read_bytes(art / FILE), label=str(art / FILE)),
+        "resident": lambda: ResidentArtifact.open(art).load(),
+    }
+    for what, read in refused_paths.items():
+        with pytest.raises(ResourceLimitError, match=r"needs 274,877,906,944 bytes, more than the memory limit of 1,073,741,824") as info:
+            read()
+        assert info.value.exit_code == 2 and "\n" not in str(info.value), what
+    err = cli_refuses(capsys, "decompress", str(art), str(tmp_path / "out"))
+    assert "274,877,906,944 bytes" in err and "COMPEFT_MEMORY_LIMIT" in err
+    assert compeft.inspect(art).d == 1 << 36
+    monkeypatch.delenv("COMPEFT_MEMORY_LIMIT")  # the default limit (the machine's memory) refuses it too
+    with pytest.raises(ResourceLimitError):
+        compeft.load(art)
+
+
+def _inflate_first_count(t: dict) -> None:
+    """Chunk 0 of the golomb payload claims every entry of its chunk coded (its unary plane is far too short)."""
+    import numpy as np
+
+    from compeft.codecs.golomb.format import ENTRY, HEADER, TABLE_DTYPE
+
+    raw = bytearray(t["payload"].numpy().tobytes())
+    entry = np.frombuffer(raw, dtype=TABLE_DTYPE, count=1, offset=HEADER.size).copy()
+    entry["count"] = entry["length"]
+    raw[HEADER.size : HEADER.size + ENTRY.size] = entry.tobytes()
+    t["payload"] = torch.frombuffer(raw, dtype=torch.uint8)
+
+
+PAYLOAD_EDITS = {
+    # d beyond what the payload's chunks can describe (one chunk, 2⁴⁰ entries): refused before the table is read
+    "d-beyond-the-chunks": (declare_entries(1 << 40, zero_golomb_payload(16, 1 << 40)), "cannot describe"),
+    # more coded positions than the chunk's unary bits can end
+    "count-beyond-the-unary-bits": (dict(tensors=_inflate_first_count), "unary bytes"),
+    # a chunk table cut short
+    "chunk-table-corrupt": (dict(tensors=lambda t: t.update(payload=t["payload"][:40].clone())), "golomb"),
+    "unknown-codec": (dict(doc=lambda d: d.update(codec="no-such-codec")), "unknown codec"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAYLOAD_EDITS))
+def test_payload_structure_is_checked_by_inspect_and_every_decode_path(tmp_path, artifact, capsys, case):
+    """Issue 15 items 3 and 6: a payload whose structure is out of proportion to its bytes or inconsistent is
+    refused by inspect (which no longer says "verified" for what decompress refuses), by every decode path and
+    by the codec's own prepare, before d entries are allocated."""
+    edits, match = PAYLOAD_EDITS[case]
+    art = craft(artifact, tmp_path / "art", **edits)
+    refused(art, tmp_path, match)
+    assert match in cli_refuses(capsys, "inspect", str(art))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_codec_backends_refuse_payloads_out_of_proportion(backend):
+    """Issue 15 item 3: the golomb backends decode only through a checked plan, and the plan refuses a payload
+    declaring more entries or positions than its bytes allow (the Triton plan is made from the same table)."""
+    from compeft.codecs import get_codec
+    from compeft.errors import CodecError
+
+    codec = get_codec("golomb")
+    with pytest.raises(CodecError, match="cannot describe"):
+        codec.prepare(zero_golomb_payload(16, 1 << 40), 1 << 40)
+    payload = zero_golomb_payload(3 << 20)
+    plan = codec.prepare(payload, 3 << 20)
+    out = torch.empty(3 << 20, dtype=torch.int8)
+    codec.decode_into(plan, payload, out, torch.tensor([-1, 0, 1], dtype=torch.int8), backend=backend)()
+    assert not out.any()
+    inflated = {"payload": payload.clone()}
+    _inflate_first_count(inflated)
+    with pytest.raises(CodecError, match="unary bytes"):
+        codec.prepare(inflated["payload"], 3 << 20)
+
+
+def test_oversized_file_is_refused_from_its_header(tmp_path, artifact):
+    """Issue 15 item 4: a 1 TB (sparse) file whose header describes a few KB of tensors is refused after reading
+    its header, without reading (or allocating) the file."""
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    with open(art / FILE, "r+b") as f:
+        try:
+            f.truncate(1 << 40)
+        except OSError:
+            pytest.skip("the file system holds no 1 TB sparse file")
+    for read in (lambda: compeft.inspect(art), lambda: compeft.load(art), lambda: read_bytes(art / FILE)):
+        with pytest.raises(ContainerError, match="data section is"):
+            read()
+
+
+def test_memory_limit_refuses_a_large_input_with_one_line(tmp_path, capsys, monkeypatch):
+    """Issue 15 items 3 and 8: compressing an input larger than COMPEFT_MEMORY_LIMIT is one exit-2 line naming the
+    bytes and the limit; running out of memory below the limit is one line too, not a MemoryError traceback."""
+    src = write_adapter(tmp_path / "src", {"m.lora_A.weight": torch.ones(64, 1024)}, lora_config())
+    monkeypatch.setenv("COMPEFT_MEMORY_LIMIT", "64K")
+    err = cli_refuses(capsys, "compress", str(src), str(tmp_path / "out"))
+    assert "adapter_model.safetensors" in err and "65,536 bytes" in err
+    monkeypatch.setenv("COMPEFT_MEMORY_LIMIT", "lots")
+    assert "COMPEFT_MEMORY_LIMIT='lots'" in cli_refuses(capsys, "compress", str(src), str(tmp_path / "out"))
+    monkeypatch.delenv("COMPEFT_MEMORY_LIMIT")
+    import compeft.pipeline
+
+    for failure in (MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")):
+        def boom(*args, failure=failure, **kwargs):
+            raise failure
+
+        monkeypatch.setattr(compeft.pipeline, "ternarize", boom)
+        err = cli_refuses(capsys, "compress", str(src), str(tmp_path / "out"))
+        assert "out of memory" in err and str(src) in err
+    assert not (tmp_path / "out").exists()

@@ -115,6 +115,8 @@ def read_header(payload: torch.Tensor, d: int) -> int:
         raise CodecError(f"golomb payload codes d={stored_d}, the container says d={d}")
     if n_chunks > max(d, 0) or HEADER.size + n_chunks * ENTRY.size > size:
         raise CodecError(f"golomb payload announces {n_chunks} chunks, more than its {size} bytes can hold")
+    if d > n_chunks * MAX_CHUNK:  # before the table is read: chunks hold at most MAX_CHUNK entries each
+        raise CodecError(f"golomb payload of {n_chunks} chunks cannot describe d={d} entries (at most {MAX_CHUNK} a chunk)")
     return n_chunks
 
 
@@ -129,12 +131,15 @@ def read_table(payload: torch.Tensor, d: int) -> ChunkTable:
     length, count, m, mode, extra = cols["length"], cols["count"], cols["m"], cols["mode"], cols["extra_bits"]
     bad1 = ~((1 <= length) & (length <= MAX_CHUNK) & (count <= length) & ((mode == 0) | (mode == 1)))
     bad2 = ~((1 <= m) & (m <= length) & (extra <= count))
-    bad = np.flatnonzero(bad1 | bad2)
+    bad3 = count > 8 * cols["unary_bytes"]  # every coded position ends with a one bit of its unary plane
+    bad = np.flatnonzero(bad1 | bad2 | bad3)
     if bad.size:
         i = int(bad[0])
         if bad1[i]:
             raise CodecError(f"golomb chunk {i}: bad length/count/mode {length[i]}/{count[i]}/{mode[i]}")
-        raise CodecError(f"golomb chunk {i}: bad parameter M={m[i]} or extra_bits={extra[i]}")
+        if bad2[i]:
+            raise CodecError(f"golomb chunk {i}: bad parameter M={m[i]} or extra_bits={extra[i]}")
+        raise CodecError(f"golomb chunk {i}: {count[i]} coded positions need more than its {cols['unary_bytes'][i]} unary bytes")
     table = ChunkTable(length, count, m, mode, cols["unary_bytes"], extra, body_start)
     total_len = int(length.sum())
     if total_len != d:
