@@ -113,6 +113,7 @@ def compress_adapters(
     if filled := load_secrets():
         logger.info("credentials from Prefect Secret blocks: %s", ", ".join(filled))
     config = service.config()
+    config.check_publish_to(sorted({a.source_uri for a in adapters}))
     run_id = str(flow_run.get_id() or "local")
     tasks.start_run(config, run_id, {"adapters": [a.uri for a in adapters], "options": options.model_dump(),
                                      "force": force, "publish_to": config.publish_to})

@@ -160,6 +160,7 @@ def compress_catalog(
     if filled := load_secrets():
         logger.info("credentials from Prefect Secret blocks: %s", ", ".join(filled))
     config = service.config()
+    config.check_publish_to([source])  # never publish at, inside or around the source or the store
     run_id = str(flow_run.get_id() or "local")
     tasks.start_run(config, run_id, {"source": source, "options": options.model_dump(), "force": force,
                                      "batch_size": batch_size, "publish_to": config.publish_to})

@@ -82,6 +82,7 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
         first = err.errors()[0]
         raise OptionError(f"--{'-'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
     service = ServiceParameters(**{n: getattr(args, n) for n in args.service_fields})  # --database-url: environment
+    service.config().check_publish_to([args.source])
     return {"source": args.source, "options": options, "service": service, "force": args.force,
             "batch_size": args.batch_size, "dispatch": args.dispatch}
 

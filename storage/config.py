@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from compeft.config import option
@@ -56,6 +57,14 @@ class ServiceConfig:
         from storage.sources import open_source
 
         return open_source(uri, s3_endpoint=self.s3_endpoint, hf_endpoint=self.hf_endpoint)
+
+    def check_publish_to(self, sources: Iterable[str]) -> None:
+        """Refuse (one line) a ``publish_to`` at, inside or around one of ``sources`` or the artifact store."""
+        if self.publish_to:
+            from storage.publishers.safety import check_publish_destination
+
+            check_publish_destination(self.publish_to, sources, self.store_uri(), s3_endpoint=self.s3_endpoint,
+                                      hf_endpoint=self.hf_endpoint)
 
     def publisher(self):
         """The publisher of ``publish_to``."""

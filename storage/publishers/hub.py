@@ -1,19 +1,22 @@
 """Publish to a Hub model repo: create it if missing, then one commit with every artifact file.
 
-The commit message carries the provenance (source repo + revision, options, package version). If the
-repo already holds exactly these files, nothing is committed.
+The commit message carries the provenance (source repo + revision, options, package version), and the commit
+adds a marker file (naming.MARKER) naming the source: a repo holding another source's publication, or files
+compeft did not commit, is never committed to (naming.choose_name picks another repo name, or the adapter fails
+when the destination is one fixed repo). If the repo already holds exactly these files, nothing is committed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 from storage.addresses import HubAuthorAddress, HubRepoAddress
 from storage.errors import PublishError
 from storage.hub import HubClient
-from storage.publishers.naming import render_name
+from storage.publishers.naming import FOREIGN, MARKER, choose_name, marker_source, marker_text, render_name
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.stores.manifest import build_manifest
 from storage.validation import validate_repo_id
@@ -37,10 +40,38 @@ class HubPublisher:
         self.hub = HubClient(address.endpoint, token=token, policy=policy)
 
     def repo_id_for(self, provenance: Provenance) -> str:
-        """The repo this provenance is published to."""
+        """The repo this provenance is published to (asks the Hub who holds the candidate names)."""
         if isinstance(self.address, HubRepoAddress):
-            return self.address.repo_id
-        return validate_repo_id(f"{self.address.author}/{render_name(self.name_template, provenance)}")
+            return choose_name(self.address.repo_id, provenance, self.holder, fixed=True)
+        author = self.address.author
+        name = choose_name(render_name(self.name_template, provenance), provenance,
+                           lambda candidate: self.holder(f"{author}/{candidate}"))
+        return validate_repo_id(f"{author}/{name}")
+
+    def _info(self, repo_id: str):
+        """The repo's ModelInfo (files with blob ids and LFS hashes), or None when it does not exist."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        def fetch():
+            try:
+                return self.hub.api.model_info(repo_id, files_metadata=True)
+            except RepositoryNotFoundError:
+                return None
+
+        return self.hub.call(f"hf://{repo_id}", fetch, PublishError)
+
+    def holder(self, repo_id: str) -> str | None:
+        """The source whose publication the repo holds: None when it is missing or empty, FOREIGN when it holds
+        files without compeft's marker."""
+        info = self._info(repo_id)
+        files = {s.rfilename for s in (info.siblings or [])} - {".gitattributes"} if info is not None else set()
+        if not files:
+            return None
+        if MARKER not in files:
+            return FOREIGN
+        with tempfile.TemporaryDirectory(prefix=".compeft-marker-") as tmp:
+            path = self.hub.download(repo_id, MARKER, info.sha, Path(tmp) / MARKER)
+            return marker_source(path.read_bytes()) if path.stat().st_size < 1 << 16 else FOREIGN
 
     def _unchanged(self, info, artifact_dir: Path, names: list[str]) -> bool:
         siblings = {s.rfilename: s for s in (info.siblings or [])}
@@ -86,6 +117,7 @@ class HubPublisher:
 
         def commit():
             operations = [CommitOperationAdd(name, str(Path(artifact_dir) / name)) for name in names]
+            operations.append(CommitOperationAdd(MARKER, marker_text(provenance).encode()))
             return self.hub.api.create_commit(
                 repo_id, operations, commit_message=provenance.summary(), commit_description=description,
                 parent_commit=info.sha,

@@ -1,11 +1,16 @@
-"""Destination names from a template such as ``{name}-compeft`` (validated: no traversal)."""
+"""Destination names: from a template such as ``{name}-compeft`` (validated: no traversal), and unique per
+destination (``choose_name``: a name holds one source's publication; another source gets a stable
+disambiguator, and nothing compeft did not write is ever replaced)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
+from collections.abc import Callable
 
-from storage.errors import AddressError, ValidationError
+from storage.errors import AddressError, PublishError, ValidationError
 from storage.validation import validate_file_name
 from storage.values import Provenance
 
@@ -34,3 +39,48 @@ def render_name(template: str, provenance: Provenance) -> str:
         return validate_file_name(name)
     except ValidationError as err:
         raise AddressError(f"name template {template!r} gives an unusable name {name!r}: {err}") from err
+
+
+# Who holds a name at a destination: the source URI of the compeft publication there, None when the name is free,
+# or FOREIGN when something compeft did not publish is there (a user's directory, a half-written foreign object).
+FOREIGN = "\0foreign"
+MARKER = "compeft-publication.json"  # written beside a local or Hub publication: its provenance, as JSON
+
+
+def source_tag(source_uri: str) -> str:
+    """The stable disambiguator of a source: 8 hex digits of its URI's sha256."""
+    return hashlib.sha256(source_uri.encode()).hexdigest()[:8]
+
+
+def choose_name(name: str, provenance: Provenance, holder: Callable[[str], str | None], *, fixed: bool = False) -> str:
+    """The name ``provenance``'s artifact is published under at a destination where ``holder(name)`` says who
+    holds a name. Names are unique per destination: ``name`` when it is free or already holds this source's
+    publication (a new artifact of the same source replaces it), else ``name-<source_tag>`` on the same terms
+    (two sources whose names sanitise alike, a user's own directory of that name); a PublishError when
+    neither is usable (or, for a ``fixed`` destination such as one Hub repo, when ``name`` is not)."""
+    candidates = [name] if fixed else [name, f"{name}-{source_tag(provenance.source_uri)}"[:96]]
+    for candidate in candidates:
+        held_by = holder(candidate)
+        if held_by is None or held_by == provenance.source_uri:
+            return candidate
+    held_by = holder(candidates[-1])
+    what = "something compeft did not publish" if held_by == FOREIGN else f"the publication of {held_by}"
+    raise PublishError(f"cannot publish {provenance.source_uri} as {candidates[-1]!r}: it holds {what} "
+                       f"(names are unique per destination; nothing there is replaced)")
+
+
+def marker_text(provenance: Provenance) -> str:
+    """The marker file's content: the publication's provenance."""
+    return json.dumps({"source_uri": provenance.source_uri, "source_revision": provenance.source_revision,
+                       "artifact_sha256": provenance.artifact_sha256, "compeft_version": provenance.package_version},
+                      indent=2, sort_keys=True) + "\n"
+
+
+def marker_source(text: bytes | str) -> str:
+    """The source URI a marker file names, or FOREIGN when it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return FOREIGN
+    source = value.get("source_uri") if isinstance(value, dict) else None
+    return source if isinstance(source, str) and source else FOREIGN

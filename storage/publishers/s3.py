@@ -1,4 +1,8 @@
-"""Publish to s3://BUCKET/PREFIX/<name>/; compeft.safetensors goes last and its metadata marks completion."""
+"""Publish to s3://BUCKET/PREFIX/<name>/; compeft.safetensors goes last and its metadata marks completion.
+
+Every object carries the publication's provenance as metadata (``source-uri`` names its source): objects under
+a name without it were not written by compeft and are never overwritten (naming.choose_name picks another
+name), and a half-finished publication of the same source is resumed, not duplicated."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from storage.addresses import S3Address
 from storage.errors import PublishError, SourceError, TransientError
-from storage.publishers.naming import render_name
+from storage.publishers.naming import FOREIGN, choose_name, render_name
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import CONTAINER, build_manifest
@@ -36,10 +40,19 @@ class S3Publisher:
             raise
         return head.get("Metadata", {}).get("sha256")
 
+    def holder(self, name: str) -> str | None:
+        """The source whose publication PREFIX/<name>/ holds: None when no object is there, FOREIGN when an
+        object there has no compeft provenance."""
+        listing = self.client.list_objects_v2(Bucket=self.address.bucket, Prefix=self._key(name, "") + "/", MaxKeys=1)
+        objects = listing.get("Contents") or []
+        if not objects:
+            return None
+        head = self.client.head_object(Bucket=self.address.bucket, Key=objects[0]["Key"])
+        return head.get("Metadata", {}).get("source-uri") or FOREIGN
+
     def publish(self, artifact_dir: Path, provenance: Provenance) -> Publication:
-        name = render_name(self.name_template, provenance)
         manifest = build_manifest(Path(artifact_dir))
-        uri = f"s3://{self.address.bucket}/{self._key(name, '')}".rstrip("/")
+        base_name = render_name(self.name_template, provenance)
         metadata = {
             "artifact-sha256": manifest.sha256,
             "source-uri": provenance.source_uri,
@@ -47,7 +60,7 @@ class S3Publisher:
             "compeft-version": provenance.package_version,
         }
 
-        def run() -> Publication:  # idempotent: files already there are skipped, so a retry resumes
+        def run(name: str, uri: str) -> Publication:  # idempotent: files already there are skipped, so a retry resumes
             current = {n: self._current_sha(self._key(name, n)) for n in manifest.files}
             if all(current[n] == digest for n, (_, digest) in manifest.files.items()):
                 return Publication(self.destination, uri, manifest.sha256, created=False)
@@ -62,7 +75,10 @@ class S3Publisher:
                     )
             return Publication(self.destination, uri, manifest.sha256, created=True)
 
+        where = f"s3://{self.address.bucket}/{self.address.prefix}".rstrip("/")
         try:
-            return call(f"upload to {uri}", run, self.policy)
+            name = call(f"names under {where}", lambda: choose_name(base_name, provenance, self.holder), self.policy)
+            uri = f"s3://{self.address.bucket}/{self._key(name, '')}".rstrip("/")
+            return call(f"upload to {uri}", lambda: run(name, uri), self.policy)
         except (SourceError, TransientError) as err:
-            raise PublishError(f"publishing {artifact_dir} to {uri} failed: {err}") from err
+            raise PublishError(f"publishing {artifact_dir} to {where} failed: {err}") from err

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -170,13 +170,16 @@ class Registry:
     def get_or_create_publication(
         self, artifact_id: int, destination: str, uri: str, remote_revision: str | None
     ) -> tuple[PublicationRow, bool]:
-        """Record that ``artifact_id`` is at ``destination`` (remote revision); idempotent."""
+        """Record that ``artifact_id`` is at ``destination`` (remote revision); idempotent. Rows of other artifacts
+        at the same URI go in the same transaction: what they described was replaced there."""
         revision = remote_revision or ""
         key = {"artifact_id": artifact_id, "destination": destination, "remote_revision": revision}
         values = dict(key, uri=uri, published_at=_now())
 
         def run(conn):
             row, created = self._get_or_create(conn, publications, key, values)
+            conn.execute(delete(publications).where(publications.c.destination == destination, publications.c.uri == uri,
+                                                    publications.c.artifact_id != artifact_id))
             return from_mapping(PublicationRow, row), created
 
         return self._write(f"publication to {destination}", run)

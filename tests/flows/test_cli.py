@@ -57,3 +57,21 @@ def test_catalog_command_prints_the_registry_table(tmp_path):
     with contextlib.redirect_stdout(again):
         assert main(argv) == 0
     assert "2 existing" in again.getvalue()
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_publishing_onto_the_catalog_is_refused_before_anything_runs(tmp_path, capsys, where):
+    """Issue 15 item 1: ``catalog CAT --publish-to CAT`` (or a folder inside or around it) is one exit-2 line, and
+    every source adapter is left byte for byte."""
+    from tests.flows.catalogs import make_catalog
+
+    src = make_catalog(tmp_path / "cat", n=2, broken=False)
+    before = {p: p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+    dest = {"same": src, "inside": src / "published", "around": tmp_path}[where]
+    argv = ["catalog", str(src), "--database-url", f"sqlite:///{tmp_path / 'r.db'}", "--store", str(tmp_path / "store"),
+            "--publish-to", str(dest)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "publish destination" in err and str(src) in err
+    assert {p: p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()} == before
+    assert not (tmp_path / "r.db").exists()
