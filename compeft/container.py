@@ -6,9 +6,10 @@ Layout (normative; docs/format.md is the long form):
 
 The header maps tensor names to {dtype, shape, data_offsets} as safetensors defines, plus
 ``__metadata__`` = {"compeft": DOC, "compeft_sha256": hex sha256 of DOC's UTF-8 bytes}. Tensors:
-``payload`` (U8, the codec's bytes), ``carried/<name>`` for every carried tensor and, from format
-version 2, the per-tensor records as columns ``records/<column>`` (document.py; version 1 kept them as
-a JSON list in DOC, which costs milliseconds to parse for a 1000-tensor adapter). Data is laid out by
+``payload`` (U8, the codec's bytes), ``carried/<name>`` for every carried tensor and the per-tensor records:
+from format version 3 one compact table ``records/table`` (record_table.py: a few bytes a record), in
+version 2 six columns ``records/<column>`` (document.py), in version 1 a JSON list in DOC (which costs
+milliseconds to parse for a 1000-tensor adapter). Data is laid out by
 item size (largest first), then by name, with no gaps. DOC is compact JSON with sorted keys holding
 format name and version, codec, k, α, σ, s, d, kept, source hashes, package version and ``checksums``:
 the sha256 of every tensor's bytes (the record columns' are always checked, like DOC's own hash). N is
@@ -35,8 +36,8 @@ from compeft.safetensors_header import header_length, layout, parse_header, pars
 
 FILENAME = "compeft.safetensors"
 FORMAT_NAME = "compeft"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 PAYLOAD = "payload"
 CARRIED_PREFIX = "carried/"
 RECORDS_PREFIX = "records/"

@@ -1,16 +1,14 @@
-"""The container's document and record columns as typed, checked values: what compress writes and readers check.
+"""The container's document and delta records as typed, checked values: what compress writes and readers check.
 
-Record columns (format version 2; tensors ``records/<column>`` of the container), for n records in τ order:
+The document's keys are defined once (``DOCUMENT_FIELDS``, ``SOURCE_FIELDS``). The records, n of them in τ order
+(the document holds ``records`` = n and ``record_dtypes``), are stored by format version:
 
-    names       U8   [Σ bytes]  the records' names, UTF-8, concatenated
-    name_ends   I64  [n]        end of each name in ``names`` (non-decreasing; the last is len(names))
-    ndim        I64  [n]        rank of each record's shape
-    dims        I64  [Σ ndim]   the shapes, concatenated
-    dtype       U8   [n]        index into the document's ``record_dtypes`` (sorted dtype names)
-    theta_init  F64  [n]        θ_init of each record
+* 3: one uint8 tensor ``records/table``, a few bytes a record (``compeft.record_table``);
+* 2: six columns ``records/<column>`` (names U8 concatenated, name_ends I64, ndim I64, dims I64, dtype U8 into
+  ``record_dtypes``, theta_init F64);
+* 1: a JSON list ``tensors`` in the document.
 
-The document holds ``records`` = n. Offsets into τ are implicit: consecutive, in record order. Version
-1 documents hold the same records as a JSON list (``tensors``); both are read.
+Offsets into τ are implicit (consecutive, in record order) in versions 2 and 3. Every version is read.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from compeft.container import (
 )
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import ContainerError
+from compeft.record_table import TABLE, decode_table, encode_table, table_kinds
 from compeft.taskvector import DeltaRecord
 
 KINDS = ("adapter", "full")
@@ -157,7 +156,7 @@ SOURCE_FIELDS: Mapping[str, Field] = {
 }
 
 # The document of every format version, defined once (docs/format.md, "The document"). ``records`` and
-# ``record_dtypes`` (version 2) and ``tensors`` (version 1) are checked with the records, by ``check``.
+# ``record_dtypes`` (versions 2, 3) and ``tensors`` (version 1) are checked with the records, by ``check``.
 DOCUMENT_FIELDS: Mapping[str, Field] = {
     "format": Field(one_of(FORMAT_NAME)),
     "format_version": Field(one_of(*READABLE_VERSIONS)),
@@ -177,8 +176,8 @@ DOCUMENT_FIELDS: Mapping[str, Field] = {
     "base": Field(obj({"tensor_sha256": Field(sha256_map)}), optional=True),
     "weight_map": Field(string_map, optional=True),
     "tensors": Field(array, versions=(1,)),
-    "records": Field(count, versions=(2,)),
-    "record_dtypes": Field(array, versions=(2,)),
+    "records": Field(count, versions=(2, 3)),
+    "record_dtypes": Field(array, versions=(2, 3)),
 }
 
 
@@ -289,8 +288,13 @@ RECORD_COLUMNS = {
 }
 
 
-def record_tensors(records: Sequence[DeltaRecord]) -> dict[str, torch.Tensor]:
-    """The record columns of a new container (offsets are implicit: records are consecutive in τ)."""
+def record_tensors(records: Sequence[DeltaRecord], version: int = FORMAT_VERSION) -> dict[str, torch.Tensor]:
+    """The record tensors of a new container: version 3's table, or version 2's columns (offsets are implicit:
+    records are consecutive in τ)."""
+    if version >= 3:
+        index = {name: i for i, name in enumerate(record_dtypes(records))}
+        table = encode_table([r.name for r in records], [(index[r.dtype], float(r.theta_init), tuple(r.shape)) for r in records])
+        return {TABLE: torch.frombuffer(bytearray(table), dtype=torch.uint8) if table else torch.zeros(0, dtype=torch.uint8)}
     names = [r.name.encode("utf-8") for r in records]
     index = {name: i for i, name in enumerate(record_dtypes(records))}
     return {
@@ -402,6 +406,34 @@ def _columns_v2(container: Container) -> RecordColumns:
     return RecordColumns(names, shapes, tuple(map(dtypes.__getitem__, code.tolist())), tuple(theta.tolist()), offsets, numels)
 
 
+def _columns_v3(container: Container) -> RecordColumns:
+    """The records of a version-3 container from its record table, checked (canonical encoding, ranges)."""
+    doc = container.doc
+    n = count(doc.get("records"), "records")
+    dtypes = doc.get("record_dtypes")
+    if not isinstance(dtypes, list) or not all(isinstance(x, str) for x in dtypes) or dtypes != sorted(set(dtypes)) \
+            or not set(dtypes) <= DTYPES_BY_NAME.keys():
+        raise ContainerError(f"document field 'record_dtypes' must list known dtype names, sorted, once each, got {_short(dtypes)}")
+    t = container.records.get(TABLE)
+    if set(container.records) != {TABLE} or t is None or t.dtype != torch.uint8 or t.dim() != 1:
+        raise ContainerError(f"the records must be one uint8 tensor {RECORDS_PREFIX}{TABLE}")
+    names, kinds, kind_of = decode_table(t.numpy().tobytes(), n, len(dtypes), MAX_NDIM)
+    if {dtype for dtype, _, _ in kinds} != set(range(len(dtypes))):
+        raise ContainerError("document field 'record_dtypes' lists a dtype no record uses")
+    sizes = [math.prod(shape) for _, _, shape in kinds]
+    uses = np.bincount(kind_of, minlength=len(kinds)).tolist()
+    if sum(a * b for a, b in zip(uses, sizes)) < 1 << 62:  # int64 exact
+        numels_np = np.asarray(sizes, dtype=np.int64)[kind_of]
+        numels, offsets = tuple(numels_np.tolist()), tuple((np.cumsum(numels_np) - numels_np).tolist())
+    else:
+        numels = tuple(map(sizes.__getitem__, kind_of.tolist()))
+        offsets = tuple(itertools.accumulate(numels, initial=0))[:-1]
+    which = kind_of.tolist()
+    shapes, kind_dtypes, thetas = zip(*((shape, dtypes[dtype], theta) for dtype, theta, shape in kinds)) if kinds else ((), (), ())
+    return RecordColumns(tuple(names), tuple(map(shapes.__getitem__, which)), tuple(map(kind_dtypes.__getitem__, which)),
+                         tuple(map(thetas.__getitem__, which)), offsets, numels)
+
+
 def record_count(container: Container) -> int:
     """How many delta records the container declares (unchecked)."""
     doc = container.doc
@@ -422,6 +454,12 @@ def record_kinds(container: Container) -> set:
         except TypeError:  # an unhashable field: the checks name it later
             return {(None, None)}
         return {_kind(dtype, theta) for dtype, theta in kinds}
+    if container.doc.get("format_version") == 3:
+        table, dtypes = container.records.get(TABLE), container.doc.get("record_dtypes")
+        kinds = table_kinds(table.numpy().tobytes()) if table is not None and table.dtype == torch.uint8 else None
+        if kinds is None or not isinstance(dtypes, list):
+            return {(None, None)}
+        return {_kind(dtypes[i] if i < len(dtypes) else None, theta) for i, theta in kinds}
     code, theta, dtypes = container.records.get("dtype"), container.records.get("theta_init"), container.doc.get("record_dtypes")
     if code is None or theta is None or code.dtype != torch.uint8 or theta.dtype != torch.float64 or not isinstance(dtypes, list):
         return {(None, None)}
@@ -445,8 +483,8 @@ def check(container: Container) -> tuple[Document, RecordColumns]:
     doc, path = container.doc, container.path
     try:
         document = Document.parse(doc)
-        if doc["format_version"] >= 2:
-            cols = _columns_v2(container)  # offsets follow from the shapes; θ_init is checked there
+        if doc["format_version"] >= 2:  # offsets follow from the shapes; θ_init is checked there
+            cols = _columns_v3(container) if doc["format_version"] == 3 else _columns_v2(container)
             covered = cols.offsets[-1] + cols.numels[-1] if cols.names else 0
         elif not isinstance(doc.get("tensors"), list):
             raise ContainerError("document field 'tensors' must be a list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,12 +25,15 @@ def read_doc(artifact: Path) -> dict:
 
 def read_records(artifact: Path) -> list[dict]:
     """The delta records {name, shape, dtype, theta_init, offset} of an artifact, read with safetensors alone:
-    the document's ``tensors`` list (format version 1) or the ``records/*`` columns (version 2)."""
+    the document's ``tensors`` list (format version 1), the ``records/*`` columns (version 2) or the record
+    table (version 3, decoded here independently of compeft, straight from docs/format.md)."""
     doc = read_doc(artifact)
     if doc["format_version"] == 1:
         return doc["tensors"]
     with safe_open(str(Path(artifact) / "compeft.safetensors"), "np") as f:
         col = {k.split("/", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith("records/")}
+    if doc["format_version"] == 3:
+        return read_record_table(bytes(col["table"]), doc["records"], doc["record_dtypes"])
     names, ends, ndim, dims = bytes(col["names"]), col["name_ends"].tolist(), col["ndim"].tolist(), col["dims"].tolist()
     out, start, dim, offset = [], 0, 0, 0
     for i, end in enumerate(ends):
@@ -38,6 +42,44 @@ def read_records(artifact: Path) -> list[dict]:
                     "theta_init": float(col["theta_init"][i]), "offset": offset})
         start, dim, offset = end, dim + ndim[i], offset + int(np.prod(shape, dtype=np.int64))
     assert len(out) == doc["records"] and start == len(names) and dim == len(dims)
+    return out
+
+
+def read_record_table(data: bytes, n: int, dtypes: list[str]) -> list[dict]:
+    """A version-3 record table, decoded one varint at a time as docs/format.md describes it."""
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    lengths = [varint() for _ in range(varint())]
+    kinds = []
+    for _ in range(varint()):
+        dtype, bits, ndim = varint(), varint(), varint()
+        kinds.append((dtypes[dtype], struct.unpack("<d", struct.pack("<Q", bits))[0], [varint() for _ in range(ndim)]))
+    shared, added, kind = ([varint() for _ in range(n)] for _ in range(3))
+    ids = [varint() for _ in range(sum(added))]
+    text = data[pos:]
+    assert len(text) == sum(lengths)
+    tokens, at = [], 0
+    for length in lengths:
+        tokens.append(text[at : at + length].decode("utf-8"))
+        at += length
+    out, prev, used, offset = [], [], 0, 0
+    for i in range(n):
+        prev = prev[: shared[i]] + [tokens[t] for t in ids[used : used + added[i]]]
+        used += added[i]
+        dtype, theta, shape = kinds[kind[i]]
+        out.append({"name": ".".join(prev), "shape": shape, "dtype": dtype, "theta_init": theta, "offset": offset})
+        offset += int(np.prod(shape, dtype=np.int64))
     return out
 
 
@@ -66,7 +108,7 @@ def check_artifact_against_reference(artifact: Path, source: Mapping[str, torch.
 
     r = ref.reference_adapter(source, density, alpha)
     doc = read_doc(artifact)
-    assert doc["format"] == "compeft" and doc["format_version"] == 2
+    assert doc["format"] == "compeft" and doc["format_version"] == 3
     assert doc["codec"] == codec
     assert doc["density"] == density and doc["alpha"] == alpha
     assert doc["d"] == r.d

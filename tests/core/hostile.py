@@ -4,6 +4,7 @@ document's own hash, the canonical header), so that a test exercises the checks 
 
     craft(src, dst, doc=lambda doc: doc.update(d=1 << 40))           # a document field
     craft(src, dst, tensors=lambda t: t.update(payload=new_bytes))   # a tensor (payload, carried/*, records*)
+    craft(src, dst, records=lambda records: records[0].update(shape=[9]))  # the delta records
     craft(src, dst, doc_text=lambda text: text.replace(...))         # the document's text itself
 """
 
@@ -21,6 +22,7 @@ from safetensors import safe_open
 
 from compeft.container import DOC_HASH_KEY, DOC_KEY, encode_header, tensor_bytes
 from compeft.dtypes import DTYPE_NAMES
+from compeft.record_table import encode_table
 
 FILE = "compeft.safetensors"
 
@@ -65,15 +67,39 @@ def put_together(path: Path, doc: dict, tensors: dict[str, torch.Tensor], *, doc
     Path(path).write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs[n] for n in order))
 
 
+def record_table(records: list[dict], dtypes: list[str]) -> torch.Tensor:
+    """The version-3 record table of ``records`` ({name, shape, dtype, theta_init}), encoded as the writer
+    encodes it, whatever the values (the reader's checks are what is tested)."""
+    data = encode_table([r["name"] for r in records],
+                        [(dtypes.index(r["dtype"]), float(r["theta_init"]), tuple(r["shape"])) for r in records])
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+
+def edit_records(doc: dict, tensors: dict[str, torch.Tensor], edit: Callable[[list[dict]], object]) -> None:
+    """Apply ``edit(records)`` to a version-3 container's records (read independently, checks.read_record_table)
+    and write its record table, ``records`` and ``record_dtypes`` back."""
+    from checks import read_record_table
+
+    records = read_record_table(tensors["records/table"].numpy().tobytes(), doc["records"], doc["record_dtypes"])
+    edit(records)
+    doc["record_dtypes"] = sorted({r["dtype"] for r in records})
+    doc["records"] = len(records)
+    tensors["records/table"] = record_table(records, doc["record_dtypes"])
+
+
 def craft(src: Path, dst: Path, *, doc: Callable[[dict], object] | None = None,
-          tensors: Callable[[dict[str, torch.Tensor]], object] | None = None, **raw_edits) -> Path:
-    """Copy the artifact directory ``src`` to ``dst`` with its container changed by ``doc(document)`` and
-    ``tensors(by_name)`` (in place) and the raw edits of ``put_together``; returns ``dst``."""
+          tensors: Callable[[dict[str, torch.Tensor]], object] | None = None,
+          records: Callable[[list[dict]], object] | None = None, **raw_edits) -> Path:
+    """Copy the artifact directory ``src`` to ``dst`` with its container changed by ``doc(document)``,
+    ``tensors(by_name)`` and ``records(list of records)`` (in place) and the raw edits of ``put_together``;
+    returns ``dst``."""
     shutil.copytree(src, dst)
     document, by_name = take_apart(dst / FILE)
     if doc is not None:
         doc(document)
     if tensors is not None:
         tensors(by_name)
+    if records is not None:
+        edit_records(document, by_name, records)
     put_together(dst / FILE, document, by_name, **raw_edits)
     return dst

@@ -79,19 +79,24 @@ def test_golden_fixture_set_is_small_and_complete():
         assert size < 20_000, f"{n}: {size} bytes"
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("name", NAMES)
-def test_format_version_1_artifacts_still_load(name):
-    """Artifacts written before format version 2 (records as a JSON list) load to the same tensors, on both the
-    API and the fast path, and inspect reports their version; version 2 holds the same records."""
+def test_older_format_versions_still_load(name, version):
+    """Artifacts written before format version 3 (version 1: records as a JSON list; version 2: records as six
+    columns) load to the same tensors, on the API, fast and resident paths, inspect reports their version, and
+    they hold the same records as today's version 3."""
     from compeft.container import container_path, read_bytes
     from compeft.fastload import ResidentArtifact, load_bytes
 
-    old, new = GOLDEN / "v1" / name, GOLDEN / "artifacts" / name
-    assert read_doc(old)["format_version"] == 1 and read_doc(new)["format_version"] == 2
+    old, new = GOLDEN / f"v{version}" / name, GOLDEN / "artifacts" / name
+    assert read_doc(old)["format_version"] == version and read_doc(new)["format_version"] == 3
     assert read_records(old) == read_records(new)
     expected = load_file(str(GOLDEN / "expected" / f"{name}.safetensors"))
-    assert_tensors_identical(compeft.load(old, device="cpu"), expected, f"v1 {name}")
+    assert_tensors_identical(compeft.load(old, device="cpu"), expected, f"v{version} {name}")
     data = read_bytes(container_path(old))
-    assert_tensors_identical(load_bytes(data), expected, f"v1 {name} load_bytes")
-    assert_tensors_identical(ResidentArtifact(data).load(), expected, f"v1 {name} resident")
-    assert compeft.inspect(old).format_version == 1 and compeft.inspect(old).tensors == len(read_records(old))
+    assert_tensors_identical(load_bytes(data), expected, f"v{version} {name} load_bytes")
+    assert_tensors_identical(ResidentArtifact(data).load(), expected, f"v{version} {name} resident")
+    info = compeft.inspect(old)
+    assert info.format_version == version and info.tensors == len(read_records(old))
+    with pytest.raises(AssertionError):  # the old bytes are kept as they were written, never regenerated
+        assert (old / "compeft.safetensors").read_bytes() == (new / "compeft.safetensors").read_bytes()

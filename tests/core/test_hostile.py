@@ -72,18 +72,15 @@ def cli_refuses(capsys, *argv: str) -> str:
 
 
 def _rename_carried_to_first_record(doc: dict, tensors: dict) -> None:
-    names = bytes(tensors["records/names"].numpy())
-    first = names[: int(tensors["records/name_ends"][0])].decode()
+    from checks import read_record_table
+
+    first = read_record_table(tensors["records/table"].numpy().tobytes(), doc["records"], doc["record_dtypes"])[0]["name"]
     doc["carried"][0]["name"] = first
     tensors["carried/" + first] = tensors.pop("carried/" + HEAD)
 
 
-def _rank_100(tensors: dict) -> None:
-    ndim, dims = tensors["records/ndim"].clone(), tensors["records/dims"]
-    extra = 100 - int(ndim[0])
-    ndim[0] = 100
-    tensors["records/ndim"] = ndim
-    tensors["records/dims"] = torch.cat([torch.ones(extra, dtype=torch.int64), dims])
+def _rank_100(records: list[dict]) -> None:
+    records[0]["shape"] = [1] * (100 - len(records[0]["shape"])) + list(records[0]["shape"])
 
 
 DOCUMENT_EDITS = {
@@ -115,9 +112,9 @@ DOCUMENT_EDITS = {
     "header-duplicate-key": (dict(header_bytes=lambda b: b.replace(b'{"__metadata__"', b'{"payload":{},"__metadata__"')),
                              "repeated key"),
     # records: θ_init beyond float32, a carried tensor shadowing a record, a rank-100 record
-    "theta-init-1e308": (dict(tensors=lambda t: t["records/theta_init"].__setitem__(0, 1e308)), "theta_init"),
+    "theta-init-1e308": (dict(records=lambda r: r[0].update(theta_init=1e308)), "theta_init"),
     "carried-named-like-a-record": (dict(doc=lambda d: None), "name of a delta record"),
-    "rank-100-record": (dict(tensors=_rank_100), "dimensions"),
+    "rank-100-record": (dict(records=_rank_100), "dimensions"),
 }
 
 
@@ -203,17 +200,16 @@ def zero_golomb_payload(d: int, declared: int | None = None) -> torch.Tensor:
 def declare_entries(d: int, payload: torch.Tensor | None = None):
     """Edits making a container declare one record of d float32 entries, nothing kept, coded by ``payload``
     (default: a valid all-zero golomb payload of d entries)."""
+    from hostile import record_table
+
     def doc(document: dict) -> None:
         document.update(d=d, kept=0, sigma=0.0, scale=0.0, threshold=0.0, records=1, record_dtypes=["F32"], carried=[])
 
     def tensors(t: dict) -> None:
-        name = b"bomb.lora_A.weight"
         t.clear()
         t.update({"payload": zero_golomb_payload(d) if payload is None else payload,
-                  "records/names": torch.frombuffer(bytearray(name), dtype=torch.uint8),
-                  "records/name_ends": torch.tensor([len(name)]), "records/ndim": torch.tensor([1]),
-                  "records/dims": torch.tensor([d]), "records/dtype": torch.tensor([0], dtype=torch.uint8),
-                  "records/theta_init": torch.tensor([0.0], dtype=torch.float64)})
+                  "records/table": record_table([{"name": "bomb.lora_A.weight", "shape": [d], "dtype": "F32",
+                                                  "theta_init": 0.0}], ["F32"])})
 
     return dict(doc=doc, tensors=tensors)
 
