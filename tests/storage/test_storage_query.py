@@ -152,3 +152,17 @@ def test_registry_serve_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_registry_list_into_a_closed_pipe_ends_quietly(tmp_path):
+    """Issue 15 item 8: ``compeft registry list --json | head -c 100`` stops without an error line when the reader
+    closes the pipe (exit status 141, as a process killed by SIGPIPE), not with 'internal error: BrokenPipeError'."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with open_registry(url, upgrade=True) as registry:
+        for n in range(150):  # ~150 KB of JSON: more than the pipe buffer
+            adapter = registry.get_or_create_adapter(adapter_record(n))
+            registry.get_or_create_artifact(adapter.id, artifact_record(n, ratio=8.0))
+    command = f"{sys.executable} -m compeft.cli registry list --json --limit 150 --database-url {url} | head -c 100"
+    run = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert len(run.stdout) == 100 and run.stderr == "", run.stderr
+    assert run.returncode == 141
