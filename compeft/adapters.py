@@ -93,6 +93,13 @@ def read_config(path: Path) -> dict:
     return parse_config(path.read_bytes(), path)
 
 
+def base_model_of(config: Mapping) -> str | None:
+    """The config's ``base_model_name_or_path`` when it is a non-empty string, else None (a listing records an
+    object-valued one as unknown; ``read_adapter`` refuses it)."""
+    value = config.get("base_model_name_or_path")
+    return value if isinstance(value, str) and value else None
+
+
 def detect_peft_type(config: Mapping) -> str:
     """The adapter kind as the registry records it: LORA, DORA or IA3 (others as peft names them)."""
     peft_type = str(config.get("peft_type", "")).upper()
@@ -118,7 +125,7 @@ class Adapter:
 
     @property
     def base_model(self) -> str | None:
-        return self.config.get("base_model_name_or_path") or None
+        return base_model_of(self.config)
 
 
 def find_adapter_files(path: Path) -> tuple[Path, Path]:
@@ -182,6 +189,9 @@ def read_adapter(path: str | Path, *, pinned: bool = False) -> Adapter:
             f"{config_path}: peft_type {config.get('peft_type')!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_PEFT_TYPES)}, DoRA as LORA with use_dora)"
         )
+    base = config.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        raise AdapterFormatError(f"{config_path}: base_model_name_or_path must be a string or null, got {type(base).__name__}")
     if pinned:
         blob, tensors, weights_sha = read_safetensors_pinned(weights_path)
         check_delta_tensors(tensors, weights_path, finite=False)

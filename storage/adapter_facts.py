@@ -12,6 +12,7 @@ from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     ADAPTER_WEIGHTS,
+    base_model_of,
     detect_peft_type,
     parse_config,
 )
@@ -50,7 +51,7 @@ def adapter_record(directory: str | Path, *, uri: str, repo: str, revision: str 
         content_sha256=content_hash(hashes),
         file_hashes=hashes,
         peft_type=detect_peft_type(config),
-        base_model=config.get("base_model_name_or_path") or None,
+        base_model=base_model_of(config),
         rank=rank if isinstance(rank, int) else None,
         target_modules=targets,
         parameter_count=safetensors_parameter_count(root / ADAPTER_WEIGHTS),

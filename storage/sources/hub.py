@@ -14,6 +14,7 @@ from typing import Any
 from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
+    base_model_of,
     detect_peft_type,
     parse_config,
 )
@@ -122,7 +123,7 @@ class HubSource:
             revision=sha,
             files=files,
             peft_type=detect_peft_type(config),
-            base_model=config.get("base_model_name_or_path") or None,
+            base_model=base_model_of(config),
             config=config,
         )
 

@@ -11,6 +11,7 @@ from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     PICKLE_SUFFIXES,
+    base_model_of,
     detect_peft_type,
     parse_config,
 )
@@ -69,7 +70,7 @@ class LocalSource:
             revision=content_hash(hashes),
             files=files,
             peft_type=detect_peft_type(config),
-            base_model=config.get("base_model_name_or_path") or None,
+            base_model=base_model_of(config),
             config=config,
         )
 

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from compeft.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
+    base_model_of,
     detect_peft_type,
     parse_config,
 )
@@ -98,7 +99,7 @@ class S3Source:
             revision=revision,
             files=files,
             peft_type=detect_peft_type(config),
-            base_model=config.get("base_model_name_or_path") or None,
+            base_model=base_model_of(config),
             config=config,
         )
 

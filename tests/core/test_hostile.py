@@ -332,3 +332,18 @@ def test_memory_limit_refuses_a_large_input_with_one_line(tmp_path, capsys, monk
         err = cli_refuses(capsys, "compress", str(src), str(tmp_path / "out"))
         assert "out of memory" in err and str(src) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_object_valued_base_model_is_refused_not_written_into_the_card(tmp_path, capsys):
+    """Issue 15 item 8: base_model_name_or_path given as an object is one exit-2 line from compress (it never
+    reaches the model card's YAML as a mapping), and a catalog listing records the base model as unknown."""
+    from storage.sources import open_source
+
+    root = tmp_path / "cat"
+    config = lora_config(base=None)
+    config["base_model_name_or_path"] = {"name": "x", "revision": "main"}
+    src = write_adapter(root / "odd", {"m.lora_A.weight": torch.ones(2, 2)}, config)
+    err = cli_refuses(capsys, "compress", str(src), str(tmp_path / "out"))
+    assert "base_model_name_or_path must be a string" in err and not (tmp_path / "out").exists()
+    (ref,) = [e for e in open_source(str(root)).iter_adapters() if getattr(e, "name", None) == "odd"]
+    assert ref.base_model is None
