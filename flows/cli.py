@@ -112,6 +112,14 @@ def format_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def one_line_errors(record: logging.LogRecord) -> bool:
+    """A logging filter: records of expected failures (CompeftError) keep their one-line message, not the traceback
+    (unexpected exceptions keep theirs)."""
+    if record.exc_info and isinstance(record.exc_info[1], CompeftError):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
 def catalog_main(argv: list[str]) -> int:
     """Entry point of ``compeft catalog`` (argv without the word 'catalog')."""
     args = build_parser().parse_args(argv)
@@ -123,8 +131,10 @@ def catalog_main(argv: list[str]) -> int:
     configure_prefect_env()
     from flows.catalog import compress_catalog
 
-    if not args.verbose:  # flow-run lines (progress, per-adapter results) stay; per-task lines go
-        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    if not args.verbose:  # flow-run lines (progress, per-adapter results) stay; per-task lines go (a failed task is
+        # reported once, by its adapter's line or the flow's), and expected errors come without a traceback
+        logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
+        logging.getLogger("prefect.flow_runs").addFilter(one_line_errors)
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     saved = os.environ.get(DATABASE_URL_ENV)
     if args.database_url:

@@ -75,3 +75,19 @@ def test_publishing_onto_the_catalog_is_refused_before_anything_runs(tmp_path, c
     assert len(err.splitlines()) == 1 and "publish destination" in err and str(src) in err
     assert {p: p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()} == before
     assert not (tmp_path / "r.db").exists()
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_failed_adapters_and_failed_runs_print_no_tracebacks(tmp_path, capfd):
+    """Issue 15 item 8: a catalog run with a failed adapter, and a run whose source is missing, end with one error
+    line each and no traceback (per-task lines are quiet; expected errors are logged without their traceback)."""
+    from tests.flows.catalogs import make_catalog
+
+    src = make_catalog(tmp_path / "cat", n=1, broken=True)
+    common = ["--database-url", f"sqlite:///{tmp_path / 'r.db'}", "--store", str(tmp_path / "s"), "--density", "0.2"]
+    for source, code, message in ((src, 1, "1 adapter(s) failed: lora-broken"), (tmp_path / "missing", 2, "does not exist")):
+        capfd.readouterr()
+        assert main(["catalog", str(source), *common]) == code
+        err = capfd.readouterr().err
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith("compeft: error: ") and message in err.strip().splitlines()[-1]
