@@ -83,14 +83,15 @@ def test_through_the_compeft_command(tmp_path):
 
 
 @pytest.fixture
-def api_server(sqlite_url):
-    """The FastAPI app served by a real uvicorn on a free loopback port."""
+def api_server(database_url):
+    """The FastAPI app served by a real uvicorn on a free loopback port, over SQLite and PostgreSQL (bad input is a
+    422 on both: issue 15 item 7)."""
     import uvicorn
 
     from storage.api import create_app
 
-    ids = seed(sqlite_url)
-    registry = open_registry(sqlite_url)
+    ids = seed(database_url)
+    registry = open_registry(database_url)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -124,6 +125,8 @@ def test_http_api(api_server):
         assert client.get("/artifacts", params={"offset": 1 << 63}).status_code == 422
         assert client.get("/artifacts", params={"base_model": "a\x00b"}).status_code == 422
         assert client.get(f"/artifacts/{1 << 63}").status_code == 422
+        assert client.get("/artifacts", params={"peft_type": "\x00"}).status_code == 422
+        assert client.get("/artifacts", params={"min_ratio": "nan"}).status_code == 422
         assert client.post("/artifacts", json={}).status_code == 405  # read-only
         spec = client.get("/openapi.json").json()
         assert {"/health", "/artifacts", "/artifacts/{artifact_id}"} <= set(spec["paths"])
