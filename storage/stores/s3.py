@@ -1,10 +1,13 @@
-"""Artifact store in an S3 prefix: files go to a temporary key, are copied to PREFIX/<sha>/, and the
+"""Artifact store in an S3 prefix: files go to temporary keys, are copied to PREFIX/<sha>/, and the
 MANIFEST.json written last (create-only) makes the artifact visible; a crashed upload has no manifest.
+
+The temporary keys are PREFIX/.tmp/<sha>/<file>, one set per content: an upload cut short (the store went away,
+the worker died) leaves them behind, and the next upload of the same content overwrites and then deletes them,
+so a re-run leaves no orphan or duplicate objects.
 """
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -75,22 +78,26 @@ class S3Store:
         uri = self.uri_for(sha)
         if self._read_manifest(sha) is not None:
             return StoredArtifact(uri=uri, sha256=sha, bytes=size, created=False)
-        tmp_prefix = self._key(".tmp", uuid.uuid4().hex)
-        tmp_keys: list[str] = []
+        tmp_prefix = self._key(".tmp", sha)
+        tmp_keys = [f"{tmp_prefix}/{name}" for name in manifest.files]
 
-        def upload() -> bool:  # a retry uploads again under the same temporary prefix
+        def upload() -> bool:  # a retry (or a re-run) uploads again under the same temporary keys
             for name, (_, digest) in manifest.files.items():
-                tmp_key = f"{tmp_prefix}/{name}"
-                tmp_keys.append(tmp_key)
                 with open(Path(artifact_dir) / name, "rb") as handle:
-                    self.client.put_object(Bucket=self.bucket, Key=tmp_key, Body=handle, Metadata={"sha256": digest})
+                    self.client.put_object(Bucket=self.bucket, Key=f"{tmp_prefix}/{name}", Body=handle,
+                                           Metadata={"sha256": digest})
             for name in manifest.files:
-                self.client.copy_object(
-                    Bucket=self.bucket,
-                    Key=self._key(sha, name),
-                    CopySource={"Bucket": self.bucket, "Key": f"{tmp_prefix}/{name}"},
-                    MetadataDirective="COPY",
-                )
+                try:
+                    self.client.copy_object(
+                        Bucket=self.bucket,
+                        Key=self._key(sha, name),
+                        CopySource={"Bucket": self.bucket, "Key": f"{tmp_prefix}/{name}"},
+                        MetadataDirective="COPY",
+                    )
+                except ClientError as err:  # a concurrent writer of the same content finished and cleaned up
+                    if error_code(err) not in ("NoSuchKey", "404") or self._read_manifest(sha) is None:
+                        raise TransientError(f"copying {tmp_prefix}/{name}: {err}") from err
+                    return False
             try:
                 self.client.put_object(
                     Bucket=self.bucket, Key=self._key(sha, MANIFEST), Body=manifest.to_bytes(), IfNoneMatch="*"
@@ -104,7 +111,7 @@ class S3Store:
         try:
             created = self._call(f"storing {artifact_dir} at {uri}", upload)
         finally:
-            self._delete_quietly(sorted(set(tmp_keys)))
+            self._delete_quietly(tmp_keys)
         return StoredArtifact(uri=uri, sha256=sha, bytes=size, created=created)
 
     def _delete_quietly(self, keys: list[str]) -> None:
