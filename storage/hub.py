@@ -1,7 +1,11 @@
-"""Thin wrapper over ``huggingface_hub`` with an explicit endpoint and token, retries and error mapping.
+"""Thin wrapper over ``huggingface_hub`` with an explicit endpoint and token, timeouts, retries and error mapping.
 
-429/5xx/network failures become :class:`storage.retry.RetryableError` and are retried with backoff;
+429/5xx/network failures and timeouts become :class:`storage.retry.RetryableError` and are retried with backoff;
 any other HTTP error (4xx) is raised at once as the caller's error class (SourceError, PublishError).
+huggingface_hub's shared HTTP client waits forever by default (``timeout=None``, and ``model_info`` passes None
+explicitly: a stalled Hub hangs a listing, a download or a commit for good); every Hub call here waits at most
+``COMPEFT_HUB_TIMEOUT`` seconds (default 60) for each read or write, then it is a timeout, retried like any
+network error.
 """
 
 from __future__ import annotations
@@ -17,7 +21,48 @@ from storage.retry import DEFAULT_POLICY, RetryableError, RetryPolicy, call_with
 
 T = TypeVar("T")
 TOKEN_ENV = "HF_TOKEN"
+TIMEOUT_ENV = "COMPEFT_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+def hub_timeout() -> float:
+    """Seconds a Hub request may wait for each read or write: COMPEFT_HUB_TIMEOUT, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        from compeft.errors import OptionError
+
+        raise OptionError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds > 0")
+    return value
+
+
+def _client_with_timeouts():
+    """huggingface_hub's default HTTP client (its request hooks, redirects) with compeft's timeouts."""
+    import httpx2
+    from huggingface_hub.utils._http import default_client_factory
+
+    client = default_client_factory()
+    seconds = hub_timeout()
+    client.timeout = httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+    return client
+
+
+_installed: list[float] = []  # the timeout huggingface_hub's shared client was last built with
+
+
+def use_timeouts() -> None:
+    """Make huggingface_hub's shared client (every HfApi call and download) use compeft's timeouts; it is rebuilt
+    only when COMPEFT_HUB_TIMEOUT changed (rebuilding closes the client other threads may be using)."""
+    from huggingface_hub import set_client_factory
+
+    seconds = hub_timeout()  # a bad value is an error here, not inside the client factory
+    if _installed != [seconds]:
+        set_client_factory(_client_with_timeouts)
+        _installed[:] = [seconds]
 
 
 def token_from_env() -> str | bool:
@@ -32,6 +77,7 @@ class HubClient:
         from huggingface_hub import HfApi
 
         self.endpoint = endpoint.rstrip("/")
+        use_timeouts()
         self._token = token_from_env() if token is None else token
         self.policy = policy
         self.api = HfApi(endpoint=self.endpoint, token=self._token, library_name="compeft")
@@ -51,7 +97,7 @@ class HubClient:
         """ModelInfo of one repo at a revision, with file sizes and LFS sha256s."""
         return self.call(
             f"hf://{repo_id}@{revision or 'main'}",
-            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=True),
+            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=True, timeout=hub_timeout()),
             error,
         )
 
@@ -67,7 +113,7 @@ class HubClient:
             with tempfile.TemporaryDirectory(prefix=".compeft-hf-", dir=dest.parent) as scratch:
                 downloaded = hf_hub_download(
                     repo_id, filename, revision=revision, endpoint=self.endpoint, token=self._token,
-                    local_dir=scratch, library_name="compeft",
+                    local_dir=scratch, library_name="compeft", etag_timeout=hub_timeout(),
                 )
                 os.replace(downloaded, dest)
             return dest

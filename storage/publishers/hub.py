@@ -15,7 +15,7 @@ from pathlib import Path
 
 from storage.addresses import HubAuthorAddress, HubRepoAddress
 from storage.errors import PublishError
-from storage.hub import HubClient
+from storage.hub import HubClient, hub_timeout
 from storage.publishers.naming import FOREIGN, MARKER, choose_name, marker_source, marker_text, render_name
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.stores.manifest import build_manifest
@@ -54,7 +54,7 @@ class HubPublisher:
 
         def fetch():
             try:
-                return self.hub.api.model_info(repo_id, files_metadata=True)
+                return self.hub.api.model_info(repo_id, files_metadata=True, timeout=hub_timeout())
             except RepositoryNotFoundError:
                 return None
 
