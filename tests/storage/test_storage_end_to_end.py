@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
-import pytest
 from sqlalchemy import MetaData, select
 from storage_testlib import (
     HUB_TOKEN,
@@ -15,47 +13,13 @@ from storage_testlib import (
     S3_SECRET_KEY,
     adapter_files,
     make_adapter,
+    run_catalog,
 )
 
-from compeft.config import CompressionConfig
-from storage import catalog
 from storage.publishers import open_publisher
 from storage.registry import open_registry
-from storage.sources import AdapterRef, Skipped, open_source
+from storage.sources import open_source
 from storage.stores import open_store
-
-compeft = pytest.importorskip("compeft.api", reason="compeft core library not importable")
-
-
-def process(source_uri, store, registry, publishers, work: Path, hub_endpoint: str, policy) -> dict[str, int]:
-    """What a flow does for one source; returns counts."""
-    counts = {"found": 0, "skipped": 0, "compressed": 0, "reused": 0, "published": 0}
-    source = open_source(source_uri, hf_endpoint=hub_endpoint, retry_policy=policy)
-    config = CompressionConfig(density=0.1, device="cpu")
-    for item in source.iter_adapters():
-        if isinstance(item, Skipped):
-            counts["skipped"] += 1
-            continue
-        counts["found"] += 1
-        assert isinstance(item, AdapterRef)
-        fetched = source.fetch(item, work / "fetch" / item.revision)
-        adapter = catalog.register_adapter(registry, fetched, item)
-        existing = catalog.existing_work(registry, adapter.content_sha256, config.key())
-        out = work / "out" / f"{item.name}-{item.revision[:8]}"
-        if existing is None:
-            info = compeft.compress(fetched, out, config)
-            stored = store.put(out)
-            artifact = catalog.register_artifact(registry, adapter, info, stored, config.key_fields(), config.key())
-            counts["compressed"] += 1
-        else:
-            artifact = existing.artifact
-            store.get(artifact.sha256, out)
-            counts["reused"] += 1
-        for publisher in publishers:
-            publication = publisher.publish(out, catalog.provenance(item, config.key_fields(), artifact.sha256))
-            catalog.register_publication(registry, artifact, publication)
-            counts["published"] += publication.created
-    return counts
 
 
 def test_pipeline_is_idempotent_and_never_leaks_credentials(
@@ -75,10 +39,11 @@ def test_pipeline_is_idempotent_and_never_leaks_credentials(
         open_publisher("hf://acme", hf_endpoint=hub.endpoint, retry_policy=fast_retry),
         open_publisher(f"s3://{bucket}/published"),
     ]
-    first = process("hf://alice", store, registry, publishers, tmp_path / "run1", hub.endpoint, fast_retry)
+    source = open_source("hf://alice", hf_endpoint=hub.endpoint, retry_policy=fast_retry)
+    first = run_catalog(source, store, registry, publishers, tmp_path / "run1")
     assert first == {"found": 2, "skipped": 1, "compressed": 2, "reused": 0, "published": 4}
     commits_after_first = {r: len(v.commits) for r, v in hub.state.repos.items()}
-    second = process("hf://alice", store, registry, publishers, tmp_path / "run2", hub.endpoint, fast_retry)
+    second = run_catalog(source, store, registry, publishers, tmp_path / "run2")
     assert second == {"found": 2, "skipped": 1, "compressed": 0, "reused": 2, "published": 0}
     assert {r: len(v.commits) for r, v in hub.state.repos.items()} == commits_after_first
 
