@@ -142,6 +142,28 @@ def check_targeted(seeds: range) -> None:
                 sys.exit(f"seed {seed}: expected {message!r}, got {got}")
 
 
+def check_out_of_proportion() -> None:
+    """Payloads declaring more entries or coded positions than their bytes allow (issue 15 item 3) are refused by
+    the Triton and torch paths with the reference's checks, before d entries are allocated; a valid all-zero
+    payload of 3 chunks decodes to zeros."""
+    import numpy as np
+
+    from compeft.codecs.golomb.format import MAX_CHUNK, TABLE_DTYPE, header_bytes
+
+    def zeros(chunks: int, declared: int, count: int = 0) -> torch.Tensor:
+        table = np.zeros(chunks, dtype=TABLE_DTYPE)
+        table["length"], table["m"], table["count"] = MAX_CHUNK, 1, count
+        return torch.frombuffer(bytearray(header_bytes(declared, table)), dtype=torch.uint8)
+
+    for backend in ("triton", "torch"):
+        if not (decode_with(zeros(3, 3 * MAX_CHUNK), 3 * MAX_CHUNK, backend) == 0).all():
+            sys.exit(f"{backend}: an all-zero payload did not decode to zeros")
+        for payload, d, message in ((zeros(1, 1 << 40), 1 << 40, "cannot describe"), (zeros(1, MAX_CHUNK, 9), MAX_CHUNK, "unary bytes")):
+            got = outcome(payload, d, backend)
+            if message not in got:
+                sys.exit(f"{backend}: expected {message!r}, got {got!r}")
+
+
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("set TRITON_INTERPRET=1")
@@ -149,4 +171,5 @@ if __name__ == "__main__":
     check_corrupted(range(int(sys.argv[2])))
     check_targeted(range(int(sys.argv[1])))
     check_groups(range(int(sys.argv[1]) + 10))
+    check_out_of_proportion()
     print("ok")
