@@ -16,6 +16,7 @@ from compeft.adapters import (
 from compeft.artifact import (
     Artifact,
     ArtifactInfo,
+    adapter_config_bytes,
     decode_deltas,
     scale_of,
     write_artifact,
@@ -23,11 +24,8 @@ from compeft.artifact import (
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.config import CompressionConfig
-from compeft.container import FILENAME
 from compeft.document import CarriedRecord, Document
 from compeft.dtypes import dtype_name
-from compeft.errors import ContainerError
-from compeft.hashing import sha256_file
 from compeft.sparsify import ternarize
 from compeft.taskvector import build_task_vector, carried_names, task_vector_from_blob
 from compeft.version import __version__
@@ -60,15 +58,10 @@ def compress_adapter(src: Path, dst: Path, config: CompressionConfig, device: to
 
 def decompress_adapter(artifact: Artifact, dst: Path, device: torch.device, *, overwrite: bool = False) -> Path:
     """Write the standard PEFT adapter directory an adapter artifact reconstructs to."""
-    config_path = artifact.path.parent / ADAPTER_CONFIG
-    expected = artifact.document.source.get("files", {}).get(ADAPTER_CONFIG)
-    if not config_path.is_file():
-        raise ContainerError(f"{config_path}: missing beside {FILENAME}")
-    if expected and sha256_file(config_path) != expected:
-        raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
+    config = adapter_config_bytes(artifact.path, artifact.document.source)
     deltas = decode_deltas(artifact.container, device, checked=(artifact.document, artifact.records))
     tensors = {n: t.cpu() for n, t in deltas.items()}  # views of one buffer that do not overlap: safetensors takes them
     tensors.update(artifact.container.carried)
     with atomic_directory(dst, overwrite) as tmp:
-        write_adapter(tmp, config_path.read_bytes(), tensors)
+        write_adapter(tmp, config, tensors)
     return dst
