@@ -158,6 +158,8 @@ class Slot:
         self.tensor_scalings = bool(self.lora_layers) and all(
             isinstance(m.scaling[self.name], torch.Tensor) for _, m in self.lora_layers)
         self.written: list[float | None] = [None] * len(self.lora_layers)  # last value filled into tensor scalings
+        self.applied: tuple | None = None  # the per-layer settings last written (skipped when unchanged)
+        self._values: dict[tuple, torch.Tensor] = {}
         self._fits.clear()
         from peft.tuners.tuners_utils import BaseTunerLayer
         from peft.utils.other import AuxiliaryTrainingWrapper
@@ -283,7 +285,12 @@ class Slot:
     def _decode(self, artifact: ResidentArtifact) -> None:
         document, cols = artifact.checked
         dtype_name, theta_init = single_kind(cols.dtypes, cols.theta_inits)
-        values = value_table(document.scale, theta_init, DTYPES_BY_NAME[dtype_name]).to(self.flat.dtype)
+        key = (document.scale, theta_init, dtype_name)
+        values = self._values.get(key)
+        if values is None:
+            if len(self._values) >= 1024:
+                self._values.clear()
+            values = self._values[key] = value_table(document.scale, theta_init, DTYPES_BY_NAME[dtype_name]).to(self.flat.dtype)
         with named_payload_errors(artifact.container.path):
             finish = get_codec(document.codec).decode_into(artifact.plan, artifact.container.payload, self.flat, values)
             for name, t in artifact.container.carried.items():
@@ -302,6 +309,8 @@ class Slot:
                 p[tuple(slice(0, s) for s in t.shape)].copy_(t)
 
     def _set_layers(self, fit: Fit, *, keep_rank: bool) -> None:
+        if (fit.layers, keep_rank) == self.applied:
+            return
         name = self.name
         for i, ((_, m), (r, alpha, rslora, scaling)) in enumerate(zip(self.lora_layers, fit.layers)):
             current = m.scaling[name]
@@ -317,6 +326,7 @@ class Slot:
                 m.r[name] = r
             if m.use_rslora.get(name) != rslora:
                 m.use_rslora[name] = rslora
+        self.applied = (fit.layers, keep_rank)
 
     def _clear_dora_caches(self) -> None:
         from peft.tuners.lora import dora
