@@ -196,6 +196,8 @@ def test_every_peft_type_has_a_family():
     assert set(FAMILIES) == {t.value for t in PeftType}
     assert {c.peft_type for c in CASES} == set(FAMILIES)
     assert {c.peft_type for c in REFUSED if c.peft_type != "LORA"} == {n for n, f in FAMILIES.items() if f.refused}
+    table = (Path(__file__).resolve().parents[2] / "docs" / "families.md").read_text()
+    assert all(f"| `{name}` |" in table for name in FAMILIES), "docs/families.md lacks a row"
 
 
 def test_reference_rule_is_compeft_rule_for_lora_and_ia3():
