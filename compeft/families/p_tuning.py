@@ -5,10 +5,8 @@ peft/tuners/tuners_utils.py ``BasePromptEncoder._get_adapter_state_dict`` and pe
 ``PeftModel.get_prompt_embedding_to_save`` (the encoder's output for the virtual tokens, saved as
 ``prompt_embeddings``).
 
-Rule: ``prompt_embeddings`` is a delta from 0. ComPEFT's convention for a trainable tensor whose start is not a
-constant (a random draw, or embeddings that only the base and its tokenizer could reproduce) makes it a delta from
-0. A soft prompt is dense and compresses poorly: the artifact is correct, calibration decides whether it stays
-usable."""
+Rule: ``prompt_embeddings`` is a delta from 0 (ComPEFT's convention for a start that is not a constant, as stated
+in prompt_tuning.py: a dense prompt compresses correctly, calibration decides whether it stays usable)."""
 
 from __future__ import annotations
 
