@@ -200,7 +200,8 @@ def _bad_inputs(root: Path, lora_dir: Path, artifact: Path) -> dict[str, tuple[l
 
 BAD = [
     "no-delta-tensors", "config-not-json", "nan-tensor", "int-delta-tensor", "pt-only",
-    "missing-dir", "corrupt-safetensors", "no-config", "unsupported-peft-type", "density-0", "density-1.5", "density-nan",
+    "missing-dir", "corrupt-safetensors", "no-config", "tensors-of-another-type", "unknown-peft-type", "density-0", "density-1.5",
+    "density-nan",
     "density-text", "alpha-0", "unknown-codec", "bad-device", "missing-argument", "unknown-option", "decompress-not-artifact",
     "decompress-damaged", "inspect-damaged", "inspect-missing", "decompress-with-base-on-adapter",
 ]
