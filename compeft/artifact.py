@@ -145,16 +145,17 @@ def write_artifact(dst: Path, document: Document, payload: torch.Tensor, carried
     return ArtifactInfo(**{**info.to_dict(), "path": str(dst)})
 
 
-def adapter_config_bytes(container_file: Path, source: Mapping, *, required: bool = True) -> bytes | None:
-    """The ``adapter_config.json`` beside an artifact's container, checked against the hash its document records
-    (None when it is absent and not ``required``)."""
-    config_path = Path(container_file).parent / ADAPTER_CONFIG
+def adapter_config_bytes(container_file: Path, source: Mapping, *, name: str = ADAPTER_CONFIG,
+                         required: bool = True) -> bytes | None:
+    """The adapter's config file (``adapter_config.json``) beside an artifact's container, checked against the
+    hash its document records (None when it is absent and not ``required``)."""
+    config_path = Path(container_file).parent / name
     if not config_path.is_file():
         if not required:
             return None
         raise ContainerError(f"{config_path}: missing beside {FILENAME}")
     data = config_path.read_bytes()
-    expected = source.get("files", {}).get(ADAPTER_CONFIG)
+    expected = source.get("files", {}).get(name)
     if expected and hashlib.sha256(data).hexdigest() != expected:
         raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
     return data

@@ -30,7 +30,7 @@ from compeft.container import named_payload_errors
 from compeft.document import RecordColumns
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import AdapterMismatchError, InputError
-from compeft.families import FAMILIES
+from compeft.families import family_of, theta_inits
 from compeft.fastload import ResidentArtifact
 from compeft.taskvector import carried_names, delta_records
 
@@ -46,8 +46,9 @@ FAMILY_MAY_DIFFER = {
                        "init_lora_weights", "loftq_config", "eva_config", "corda_config"}),
     "IA3": frozenset({"init_ia3_weights"}),
 }
+SERVED = ("LORA", "IA3")  # the families whose swaps are checked against peft's own load (DoRA is LoRA)
 # LoRA initialisations that leave the base weights alone (the loaded tensors overwrite what they drew); the others
-# (PiSSA, OLoRA, CorDA, LoftQ, ...) rewrite base weights when the adapter is attached, so they must agree.
+# (PiSSA, OLoRA, CorDA, LoftQ, MiCA, ...) rewrite base weights or freeze factors, so they must agree.
 BASE_PRESERVING_INITS = (True, False, "gaussian", "eva", "orthogonal")
 
 _watched: weakref.WeakSet = weakref.WeakSet()  # the tuner layers of bound adapters and everything inside them
@@ -122,8 +123,8 @@ class Slot:
             raise InputError(f"the model has no adapter {adapter_name!r} (it has {', '.join(self.peft.peft_config)})")
         self.reference = reference if reference is not None else self.peft.peft_config[adapter_name]
         self.peft_type = _plain(self.reference.peft_type)
-        if self.peft_type not in FAMILIES:
-            raise InputError(f"adapter {adapter_name!r} is {self.peft_type}; serving swaps {', '.join(FAMILIES)} adapters")
+        if self.peft_type not in SERVED:
+            raise InputError(f"adapter {adapter_name!r} is {self.peft_type}; serving swaps {', '.join(SERVED)} adapters")
         self.lock = threading.RLock()
         self._fits: dict[bytes, Fit] = {}
         self.bind()
@@ -134,12 +135,14 @@ class Slot:
         from peft.tuners.lora import LoraLayer
 
         live = live_adapter_tensors(self.peft, self.name)
-        records = delta_records(live)
+        config = _plain(self.reference.to_dict())
+        thetas = theta_inits(family_of(config).rule(config), live)  # as compress classifies the saved adapter
+        records = delta_records(live, thetas)
         cols = RecordColumns.of(records)
         self.live = live
         self.names, self.shapes, self.offsets = cols.names, cols.shapes, cols.offsets
         self.d = records[-1].offset + records[-1].numel if records else 0
-        self.carried = {n: live[n] for n in carried_names(live)}
+        self.carried = {n: live[n] for n in carried_names(live, thetas)}
         self.params = [live[n] for n in cols.names]
         devices = {t.device for t in live.values()}
         self.device = next(iter(devices)) if len(devices) == 1 else None

@@ -67,10 +67,10 @@ def test_other_rank_and_options_are_refused(serving_cases):
     dora = api.compress(variant(src, case.root / "dora-src", 3, use_dora=True), case.root / "dora-art", density=0.5)
     with pytest.raises(AdapterMismatchError, match="use_dora is true, the live adapter's is false"):
         hotswap(live, dora.path)
-    pissa = api.compress(variant(src, case.root / "pissa-src", 3, init_lora_weights="pissa"), case.root / "pissa-art",
-                         density=0.5)
+    mica = api.compress(variant(src, case.root / "mica-src", 3, init_lora_weights="mica"), case.root / "mica-art",
+                        density=0.5)
     with pytest.raises(AdapterMismatchError, match="init_lora_weights"):
-        hotswap(live, pissa.path)
+        hotswap(live, mica.path)
     assert torch.equal(outputs(live), before)
 
 
