@@ -267,7 +267,8 @@ class Slot:
     def write(self, artifact: ResidentArtifact) -> None:
         """Put the artifact's adapter into this slot: checks first (AdapterMismatchError, nothing written), then
         one decode into the bound parameters, the carried tensors, scalings and config. Returns when the model
-        is ready for its next forward."""
+        is ready for its next forward. The payload was checked when the artifact was read (checksums); a decode
+        that still fails (host memory changed since) raises after writing part of the adapter."""
         with self.lock:
             if self.name not in self.peft.peft_config:
                 raise InputError(f"the model no longer has an adapter {self.name!r}")
