@@ -22,7 +22,7 @@ from storage.registry import (
     PublicationRow,
     Registry,
 )
-from storage.values import AdapterRef, Provenance, Publication, StoredArtifact
+from storage.values import AdapterRef, Provenance, Publication, Skipped, StoredArtifact
 
 Status = Literal["compressed", "existing", "skipped", "failed"]
 
@@ -87,6 +87,15 @@ class AdapterOutcome:
         return cls(uri=fields["uri"], name=fields["name"], status=fields["status"], reason=fields.get("reason"),
                    artifact=artifact, score_original=fields.get("score_original"),
                    score_compressed=fields.get("score_compressed"), published_uri=fields.get("published_uri"))
+
+
+def crawl(source) -> tuple[list[AdapterRef], list[Skipped]]:
+    """Every adapter a source (``storage.sources.Source``) lists, and every candidate it skipped (no weights read)."""
+    found: list[AdapterRef] = []
+    skipped: list[Skipped] = []
+    for entry in source.iter_adapters():
+        (skipped if isinstance(entry, Skipped) else found).append(entry)
+    return found, skipped
 
 
 def known_content(registry: Registry, ref: AdapterRef) -> str | None:
