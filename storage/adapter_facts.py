@@ -7,31 +7,41 @@ Reads only the layout's config (when it has one) and the safetensors header (no 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from compeft.adapters import Layout, detect_peft_type, find_layout, parse_config
+from compeft.adapters import Layout, adapter_kind, find_layout, parse_config
 from compeft.safetensors_header import METADATA, read_header
 from storage.errors import SourceError
 from storage.hashing import content_hash, file_hashes
 from storage.registry.records import AdapterRecord
 
 
-def header_facts(path: Path) -> tuple[int, str]:
-    """(parameter count, dtype label) of a safetensors file, from its header only. The label is the tensors'
-    dtypes as safetensors names them, sorted and joined with '+' (``F32``, ``BF16+F32``)."""
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What a safetensors header tells: tensor names, parameter count, and the dtype label (the tensors' dtypes
+    as safetensors names them, sorted and joined with '+': ``F32``, ``BF16+F32``)."""
+
+    names: tuple[str, ...]
+    parameters: int
+    dtype: str
+
+
+def header_facts(path: Path) -> HeaderFacts:
+    """The facts of a safetensors file, from its header only."""
     header, _, _ = read_header(path, SourceError)
     try:
-        entries = [entry for name, entry in header.items() if name != METADATA]
-        count = sum(math.prod(int(d) for d in entry["shape"]) for entry in entries)
-        dtypes = sorted({str(entry["dtype"]) for entry in entries})
+        entries = {name: entry for name, entry in header.items() if name != METADATA}
+        count = sum(math.prod(int(d) for d in entry["shape"]) for entry in entries.values())
+        dtypes = sorted({str(entry["dtype"]) for entry in entries.values()})
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise SourceError(f"{path}: safetensors header has a malformed shape or dtype") from err
-    return count, "+".join(dtypes) or "none"
+    return HeaderFacts(tuple(entries), count, "+".join(dtypes) or "none")
 
 
 def safetensors_parameter_count(path: Path) -> int:
     """Number of parameters in a safetensors file, from its header only."""
-    return header_facts(path)[0]
+    return header_facts(path).parameters
 
 
 def directory_layout(root: Path) -> Layout:
@@ -57,20 +67,20 @@ def adapter_record(directory: str | Path, *, uri: str, repo: str, revision: str 
     else:
         targets = None
     rank = config.get("r")
-    parameters, dtype = header_facts(root / layout.weights)
+    facts = header_facts(root / layout.weights)
     return AdapterRecord(
         uri=uri,
         repo=repo,
         revision=revision,
         content_sha256=content_hash(hashes),
         file_hashes=hashes,
-        peft_type=detect_peft_type(config) if layout.config else None,
+        peft_type=adapter_kind(layout, config, facts.names),
         base_model=config.get("base_model_name_or_path") or None,
         rank=rank if isinstance(rank, int) else None,
         target_modules=targets,
-        parameter_count=parameters,
+        parameter_count=facts.parameters,
         bytes=sum((root / name).stat().st_size for name in layout.files),
         subfolder=subfolder,
         layout=layout.name,
-        dtype=dtype,
+        dtype=facts.dtype,
     )

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from compeft.adapters import detect_peft_type, parse_config
+from compeft.adapters import adapter_kind, parse_config
 from compeft.errors import AdapterFormatError
 from storage.adapter_facts import header_facts
 from storage.errors import SourceError, ValidationError
@@ -62,9 +62,9 @@ class LocalSource:
         hashes = file_hashes(directory, list(layout.files))
         files = tuple(RemoteFile(name=f.name, size=f.size, sha256=hashes[f.name]) for f in files)
         try:
-            _, dtype = header_facts(directory / layout.weights)
+            facts = header_facts(directory / layout.weights)
         except SourceError:  # the header's faults are reported when the adapter is read; the listing goes on
-            dtype = None
+            facts = None
         repo, subfolder = repo_split(entry.directory, root_repo)
         return AdapterRef(
             uri=str(directory),
@@ -72,12 +72,12 @@ class LocalSource:
             name=adapter_name((self.root / repo).name if repo else self.root.name, subfolder),
             revision=content_hash(hashes),
             files=files,
-            peft_type=detect_peft_type(config) if layout.config else None,
+            peft_type=adapter_kind(layout, config, facts.names if facts else ()) if facts or layout.config else None,
             base_model=config.get("base_model_name_or_path") or None,
             config=config,
             subfolder=subfolder,
             layout=layout.name,
-            dtype=dtype,
+            dtype=facts.dtype if facts else None,
         )
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
