@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from compeft.artifact import ArtifactInfo, check_adapter_config, describe, open_artifact
+from compeft.artifact import ArtifactInfo, adapter_config_bytes, describe, open_artifact
 from compeft.atomic import check_destination
 from compeft.config import CompressionConfig
 from compeft.devices import resolve_device
@@ -17,7 +17,8 @@ from compeft.limits import out_of_memory_as_error
 
 def compress(src: str | Path, dst: str | Path, config: CompressionConfig | None = None, *, base: str | Path | None = None,
              overwrite: bool = False, progress: bool = False, **options) -> ArtifactInfo:
-    """Compress a PEFT adapter directory (or, with ``base``, a full fine-tune) into an artifact directory.
+    """Compress an adapter (a peft or diffusers directory, or a lone LoRA ``*.safetensors`` file; with ``base``, a
+    full fine-tune) into an artifact directory.
 
     ``options`` are CompressionConfig fields (density, alpha, codec, device) when no ``config`` is given."""
     if config is not None and options:
@@ -55,13 +56,13 @@ def inspect(path: str | Path) -> ArtifactInfo:
     adapter_config.json (when present) verified as decompress verifies them, nothing decoded."""
     artifact = open_artifact(path)
     if artifact.document.kind == "adapter":
-        check_adapter_config(artifact, required=False)
+        adapter_config_bytes(artifact.path, artifact.document.source, required=False)
     return describe(artifact)
 
 
 def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = None, device: str | torch.device = "auto",
                overwrite: bool = False, progress: bool = False) -> Path:
-    """Write a standard PEFT adapter directory (or, with ``base``, a full model directory) from an artifact."""
+    """Write the adapter directory an artifact came from, in its layout (or, with ``base``, a full model directory)."""
     device = resolve_device(device)
     dst = Path(dst)
     check_destination(dst, overwrite)

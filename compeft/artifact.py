@@ -9,6 +9,7 @@ per tensor with the base tensor as θ_init (full fine-tune residuals), and as it
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import shutil
 from collections.abc import Callable, Mapping
@@ -119,20 +120,6 @@ def open_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
     return Artifact(container, document, records, plan)
 
 
-def check_adapter_config(artifact: Artifact, *, required: bool) -> Path | None:
-    """The adapter_config.json beside an adapter artifact's container, checked against its recorded hash (None
-    when absent and not ``required``)."""
-    config_path = artifact.path.parent / ADAPTER_CONFIG
-    expected = artifact.document.source.get("files", {}).get(ADAPTER_CONFIG)
-    if not config_path.is_file():
-        if not required:
-            return None
-        raise ContainerError(f"{config_path}: missing beside {FILENAME}")
-    if expected and sha256_file(config_path) != expected:
-        raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
-    return config_path
-
-
 def describe(artifact: Artifact, sha256: str | None = None) -> ArtifactInfo:
     """The figures of a checked artifact (``sha256``: of the container file, hashed here when not given)."""
     container, doc = artifact.container, artifact.document
@@ -164,6 +151,22 @@ def write_artifact(dst: Path, document: Document, payload: torch.Tensor, carried
         info = describe(open_artifact(tmp / FILENAME))
         (tmp / CARD).write_text(render_model_card(info, name), encoding="utf-8")
     return ArtifactInfo(**{**info.to_dict(), "path": str(dst)})
+
+
+def adapter_config_bytes(container_file: Path, source: Mapping, *, name: str = ADAPTER_CONFIG,
+                         required: bool = True) -> bytes | None:
+    """The adapter's config file (``adapter_config.json``) beside an artifact's container, checked against the
+    hash its document records (None when it is absent and not ``required``)."""
+    config_path = Path(container_file).parent / name
+    if not config_path.is_file():
+        if not required:
+            return None
+        raise ContainerError(f"{config_path}: missing beside {FILENAME}")
+    data = config_path.read_bytes()
+    expected = source.get("files", {}).get(name)
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
+    return data
 
 
 def float32(x: float) -> float:

@@ -144,8 +144,8 @@ def check_fields(raw: Mapping, fields: Mapping[str, Field], version: int | None,
     return {k: f.check(raw[k], prefix + k) for k, f in wanted.items() if k in raw}
 
 
-# The source adapter or model: its files' hashes and what the registry records about it. Keys other helpers
-# add (a layout name, the weights file of a diffusers LoRA) are strings; add new ones here.
+# The source adapter or model: its files' hashes and what the registry records about it; for a source that is not
+# a peft directory its layout, weights file and that file's safetensors metadata. New keys go here.
 SOURCE_FIELDS: Mapping[str, Field] = {
     "files": Field(sha256_map),
     "peft_type": Field(string_or_null, optional=True),
@@ -153,6 +153,7 @@ SOURCE_FIELDS: Mapping[str, Field] = {
     "bytes": Field(count_or_null, optional=True),
     "layout": Field(string, optional=True),
     "weights_file": Field(string, optional=True),
+    "weights_metadata": Field(string_map, optional=True),
 }
 
 # The document of every format version, defined once (docs/format.md, "The document"). ``records`` and

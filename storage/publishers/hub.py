@@ -1,9 +1,12 @@
-"""Publish to a Hub model repo: create it if missing, then one commit with every artifact file.
+"""Publish to a Hub model repo: create it if missing, then one commit with every artifact file (below the
+adapter's folder in its source repo, so a repo of several adapters is republished with the same layout).
 
 The commit message carries the provenance (source repo + revision, options, package version), and the commit
-adds a marker file (naming.MARKER) naming the source: a repo holding another source's publication, or files
-compeft did not commit, is never committed to (naming.choose_name picks another repo name, or the adapter fails
-when the destination is one fixed repo). If the repo already holds exactly these files, nothing is committed.
+adds a marker file (naming.MARKER) at the repo's root naming the source repo: a repo holding another source's
+publication, or files compeft did not commit, is never committed to (naming.choose_name picks another repo name,
+or the adapter fails when the destination is one fixed repo). If the repo already holds exactly these files,
+nothing is committed. A commit refused because another one landed first (HTTP 412, e.g. a sibling adapter of
+the same repo) is made again on top of it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,18 @@ import json
 import tempfile
 from pathlib import Path
 
-from storage.addresses import HubAuthorAddress, HubRepoAddress
+from storage.addresses import HubAuthorAddress, HubRepoAddress, hub_uri
 from storage.errors import PublishError
 from storage.hub import HubClient, hub_timeout
-from storage.publishers.naming import FOREIGN, MARKER, choose_name, marker_source, marker_text, render_name
+from storage.publishers.naming import (
+    FOREIGN,
+    MARKER,
+    choose_name,
+    marker_source,
+    marker_text,
+    render_name,
+    render_path,
+)
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.stores.manifest import build_manifest
 from storage.validation import validate_repo_id
@@ -27,6 +38,9 @@ def git_blob_sha1(path: Path) -> str:
     """Git's object id of a file (the Hub's blob id for files not stored in LFS)."""
     data = path.read_bytes()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+CONFLICT_ATTEMPTS = 5
 
 
 class HubPublisher:
@@ -61,8 +75,8 @@ class HubPublisher:
         return self.hub.call(f"hf://{repo_id}", fetch, PublishError)
 
     def holder(self, repo_id: str) -> str | None:
-        """The source whose publication the repo holds: None when it is missing or empty, FOREIGN when it holds
-        files without compeft's marker."""
+        """The source repo whose publications the repo holds: None when it is missing or empty, FOREIGN when it
+        holds files without compeft's marker."""
         info = self._info(repo_id)
         files = {s.rfilename for s in (info.siblings or [])} - {".gitattributes"} if info is not None else set()
         if not files:
@@ -73,10 +87,10 @@ class HubPublisher:
             path = self.hub.download(repo_id, MARKER, info.sha, Path(tmp) / MARKER)
             return marker_source(path.read_bytes()) if path.stat().st_size < 1 << 16 else FOREIGN
 
-    def _unchanged(self, info, artifact_dir: Path, names: list[str]) -> bool:
+    def _unchanged(self, info, artifact_dir: Path, names: list[str], folder: str) -> bool:
         siblings = {s.rfilename: s for s in (info.siblings or [])}
         for name in names:
-            sibling = siblings.get(name)
+            sibling = siblings.get(f"{folder}/{name}" if folder else name)
             if sibling is None:
                 return False
             local = Path(artifact_dir) / name
@@ -97,12 +111,12 @@ class HubPublisher:
                 f"({provenance.artifact_sha256})"
             )
         repo_id = self.repo_id_for(provenance)
+        folder = provenance.subfolder
+        if folder:
+            render_path(self.name_template, provenance)  # the subfolder is checked as every destination path is
         uri = f"hf://{repo_id}"
         self.hub.call(f"create {uri}", lambda: self.hub.api.create_repo(repo_id, exist_ok=True), PublishError)
-        info = self.hub.model_info(repo_id, error=PublishError)
         names = sorted(manifest.files)
-        if self._unchanged(info, artifact_dir, names):
-            return Publication(self.destination, f"{uri}@{info.sha}", info.sha, created=False)
         description = json.dumps(
             {
                 "source": provenance.source_uri,
@@ -114,14 +128,26 @@ class HubPublisher:
             indent=2,
             sort_keys=True,
         )
+        for attempt in range(CONFLICT_ATTEMPTS):
+            info = self.hub.model_info(repo_id, error=PublishError)
+            if self._unchanged(info, artifact_dir, names, folder):
+                return Publication(self.destination, hub_uri(repo_id, info.sha, folder), info.sha, created=False)
 
-        def commit():
-            operations = [CommitOperationAdd(name, str(Path(artifact_dir) / name)) for name in names]
-            operations.append(CommitOperationAdd(MARKER, marker_text(provenance).encode()))
-            return self.hub.api.create_commit(
-                repo_id, operations, commit_message=provenance.summary(), commit_description=description,
-                parent_commit=info.sha,
-            )
+            def commit(parent=info.sha):
+                operations = [CommitOperationAdd(f"{folder}/{name}" if folder else name, str(Path(artifact_dir) / name))
+                              for name in names]
+                operations.append(CommitOperationAdd(MARKER, marker_text(provenance).encode()))
+                return self.hub.api.create_commit(
+                    repo_id, operations, commit_message=provenance.summary(), commit_description=description,
+                    parent_commit=parent,
+                )
 
-        result = self.hub.call(f"commit to {uri}", commit, PublishError)
-        return Publication(self.destination, f"{uri}@{result.oid}", result.oid, created=result.oid != info.sha)
+            try:
+                result = self.hub.call(f"commit to {uri}", commit, PublishError)
+            except PublishError as err:
+                if "HTTP 412" in str(err) and attempt + 1 < CONFLICT_ATTEMPTS:
+                    continue  # another commit landed since model_info: look again and commit on top of it
+                raise
+            return Publication(self.destination, hub_uri(repo_id, result.oid, folder), result.oid,
+                               created=result.oid != info.sha)
+        raise PublishError(f"commit to {uri}: still conflicting after {CONFLICT_ATTEMPTS} attempts")

@@ -1,5 +1,5 @@
 """Destination names: from a template such as ``{name}-compeft`` (validated: no traversal), and unique per
-destination (``choose_name``: a name holds one source's publication; another source gets a stable
+destination (``choose_name``: a name holds one source repo's publications; another source gets a stable
 disambiguator, and nothing compeft did not write is ever replaced)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import string
 from collections.abc import Callable
 
 from storage.errors import AddressError, PublishError, ValidationError
-from storage.validation import validate_file_name
+from storage.validation import validate_file_name, validate_subfolder
 from storage.values import Provenance
 
 DEFAULT_TEMPLATE = "{name}"
@@ -41,10 +41,32 @@ def render_name(template: str, provenance: Provenance) -> str:
         raise AddressError(f"name template {template!r} gives an unusable name {name!r}: {err}") from err
 
 
+def render_path(template: str, provenance: Provenance) -> str:
+    """``NAME[/SUBFOLDER]``: the rendered name, then the adapter's folder inside its source repo (layouts kept)."""
+    return with_subfolder(render_name(template, provenance), provenance)
+
+
+def with_subfolder(name: str, provenance: Provenance) -> str:
+    """``NAME[/SUBFOLDER]``: a destination name, then the adapter's folder inside its source repo."""
+    if not provenance.subfolder:
+        return name
+    try:
+        return f"{name}/{validate_subfolder(provenance.subfolder)}"
+    except ValidationError as err:
+        raise AddressError(f"cannot keep the source layout below {name!r}: {err}") from err
+
+
 # Who holds a name at a destination: the source URI of the compeft publication there, None when the name is free,
 # or FOREIGN when something compeft did not publish is there (a user's directory, a half-written foreign object).
 FOREIGN = "\0foreign"
 MARKER = "compeft-publication.json"  # written beside a local or Hub publication: its provenance, as JSON
+
+
+def repo_uri(provenance: Provenance) -> str:
+    """The source repo (or folder) a publication name belongs to: the source URI without the adapter's subfolder,
+    so that the adapters of one multi-adapter repo share their name."""
+    uri, sub = provenance.source_uri, provenance.subfolder.strip("/")
+    return uri[: -len(sub) - 1] if sub and uri.endswith("/" + sub) else uri
 
 
 def source_tag(source_uri: str) -> str:
@@ -53,15 +75,16 @@ def source_tag(source_uri: str) -> str:
 
 
 def choose_name(name: str, provenance: Provenance, holder: Callable[[str], str | None], *, fixed: bool = False) -> str:
-    """The name ``provenance``'s artifact is published under at a destination where ``holder(name)`` says who
-    holds a name. Names are unique per destination: ``name`` when it is free or already holds this source's
-    publication (a new artifact of the same source replaces it), else ``name-<source_tag>`` on the same terms
-    (two sources whose names sanitise alike, a user's own directory of that name); a PublishError when
-    neither is usable (or, for a ``fixed`` destination such as one Hub repo, when ``name`` is not)."""
-    candidates = [name] if fixed else [name, f"{name}-{source_tag(provenance.source_uri)}"[:96]]
+    """The name ``provenance``'s artifact is published under at a destination where ``holder(name)`` says which
+    source repo holds a name. Names are unique per destination: ``name`` when it is free or already holds this
+    repo's publications (a new artifact of the same source replaces its own there), else ``name-<source_tag>`` on
+    the same terms (two sources whose names sanitise alike, a user's own directory of that name); a PublishError
+    when neither is usable (or, for a ``fixed`` destination such as one Hub repo, when ``name`` is not)."""
+    owner = repo_uri(provenance)
+    candidates = [name] if fixed else [name, f"{name}-{source_tag(owner)}"[:96]]
     for candidate in candidates:
         held_by = holder(candidate)
-        if held_by is None or held_by == provenance.source_uri:
+        if held_by is None or held_by == owner:
             return candidate
     held_by = holder(candidates[-1])
     what = "something compeft did not publish" if held_by == FOREIGN else f"the publication of {held_by}"
@@ -71,7 +94,7 @@ def choose_name(name: str, provenance: Provenance, holder: Callable[[str], str |
 
 def marker_text(provenance: Provenance) -> str:
     """The marker file's content: the publication's provenance."""
-    return json.dumps({"source_uri": provenance.source_uri, "source_revision": provenance.source_revision,
+    return json.dumps({"source_uri": repo_uri(provenance), "source_revision": provenance.source_revision,
                        "artifact_sha256": provenance.artifact_sha256, "compeft_version": provenance.package_version},
                       indent=2, sort_keys=True) + "\n"
 

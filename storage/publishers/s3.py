@@ -1,8 +1,10 @@
-"""Publish to s3://BUCKET/PREFIX/<name>/; compeft.safetensors goes last and its metadata marks completion.
+"""Publish to s3://BUCKET/PREFIX/<name>/[SUBFOLDER/] (an adapter below its repo's root keeps its folder);
+compeft.safetensors goes last and its metadata marks completion.
 
-Every object carries the publication's provenance as metadata (``source-uri`` names its source): objects under
-a name without it were not written by compeft and are never overwritten (naming.choose_name picks another
-name), and a half-finished publication of the same source is resumed, not duplicated."""
+Every object carries the publication's provenance as metadata (``source-repo`` names the source repo that owns
+<name>): objects under a name without it were not written by compeft and are never overwritten
+(naming.choose_name picks another name), and a half-finished publication of the same source is resumed, not
+duplicated."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from storage.addresses import S3Address
 from storage.errors import PublishError, SourceError, TransientError
-from storage.publishers.naming import FOREIGN, choose_name, render_name
+from storage.publishers.naming import FOREIGN, choose_name, render_name, repo_uri, with_subfolder
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import CONTAINER, build_manifest
@@ -41,26 +43,34 @@ class S3Publisher:
         return head.get("Metadata", {}).get("sha256")
 
     def holder(self, name: str) -> str | None:
-        """The source whose publication PREFIX/<name>/ holds: None when no object is there, FOREIGN when an
-        object there has no compeft provenance."""
+        """The source repo whose publications PREFIX/<name>/ holds: None when no object is there, FOREIGN when an
+        object there has no compeft provenance (publications older than ``source-repo`` name it ``source-uri``)."""
         listing = self.client.list_objects_v2(Bucket=self.address.bucket, Prefix=self._key(name, "") + "/", MaxKeys=1)
         objects = listing.get("Contents") or []
         if not objects:
             return None
-        head = self.client.head_object(Bucket=self.address.bucket, Key=objects[0]["Key"])
-        return head.get("Metadata", {}).get("source-uri") or FOREIGN
+        metadata = self.client.head_object(Bucket=self.address.bucket, Key=objects[0]["Key"]).get("Metadata", {})
+        return metadata.get("source-repo") or metadata.get("source-uri") or FOREIGN
 
     def publish(self, artifact_dir: Path, provenance: Provenance) -> Publication:
         manifest = build_manifest(Path(artifact_dir))
         base_name = render_name(self.name_template, provenance)
+        where = f"s3://{self.address.bucket}/{self.address.prefix}".rstrip("/")
+        try:
+            top = call(f"names under {where}", lambda: choose_name(base_name, provenance, self.holder), self.policy)
+        except (SourceError, TransientError) as err:
+            raise PublishError(f"publishing {artifact_dir} to {where} failed: {err}") from err
+        name = with_subfolder(top, provenance)
+        uri = f"s3://{self.address.bucket}/{self._key(name, '')}".rstrip("/")
         metadata = {
             "artifact-sha256": manifest.sha256,
             "source-uri": provenance.source_uri,
+            "source-repo": repo_uri(provenance),
             "source-revision": provenance.source_revision or "",
             "compeft-version": provenance.package_version,
         }
 
-        def run(name: str, uri: str) -> Publication:  # idempotent: files already there are skipped, so a retry resumes
+        def run() -> Publication:  # idempotent: files already there are skipped, so a retry resumes
             current = {n: self._current_sha(self._key(name, n)) for n in manifest.files}
             if all(current[n] == digest for n, (_, digest) in manifest.files.items()):
                 return Publication(self.destination, uri, manifest.sha256, created=False)
@@ -75,10 +85,7 @@ class S3Publisher:
                     )
             return Publication(self.destination, uri, manifest.sha256, created=True)
 
-        where = f"s3://{self.address.bucket}/{self.address.prefix}".rstrip("/")
         try:
-            name = call(f"names under {where}", lambda: choose_name(base_name, provenance, self.holder), self.policy)
-            uri = f"s3://{self.address.bucket}/{self._key(name, '')}".rstrip("/")
-            return call(f"upload to {uri}", lambda: run(name, uri), self.policy)
+            return call(f"upload to {uri}", run, self.policy)
         except (SourceError, TransientError) as err:
-            raise PublishError(f"publishing {artifact_dir} to {where} failed: {err}") from err
+            raise PublishError(f"publishing {artifact_dir} to {uri} failed: {err}") from err
