@@ -4,7 +4,7 @@ describe provenance. The flows only sequence these calls."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -92,12 +92,33 @@ class AdapterOutcome:
 def known_content(registry: Registry, ref: AdapterRef) -> str | None:
     """The content sha256 of an adapter without downloading it: from the listing's file hashes, else from a
     registered adapter with the same URI and revision (commit sha, ETags, content hash)."""
-    hashes = {f.name: f.sha256 for f in ref.files}
-    if set(hashes) == set(ADAPTER_FILES) and all(hashes.values()):
-        return content_hash(hashes)
+    if _fully_hashed(ref):
+        return content_hash({f.name: f.sha256 for f in ref.files})
     if not ref.revision:
         return None
     return registry.find_adapter_content(ref.uri, ref.revision)
+
+
+def known_work(registry: Registry, items: Sequence[tuple[AdapterRef, str]]) -> list[ExistingWork | None]:
+    """For each (adapter, options key): the work registered for it when its content is known without a download
+    (``known_content``), else None; a few queries for the whole list, whatever its length."""
+    listed = [(ref, content_hash({f.name: f.sha256 for f in ref.files}) if _fully_hashed(ref) else None, key)
+              for ref, key in items]
+    revisions = registry.find_adapter_contents([(ref.uri, ref.revision) for ref, content, _ in listed
+                                                if content is None and ref.revision])
+    pairs = [(content or revisions.get((ref.uri, ref.revision or "")), key) for ref, content, key in listed]
+    found = registry.find_work([(c, k) for c, k in pairs if c])
+    return [_existing(found[(c, k)]) if c and (c, k) in found else None for c, k in pairs]
+
+
+def _fully_hashed(ref: AdapterRef) -> bool:
+    hashes = {f.name: f.sha256 for f in ref.files}
+    return set(hashes) == set(ADAPTER_FILES) and all(hashes.values())
+
+
+def _existing(detail) -> ExistingWork:
+    return ExistingWork(detail.artifact, {p.destination: p.uri for p in detail.publications},
+                        detail.calibrations[-1] if detail.calibrations else None)
 
 
 def existing_work(registry: Registry, content_sha256: str, key: str) -> ExistingWork | None:
@@ -105,9 +126,7 @@ def existing_work(registry: Registry, content_sha256: str, key: str) -> Existing
     row = registry.find_artifact(content_sha256, key)
     if row is None:
         return None
-    detail = registry.get_artifact(row.id)
-    return ExistingWork(row, {p.destination: p.uri for p in detail.publications},
-                        detail.calibrations[-1] if detail.calibrations else None)
+    return _existing(registry.get_artifact(row.id))
 
 
 def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:

@@ -73,3 +73,30 @@ def test_outcomes_round_trip_and_summaries(sqlite_url):
         assert catalog.counts([done, failed]) == {"compressed": 1, "existing": 0, "skipped": 0, "failed": 1}
         assert catalog.failures([done, failed]) == [
             {"uri": failed.uri, "name": failed.name, "status": "failed", "reason": "adapter_config.json: not JSON"}]
+
+
+def test_known_work_of_many_adapters_in_a_few_queries(database_url):
+    """The catalog's plan: one bulk lookup for the whole listing gives what existing_work gives one by one
+    (revision-known content, publications, the last calibration), across query chunks of 500."""
+    from sqlalchemy import event
+
+    with open_registry(database_url, upgrade=True) as registry:
+        source = registry.get_or_create_source("hf://org", "hf")
+        for n in (1, 2, 700):
+            adapter = registry.get_or_create_adapter(adapter_record(n), source.id)
+            artifact, _ = registry.get_or_create_artifact(adapter.id, artifact_record(n))
+            if n == 2:
+                registry.add_calibration(artifact.id, _calibration())
+                registry.get_or_create_publication(artifact.id, "hub", "hf://org/adapter-2-compeft", "r1")
+        key = artifact_record(1).options_hash
+        refs = [_ref(n, revision=f"{n:040x}") for n in range(1, 801)]
+        queries = []
+        event.listen(registry.engine, "before_cursor_execute", lambda *args: queries.append(1))
+        work = catalog.known_work(registry, [(ref, key) for ref in refs])
+        assert len(queries) <= 12  # 2 chunks of adapter URIs + 4 queries for the 3 artifacts found
+        found = {i + 1: w for i, w in enumerate(work) if w is not None}
+        assert sorted(found) == [1, 2, 700]
+        for n, w in found.items():
+            assert w == catalog.existing_work(registry, f"{n:064x}", key)
+        assert found[2].publications == {"hub": "hf://org/adapter-2-compeft"} and found[2].calibration.chosen_score == 0.5
+        assert catalog.known_work(registry, [(_ref(1, revision=f"{1:040x}"), "other-key")]) == [None]
