@@ -169,3 +169,13 @@ def test_cron_deployment_gets_runs_scheduled(e2e):
     assert all((s.hour, s.minute) == (3, 17) for s in starts)
     assert runs[0]["parameters"]["source"] == os.fspath(e2e.root / "bulk-catalog")
     assert runs[0]["parameters"]["dispatch"] == "deployment"
+
+
+def test_on_demand_run_form_reads_in_order(e2e):
+    """The run form of the deployment ``prefect deploy`` created, as the server stored it (PostgreSQL in CI: JSONB
+    sorts keys, so only ``position`` keeps the order)."""
+    from tests.flows.run_form import check_run_form
+
+    deployment = e2e.stack.request("GET", "/deployments/name/compress-catalog/on-demand").json()
+    check_run_form(deployment["parameter_openapi_schema"])
+    assert deployment["parameters"]["dispatch"] == "deployment"  # set by prefect.yaml, not shown in the form
