@@ -85,7 +85,7 @@ class Progress:
 
     Updates are one API call each, so they are spaced at least ``every`` seconds apart (the last one always goes)."""
 
-    def __init__(self, doing: str, every: float = 1.0) -> None:
+    def __init__(self, doing: str, every: float = 5.0) -> None:
         self.doing, self.every, self.last = doing, every, 0.0
         self.done = self.total = 0
         self.id = create_progress_artifact(progress=0.0, description=doing)

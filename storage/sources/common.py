@@ -48,7 +48,7 @@ def fetch_into(
         raise SourceError(f"{dest_dir}: destination for {ref.uri} is not empty")
     if dest_dir.exists():
         dest_dir.rmdir()
-    with atomic_directory(dest_dir) as tmp:
+    with atomic_directory(dest_dir, durable=False) as tmp:  # a scratch copy for one run
         for remote in ref.files:
             target = tmp / remote.name
             download(remote, target)
