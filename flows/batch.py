@@ -65,7 +65,7 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
     if existing is not None and existing.usable(calibrating):
         return from_existing(ref, existing, config, service, work)
     adapter_dir = tasks.fetch_adapter(ref, work / "adapter", service)
-    adapter = tasks.register_adapter(service, adapter_dir, ref)
+    adapter = tasks.register_adapter(service, adapter_dir, ref, options.base)
     existing = None if force else tasks.find_existing(service, adapter.content_sha256, config.key())
     if existing is not None and existing.usable(calibrating):
         return from_existing(ref, existing, config, service, work)
@@ -76,7 +76,8 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
         if base is None:
             raise InputError(f"{ref.name}: no base model to calibrate against (adapter records none; pass base)")
         session = sessions.get(base) if sessions is not None else None
-        result = tasks.calibrate_adapter(adapter_dir, out_dir, config.replace(base=base), session)
+        with quiet.forwarded("compeft.calibrate", _flow_logger(), f"{ref.name}: calibrating: "):
+            result = tasks.calibrate_adapter(adapter_dir, out_dir, config.replace(base=base), session)
         info = result.artifact
     else:
         info = tasks.compress_adapter(adapter_dir, out_dir, config)
@@ -92,6 +93,15 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
         tasks.register_publication(service, artifact, publication)
         published = publication.uri
     return catalog.outcome(ref, "compressed", artifact, calibration=calibration, published_uri=published)
+
+
+def _flow_logger():
+    """The enclosing flow run's logger (per-task lines are off in `compeft catalog` unless --verbose)."""
+    from prefect.context import FlowRunContext
+    from prefect.logging.loggers import flow_run_logger
+
+    ctx = FlowRunContext.get()
+    return flow_run_logger(ctx.flow_run, ctx.flow) if ctx and ctx.flow_run else get_run_logger()
 
 
 def one_line(err: BaseException) -> str:

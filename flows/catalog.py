@@ -53,7 +53,7 @@ def group_batches(refs: list[AdapterRef], options: CompressionOptions, batch_siz
     groups: dict[str, list[AdapterRef]] = defaultdict(list)
     for ref in refs:
         config = options.config_for(ref.name)
-        key = resolve_base(ref, config.base) if isinstance(config, CalibrationConfig) else ref.base_model
+        key = resolve_base(ref, config.base if isinstance(config, CalibrationConfig) else None)
         groups[key or ""].append(ref)
     batches = []
     for key in sorted(groups):

@@ -52,9 +52,9 @@ def fetch_adapter(ref: AdapterRef, dest: Path, service: ServiceConfig) -> Path:
     return service.source(ref.source_uri).fetch(ref, dest)
 
 
-def register_adapter(service: ServiceConfig, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
-    """Record the fetched adapter in the registry (idempotent)."""
-    return catalog.register_adapter(service.registry(), adapter_dir, ref)
+def register_adapter(service: ServiceConfig, adapter_dir: Path, ref: AdapterRef, base: str | None = None) -> AdapterRow:
+    """Record the fetched adapter in the registry (idempotent; ``base``: the run's base model option)."""
+    return catalog.register_adapter(service.registry(), adapter_dir, ref, base)
 
 
 def find_existing(service: ServiceConfig, content_sha256: str, key: str) -> ExistingWork | None:

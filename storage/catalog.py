@@ -4,8 +4,10 @@ describe provenance. The flows only sequence these calls."""
 
 from __future__ import annotations
 
+import os
+import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,10 +131,39 @@ def existing_work(registry: Registry, content_sha256: str, key: str) -> Existing
     return _existing(registry.get_artifact(row.id))
 
 
-def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
-    """Record the source and the fetched adapter (hashes, type, rank, ...); idempotent."""
+CATALOG_PREFIX = "catalog:"
+
+
+def base_model_name(ref: AdapterRef, base: str | None) -> str | None:
+    """How the registry names an adapter's base model (``base``: the adapter config's, else the run's option):
+    a Hub id as it is; a path (``./``, ``../``, absolute, or an existing directory beside a local adapter)
+    inside the catalog as ``catalog:PATH`` relative to the catalog root; a path outside it as an absolute
+    path (local catalogs) or as written (remote ones); nothing as None."""
+    if not base:
+        return None
+    kind = source_kind(ref.source_uri)
+    looks_like_path = base.startswith(("./", "../", "/", "~")) or base in (".", "..")
+    if kind == "local":
+        adapter = Path(ref.uri)
+        if not looks_like_path and not (adapter / base).is_dir():
+            return base
+        path = Path(os.path.normpath(adapter / Path(base).expanduser()))
+        root = Path(ref.source_uri)
+        return CATALOG_PREFIX + path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    if kind == "s3" and looks_like_path and not base.startswith(("/", "~")):
+        path = posixpath.normpath(posixpath.join(ref.uri.split("://", 1)[1], base))
+        root = ref.source_uri.split("://", 1)[1].rstrip("/")
+        if path.startswith(root + "/"):
+            return CATALOG_PREFIX + path[len(root) + 1:]
+    return base
+
+
+def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef, base: str | None = None) -> AdapterRow:
+    """Record the source and the fetched adapter (hashes, type, rank, ...; its base model named by
+    ``base_model_name``, ``base`` when the adapter names none); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
     record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
+    record = replace(record, base_model=base_model_name(ref, record.base_model or base))
     return registry.get_or_create_adapter(record, source_id=source.id)
 
 

@@ -154,10 +154,27 @@ def test_a_transient_error_fails_only_its_adapter_and_the_next_run_does_it(catal
 
 
 def test_missing_source_fails_the_run_with_one_line(tmp_path, service):
+    """Bad input fails the run with its one-line reason, in the logs too: no traceback, said once per run."""
+    import logging
+
     from flows.catalog import compress_catalog
 
-    with pytest.raises(SourceError, match="does not exist"):
-        compress_catalog(str(tmp_path / "nowhere"), service=service)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with pytest.raises(SourceError, match="does not exist"):
+            compress_catalog(str(tmp_path / "nowhere"), service=service)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    failures = [r for r in records if r.levelno >= logging.ERROR or "Failed" in r.getMessage()]
+    assert failures and all(r.exc_info is None and "\n" not in r.getMessage() for r in failures)
+    assert all("does not exist" in r.getMessage() for r in failures)
+    assert len(failures) == 2  # the crawl task's final state and the flow run's
 
 
 def test_group_batches_by_base_model_and_size():

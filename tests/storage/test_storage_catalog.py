@@ -100,3 +100,23 @@ def test_known_work_of_many_adapters_in_a_few_queries(database_url):
             assert w == catalog.existing_work(registry, f"{n:064x}", key)
         assert found[2].publications == {"hub": "hf://org/adapter-2-compeft"} and found[2].calibration.chosen_score == 0.5
         assert catalog.known_work(registry, [(_ref(1, revision=f"{1:040x}"), "other-key")]) == [None]
+
+
+def test_base_model_named_consistently(tmp_path):
+    """A Hub id stays as it is; a path inside the catalog is 'catalog:' + the path from the catalog root, however
+    the adapter (../base) or the run (an absolute path) wrote it; a path outside is absolute; none is None."""
+    root = tmp_path / "catalog"
+    (root / "tiny-llama").mkdir(parents=True)
+    (root / "group" / "lora").mkdir(parents=True)
+    local = AdapterRef(uri=str(root / "group" / "lora"), source_uri=str(root), name="lora", revision=None, files=(),
+                       peft_type="LORA")
+    assert catalog.base_model_name(local, "../../tiny-llama") == "catalog:tiny-llama"
+    assert catalog.base_model_name(local, str(root / "tiny-llama")) == "catalog:tiny-llama"
+    assert catalog.base_model_name(local, "meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
+    assert catalog.base_model_name(local, "../../../elsewhere") == str(tmp_path / "elsewhere")
+    assert catalog.base_model_name(local, None) is None and catalog.base_model_name(local, "") is None
+    s3 = AdapterRef(uri="s3://bucket/adapters/lora-1", source_uri="s3://bucket/adapters", name="lora-1", revision=None,
+                    files=(), peft_type="LORA")
+    assert catalog.base_model_name(s3, "../base") == "catalog:base"
+    assert catalog.base_model_name(s3, "org/model") == "org/model"
+    assert catalog.base_model_name(_ref(1), "org/model") == "org/model"
