@@ -36,7 +36,7 @@ from flows.params import (
     ServiceParameters,
 )
 from flows.secrets import load_secrets
-from storage import catalog
+from storage import catalog, census
 from storage.catalog import AdapterOutcome
 from storage.config import ServiceConfig
 from storage.models import form_field
@@ -169,7 +169,7 @@ def compress_catalog(
 
     Args:
         source: Where the adapters live: a local directory tree, s3://BUCKET/PREFIX, or a Hub address
-            (hf://AUTHOR, hf://AUTHOR/REPO@REV, hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N).
+            (hf://AUTHOR, hf://AUTHOR/REPO@REV[/SUB/DIR], hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N).
         options: How to compress: a fixed density and α, or α calibrated on a validation task.
         service: Where artifacts are published (and, advanced, the registry database and artifact store).
         force: Compress again even when the registry already holds this (content, options) pair.
@@ -225,6 +225,7 @@ def compress_catalog(
             outcomes += compress_batch(batch, options, config, force, on_outcome=advance)
         plots = _local_plots()
     done_text = summary(outcomes)
+    ui.census_markdown(census.run_census(refs, skipped, outcomes, config.registry()), source)
     ui.outcome_tables(outcomes, f"{source}: {done_text}")
     ui.run_index(links, plots)
     tasks.finish_run(config, run_id, outcomes)

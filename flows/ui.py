@@ -21,12 +21,14 @@ from prefect.artifacts import (
 )
 
 from storage.catalog import AdapterOutcome
+from storage.census import Census
 from storage.registry import CalibrationRow
 
 TABLE_KEY = "compeft-outcomes"  # what a person reads
 DATA_KEY = "compeft-outcome-fields"  # AdapterOutcome.fields() per adapter, read back by a parent run
 INDEX_KEY = "compeft-run-index"
 CALIBRATION_KEY_PREFIX = "compeft-calibration-"
+CENSUS_KEY = "compeft-census"
 MAX_INLINE_PNG = 400_000
 #: the outcome table's columns, in the order a person reads them
 COLUMNS = ("Adapter", "Status", "Size before → after", "Ratio", "Bits/param", "Density k", "α",
@@ -165,3 +167,9 @@ def run_index(batches: Sequence[RunLink], plots: Sequence[PlotLink]) -> UUID | N
         lines += [f"| {p.adapter} | [{p.description}](/artifacts/artifact/{p.artifact_id}) |" for p in plots]
     return create_markdown_artifact(markdown="\n".join(lines), key=INDEX_KEY,
                                     description="links to this run's batch runs and calibration plots")
+
+
+def census_markdown(census: Census, source: str) -> UUID:
+    """The run's census (what the source holds: families, layouts, dtypes, base models, bytes, skip reasons)."""
+    return create_markdown_artifact(markdown=census.markdown(f"Census of {source}"), key=CENSUS_KEY,
+                                    description=f"census of {source}")

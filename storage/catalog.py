@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from compeft.adapters import ADAPTER_FILES
 from compeft.version import __version__
 from storage.adapter_facts import adapter_record
+from storage.addresses import hub_uri
 from storage.hashing import content_hash
 from storage.registry import (
     AdapterRow,
@@ -24,7 +24,7 @@ from storage.registry import (
     PublicationRow,
     Registry,
 )
-from storage.values import AdapterRef, Provenance, Publication, StoredArtifact
+from storage.values import AdapterRef, Provenance, Publication, Skipped, StoredArtifact
 
 Status = Literal["compressed", "existing", "skipped", "failed"]
 
@@ -91,9 +91,19 @@ class AdapterOutcome:
                    score_compressed=fields.get("score_compressed"), published_uri=fields.get("published_uri"))
 
 
+def crawl(source) -> tuple[list[AdapterRef], list[Skipped]]:
+    """Every adapter a source (``storage.sources.Source``) lists, and every candidate it skipped (no weights read)."""
+    found: list[AdapterRef] = []
+    skipped: list[Skipped] = []
+    for entry in source.iter_adapters():
+        (skipped if isinstance(entry, Skipped) else found).append(entry)
+    return found, skipped
+
+
 def known_content(registry: Registry, ref: AdapterRef) -> str | None:
-    """The content sha256 of an adapter without downloading it: from the listing's file hashes, else from a
-    registered adapter with the same URI and revision (commit sha, ETags, content hash)."""
+    """The content sha256 of an adapter without downloading it: from the listing's hashes of its layout's files
+    (every one of them, whichever layout), else from a registered adapter with the same URI and revision (commit
+    sha, ETags, content hash)."""
     if _fully_hashed(ref):
         return content_hash({f.name: f.sha256 for f in ref.files})
     if not ref.revision:
@@ -114,8 +124,8 @@ def known_work(registry: Registry, items: Sequence[tuple[AdapterRef, str]]) -> l
 
 
 def _fully_hashed(ref: AdapterRef) -> bool:
-    hashes = {f.name: f.sha256 for f in ref.files}
-    return set(hashes) == set(ADAPTER_FILES) and all(hashes.values())
+    """The listing hashed every file of the adapter's layout."""
+    return bool(ref.files) and all(f.sha256 for f in ref.files)
 
 
 def _existing(detail) -> ExistingWork:
@@ -162,7 +172,7 @@ def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef, bas
     """Record the source and the fetched adapter (hashes, type, rank, ...; its base model named by
     ``base_model_name``, ``base`` when the adapter names none); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
-    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
+    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, subfolder=ref.subfolder)
     record = replace(record, base_model=base_model_name(ref, record.base_model or base))
     return registry.get_or_create_adapter(record, source_id=source.id)
 
@@ -200,9 +210,9 @@ def register_publication(registry: Registry, artifact: ArtifactRow, publication:
 def provenance(ref: AdapterRef, key_fields: Mapping[str, Any], sha256: str) -> Provenance:
     """Where an artifact made from ``ref`` came from (commit messages and object metadata; no credentials)."""
     return Provenance(
-        source_uri=ref.uri.split("@", 1)[0] if ref.uri.startswith("hf://") else ref.uri,
-        source_name=ref.name, source_revision=ref.revision, options=dict(key_fields),
-        package_version=__version__, artifact_sha256=sha256,
+        source_uri=hub_uri(ref.repo, None, ref.subfolder) if ref.uri.startswith("hf://") else ref.uri,
+        source_name=ref.repo_name, source_revision=ref.revision, options=dict(key_fields),
+        package_version=__version__, artifact_sha256=sha256, subfolder=ref.subfolder,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 TOP = ["source", "options", "service", "force", "batch_size", "max_in_flight"]
 OPTIONS = ["density", "alpha", "task", "tasks", "base", "densities", "alphas", "metric",
            "codec", "device", "limit", "tolerance", "search"]
-SERVICE = ["publish_to", "store", "database_url", "s3_endpoint", "hf_endpoint"]
+SERVICE = ["publish_to", "store", "database_url", "s3_endpoint", "hf_endpoint", "checkpoints"]
 CHOICES = {"codec": ["golomb", "bitmask"], "device": ["auto", "cpu", "cuda"], "search": ["refine", "grid"]}
 
 
