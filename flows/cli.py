@@ -41,7 +41,8 @@ def build_parser() -> Parser:
     p.add_argument("--database-url", default=None, metavar="URL", help="registry database (default COMPEFT_DATABASE_URL "
                    "or SQLite in COMPEFT_HOME)")
     p.add_argument("--force", action="store_true", help="compress again even when the registry has the artifact")
-    p.add_argument("--batch-size", type=int, default=8, help="adapters per batch sharing one base model load")
+    p.add_argument("--batch-size", type=int, default=8, help="adapters per GPU flow run with --dispatch deployment "
+                   "(inline runs go through each base model's adapters in one pass, loading it once)")
     p.add_argument("--dispatch", choices=("inline", "deployment"), default="inline",
                    help="inline (default): here, one batch after another; deployment: submit batches to the "
                         "gpu work pool of the server in PREFECT_API_URL")
@@ -117,14 +118,6 @@ def format_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def one_line_errors(record: logging.LogRecord) -> bool:
-    """A logging filter: records of expected failures (CompeftError) keep their one-line message, not the traceback
-    (unexpected exceptions keep theirs)."""
-    if record.exc_info and isinstance(record.exc_info[1], CompeftError):
-        record.exc_info, record.exc_text = None, None
-    return True
-
-
 def dry_run(source: str, service: ServiceConfig, as_json: bool) -> int:
     """``compeft catalog SOURCE --dry-run``: the adapters a source holds, its skips and its census; no Prefect,
     no registry, no weights."""
@@ -165,10 +158,8 @@ def catalog_main(argv: list[str]) -> int:
     configure_prefect_env()
     from flows.catalog import compress_catalog
 
-    if not args.verbose:  # flow-run lines (progress, per-adapter results) stay; per-task lines go (a failed task is
-        # reported once, by its adapter's line or the flow's), and expected errors come without a traceback
-        logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-        logging.getLogger("prefect.flow_runs").addFilter(one_line_errors)
+    if not args.verbose:  # flow-run lines (progress, per-adapter results) stay; per-task lines go
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
     saved = os.environ.get(DATABASE_URL_ENV)
     if args.database_url:
