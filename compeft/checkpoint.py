@@ -65,6 +65,10 @@ class Checkpoint:
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """dtype and shape of a tensor, read from the shard header only."""
+        mapped = self._maps.get(self.weight_map[name])
+        if mapped is not None and name in mapped[1]:
+            dtype, shape, _, _ = mapped[1][name]
+            return dtype, shape
         sl = self._handle(self.weight_map[name]).get_slice(name)
         dtype = DTYPES_BY_NAME.get(sl.get_dtype())
         if dtype is None:
@@ -90,7 +94,7 @@ class Checkpoint:
             header, start, size = read_header(file, AdapterFormatError)
             tensors = layout(header, size - start, file, AdapterFormatError)
             data = np.memmap(file, dtype=np.uint8, mode="c") if size > start else np.zeros(start, np.uint8)
-            self._maps[file] = (data[start:], tensors)
+            self._maps[file] = (np.asarray(data)[start:], tensors)  # a plain view: slicing a memmap costs ~0.1 ms
         data, tensors = self._maps[file]
         if name not in tensors:
             raise AdapterFormatError(f"{file}: has no tensor {name}")

@@ -97,27 +97,35 @@ def file_states(*checkpoints: Checkpoint) -> dict[Path, tuple[int, int, int]]:
 
 
 class Residual:
-    """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models."""
+    """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
+    are written into the same three buffers every time (a block is used before the next is read): fresh ones
+    would cost a page-fault storm per block."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
         self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
+        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(3)] if device.type == "cpu" else None
 
-    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int) -> torch.Tensor:
+    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None) -> torch.Tensor:
+        raw_all = ckpt.raw(name)
         dtype, _ = ckpt.meta(name)
         size = dtype.itemsize
-        raw = torch.from_numpy(ckpt.raw(name)[a * size : b * size])
-        return as_float32(raw.to(self.device) if self.device.type != "cpu" else raw, dtype)
+        raw = torch.from_numpy(raw_all[a * size : b * size])
+        if out is None:
+            return as_float32(raw.to(self.device), dtype)
+        return out[: b - a].copy_(raw.view(dtype))
 
     def blocks(self, rec: DeltaRecord):
         """(start, τ block) over the record, blocks aligned to golomb chunks."""
+        ft32, base32, tau = self.buffers or (None, None, None)
         for a in range(0, rec.numel, self.block):
             b = min(rec.numel, a + self.block)
-            yield a, self._values(self.ft, rec.name, a, b) - self._values(self.base, rec.name, a, b)
+            x, y = self._values(self.ft, rec.name, a, b, ft32), self._values(self.base, rec.name, a, b, base32)
+            yield a, x - y if tau is None else torch.sub(x, y, out=tau[: b - a])
 
 
 class Spill:
-    """Each chunk's candidates (position in the chunk, key, sign), appended to three files in chunk order."""
+    """Each chunk's candidates (position in the chunk, |τ| bit pattern, sign), appended to three files in chunk order."""
 
     def __init__(self, directory: Path) -> None:
         self.paths = [directory / f"candidates-{n}" for n in ("pos", "key", "neg")]
@@ -130,7 +138,7 @@ class Spill:
         pos, key, negative = pos.cpu(), key.cpu(), negative.cpu()
         self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
         self.files[0].write((pos & (MAX_CHUNK - 1)).numpy().astype(np.uint32).tobytes())
-        self.files[1].write(key.numpy().astype(np.uint16).tobytes())
+        self.files[1].write(key.numpy().astype(np.uint32).tobytes())
         self.files[2].write(negative.numpy().tobytes())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +146,7 @@ class Spill:
         for f in self.files:
             f.close()
         maps = [np.memmap(p, dtype=t, mode="r") if p.stat().st_size else np.zeros(0, t)
-                for p, t in zip(self.paths, (np.uint32, np.uint16, np.bool_))]
+                for p, t in zip(self.paths, (np.uint32, np.uint32, np.bool_))]
         return (*maps, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]))
 
 
@@ -167,17 +175,23 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
                     raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
             bar.step()
         sigma = stats.sigma()
-        select = Pass2(*stats.boundary(kept_count(density, d)))
+        m = kept_count(density, d)
         with tempfile.TemporaryDirectory(prefix=f".{dst.name}.spill-", dir=_spill_parent(dst)) as tmp:
-            spill = Spill(Path(tmp))
-            bar = Progress("pass 2/2 (candidates)", len(records), progress)
-            for rec in records:
-                for _, tau in residual.blocks(rec):
-                    spill.add(tau.numel(), *select.block(tau))
-                bar.step()
+            select = Pass2(stats.floor(m), m)
+            while True:
+                spill = Spill(Path(tmp))
+                bar = Progress("pass 2/2 (candidates)", len(records), progress)
+                for rec in records:
+                    for _, tau in residual.blocks(rec):
+                        spill.add(tau.numel(), *select.block(tau))
+                    bar.step()
+                if select.enough():
+                    break
+                spill.arrays()  # closes its files; the next Spill writes them anew
+                select = Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry is a candidate
             if file_states(ft, base) != states:
                 raise AdapterFormatError(f"{src} or {base_dir} changed while being compressed")
-            payload, kept = _encode(codec, d, records, spill, select, Path(tmp), progress)
+            payload, kept, t_bits = _encode(codec, d, records, spill, select, Path(tmp), progress)
             base_sha256 = {name: f.result() for name, f in base_hashes.items()}
             files = {name: f.result() for name, f in file_hashes.items()}
             sigma32, scale = scale_of(alpha, sigma)
@@ -188,7 +202,7 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
             config_json = read_config(src / CONFIG)
             document = Document(
                 kind="full", codec=codec.id, density=density, alpha=alpha, sigma=sigma32, scale=scale,
-                threshold=bits_to_float(select.threshold_bits()), d=d, kept=kept,
+                threshold=bits_to_float(t_bits), d=d, kept=kept,
                 carried=tuple(CarriedRecord(n, tuple(t.shape), DTYPE_NAMES[t.dtype]) for n, t in carried.items()),
                 source={"files": files, "peft_type": "FULL", "base_model": config_json.get("_name_or_path") or base_dir.name,
                         "bytes": ft.bytes()},
@@ -209,10 +223,10 @@ def _spill_parent(dst: Path) -> Path:
 
 
 def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
-            progress: bool) -> tuple[StreamedTensor, int]:
-    """Each chunk's kept entries (key ≥ cut) through the codec's stream encoder: (payload, kept)."""
-    cut = select.threshold_bits() & 0x7FFF
+            progress: bool) -> tuple[StreamedTensor, int, int]:
+    """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
     pos, key, neg, offsets = spill.arrays()
+    t_bits = select.threshold_bits(key)
     lengths = chunk_lengths(d, [r.numel for r in records])
     if len(lengths) != len(offsets) - 1:
         raise AssertionError(f"spill has {len(offsets) - 1} chunks, the chunking {len(lengths)}")  # a bug, not input
@@ -221,14 +235,14 @@ def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pas
     bar = Progress("encoding", len(lengths), progress)
     for i, length in enumerate(lengths):
         a, b = int(offsets[i]), int(offsets[i + 1])
-        keep = key[a:b] >= cut
+        keep = key[a:b] >= max(t_bits, 1)  # zeros are never kept, even when t = 0
         positions = pos[a:b][keep].astype(np.int64)
         kept += positions.size
         encoder.add(length, positions, neg[a:b][keep])
         bar.step()
     parts = encoder.finish()
     size = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)
-    return StreamedTensor(torch.uint8, (size,), tuple(parts)), kept
+    return StreamedTensor(torch.uint8, (size,), tuple(parts)), kept, t_bits
 
 
 def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[tuple[str, list[str]]]:
