@@ -5,4 +5,11 @@ Each module holds one way of doing it; this package re-exports their public name
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from compeft.serving.residual import (
+    AppliedResidual,
+    ResidentResidual,
+    apply_residual,
+    revert_residual,
+)
+
+__all__: list[str] = ["AppliedResidual", "ResidentResidual", "apply_residual", "revert_residual"]

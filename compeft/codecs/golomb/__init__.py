@@ -127,6 +127,18 @@ class GolombCodec(Codec):
             numpy_backend.decode_chunk_np(table, i, buf, out[s : s + int(table.length[i])], values)
         return torch.from_numpy(out[start - a : stop - a])
 
+    def span_plan(self, plan: GolombPlan, start: int, stop: int) -> tuple[GolombPlan, int, int]:
+        """The plan of the chunks that exactly cover τ[start:stop] (both on chunk boundaries: tensor boundaries are)
+        and the byte range of their bodies: decode_into(sub, payload[a:b], out) writes that span alone."""
+        t = plan.table
+        i, j = (int(np.searchsorted(t.start, x)) for x in (start, stop))
+        end = int(t.start[j]) if j < len(t) else int(t.start[-1] + t.length[-1]) if len(t) else 0
+        if i >= len(t) or int(t.start[i]) != start or end != stop:
+            raise ValueError(f"span [{start}, {stop}) does not start and end on golomb chunk boundaries")
+        sub = ChunkTable(t.length[i:j], t.count[i:j], t.m[i:j], t.mode[i:j], t.unary_bytes[i:j], t.extra_bits[i:j], 0)
+        a = int(t.unary_off[i])
+        return GolombPlan(sub, np.flatnonzero(sub.mode == 0), np.flatnonzero(sub.mode == 1)), a, a + sub.end
+
     def prepare(self, payload: torch.Tensor, d: int) -> GolombPlan:
         """Parse and check the header and chunk table against the payload size and d (no decoding)."""
         table = read_table(payload, d)
