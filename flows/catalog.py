@@ -34,6 +34,7 @@ from flows.secrets import load_secrets
 from storage import catalog
 from storage.catalog import AdapterOutcome
 from storage.config import ServiceConfig
+from storage.fullmodels import FULL, NO_BASE, resolve_full_base
 from storage.values import AdapterRef
 
 GPU_DEPLOYMENT = "compress-adapters/gpu"
@@ -46,6 +47,8 @@ def group_batches(refs: list[AdapterRef], options: CompressionOptions, batch_siz
     for ref in refs:
         config = options.config_for(ref.name)
         key = resolve_base(ref, config.base) if isinstance(config, CalibrationConfig) else ref.base_model
+        if ref.peft_type == FULL:
+            key = resolve_full_base(ref.name, ref.base_model, options.base_for, ref.uri)
         groups[key or ""].append(ref)
     batches = []
     for key in sorted(groups):
@@ -60,6 +63,9 @@ def plan(refs: list[AdapterRef], options: CompressionOptions, service: ServiceCo
     published where asked) and those to dispatch."""
     done, todo = [], []
     for ref in refs:
+        if ref.peft_type == FULL and resolve_full_base(ref.name, ref.base_model, options.base_for, ref.uri) is None:
+            done.append(catalog.outcome(ref, "skipped", reason=NO_BASE))
+            continue
         config = options.config_for(ref.name)
         existing = None if force else tasks.known_work(service, ref, config.key())
         if existing is not None and existing.done(isinstance(config, CalibrationConfig), service.publish_to):

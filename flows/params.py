@@ -54,6 +54,9 @@ CompressionOptions = create_model(
     tasks=(dict[str, str], Field(default_factory=dict, description="Per-adapter validation tasks, adapter name -> "
                                                                     "task; overrides `task` for those adapters.")),
     **fields_of(CalibrationConfig, skip=CALIBRATION_SKIPPED),
+    base_for=(dict[str, str], Field(default_factory=dict, description="Full fine-tunes: the base model (directory or "
+                                                                      "Hub id) of each, fine-tune name -> base; "
+                                                                      "overrides what its card or config names.")),
 )
 
 

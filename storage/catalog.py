@@ -12,6 +12,7 @@ from typing import Any, Literal
 from compeft.adapters import ADAPTER_FILES
 from compeft.version import __version__
 from storage.adapter_facts import adapter_record
+from storage.fullmodels import FULL, full_record
 from storage.hashing import content_hash
 from storage.registry import (
     AdapterRow,
@@ -113,7 +114,10 @@ def existing_work(registry: Registry, content_sha256: str, key: str) -> Existing
 def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
     """Record the source and the fetched adapter (hashes, type, rank, ...); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
-    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
+    if ref.peft_type == FULL:
+        record = full_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, base_model=ref.base_model)
+    else:
+        record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
     return registry.get_or_create_adapter(record, source_id=source.id)
 
 

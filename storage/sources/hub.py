@@ -25,6 +25,7 @@ from storage.addresses import (
     HubRepoAddress,
 )
 from storage.errors import SourceError, TransientError, ValidationError
+from storage.fullmodels import CARD, CONFIG, FULL, declared_base, is_full_model, model_files, read_card, read_json
 from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.sources.common import check_sizes, classify, fetch_into
@@ -73,7 +74,7 @@ class HubSource:
     def iter_adapters(self) -> Iterator[AdapterRef | Skipped]:
         for repo_id, revision, names in self._candidates():
             uri = f"hf://{repo_id}@{revision}" if revision else f"hf://{repo_id}"
-            reason = classify(names) if names is not None else None
+            reason = classify(names) if names is not None and not is_full_model(names) else None
             if reason is not None:  # the listing already shows it is no adapter: no extra request
                 yield Skipped(uri=uri, reason=reason)
                 continue
@@ -98,6 +99,8 @@ class HubSource:
             raise SourceError(f"hf://{repo_id}: the Hub returned no commit sha")
         validate_revision(sha)
         siblings = {s.rfilename: s for s in (info.siblings or [])}
+        if is_full_model(siblings):
+            return self._inspect_full(repo_id, sha, siblings)
         reason = classify(siblings)
         if reason is not None:
             raise _NotAdapter(f"hf://{repo_id}@{sha}", reason)
@@ -126,6 +129,22 @@ class HubSource:
             config=config,
         )
 
+    def _inspect_full(self, repo_id: str, sha: str, siblings: dict) -> AdapterRef:
+        """A full fine-tune's reference: its model files, and the base its card or config names (issue 17)."""
+        uri = f"hf://{repo_id}@{sha}"
+        files = tuple(RemoteFile(name=n, size=siblings[n].size, etag=siblings[n].blob_id,
+                                 sha256=siblings[n].lfs.sha256 if siblings[n].lfs else None)
+                      for n in model_files(siblings))
+        check_sizes(files, self.max_file_bytes)
+        with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
+            self.hub.download(repo_id, CONFIG, sha, Path(tmp) / CONFIG)
+            config = read_json(Path(tmp) / CONFIG, uri)
+            if CARD in siblings:
+                self.hub.download(repo_id, CARD, sha, Path(tmp) / CARD)
+            card = read_card(Path(tmp) / CARD)
+        return AdapterRef(uri=uri, source_uri=self.uri, name=repo_id.split("/", 1)[1], revision=sha, files=files,
+                          peft_type=FULL, base_model=declared_base(config, card), config=config)
+
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
         if not ref.uri.startswith("hf://") or "@" not in ref.uri:
             raise SourceError(f"{ref.uri}: not a pinned Hub adapter reference")
@@ -134,7 +153,7 @@ class HubSource:
         validate_revision(revision)
 
         def download(remote: RemoteFile, target: Path) -> None:
-            if remote.name not in ADAPTER_FILES:
+            if remote.name not in ADAPTER_FILES and not (ref.peft_type == FULL and remote.name in model_files([remote.name])):
                 raise ValidationError(f"{ref.uri}: refusing to download {remote.name!r} (not an adapter file)")
             self.hub.download(repo_id, remote.name, revision, target)
 

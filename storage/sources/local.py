@@ -16,6 +16,7 @@ from compeft.adapters import (
 )
 from compeft.errors import AdapterFormatError
 from storage.errors import SourceError, ValidationError
+from storage.fullmodels import FULL, is_full_model, local_full_ref
 from storage.hashing import content_hash, file_hashes
 from storage.sources.common import check_sizes, classify, fetch_into
 from storage.validation import MAX_WEIGHTS_BYTES
@@ -42,6 +43,12 @@ class LocalSource:
             dirs.sort()
             directory = Path(current)
             if ADAPTER_CONFIG not in names:
+                if is_full_model(names):  # a full fine-tune: compressed against the base it names (issue 17)
+                    try:
+                        yield local_full_ref(directory, self.uri, directory.name if directory != self.root else self.root.name)
+                    except (SourceError, OSError) as err:
+                        yield Skipped(uri=str(directory), reason=str(err))
+                    continue
                 if MODEL_MARKERS.intersection(names) or any(n.endswith(WEIGHT_SUFFIXES) for n in names):
                     yield Skipped(uri=str(directory), reason=f"no {ADAPTER_CONFIG}: a model directory, not a PEFT adapter")
                 continue
@@ -77,5 +84,7 @@ class LocalSource:
         source = Path(ref.uri)
         if self.root not in (source, *source.parents):
             raise SourceError(f"{ref.uri}: not inside source {self.root}")
+        if ref.peft_type == FULL and any((source / f.name).is_symlink() for f in ref.files):
+            raise SourceError(f"{ref.uri}: model files must not be symlinks")
         return fetch_into(ref, Path(dest_dir), lambda remote, target: shutil.copyfile(source / remote.name, target),
                           self.max_file_bytes)
