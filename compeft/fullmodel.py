@@ -313,7 +313,7 @@ def decompress_full(artifact: Artifact, base_dir: Path, dst: Path, *, device: to
                         f.write(memoryview(container.carried[name].contiguous().reshape(-1).view(torch.uint8).numpy()))
                     weight_map[name] = file
                     bar.step()
-        if len(shards) > 1:
+        if len(shards) > 1 or shards[0][0] != WEIGHTS:  # one shard under another name needs its index too
             (tmp / INDEX).write_text(index_document(weight_map, sum(sizes.values())), encoding="utf-8")
     return dst
 

@@ -162,10 +162,12 @@ def apply_residual(model, artifact: str | Path | Artifact | ResidentResidual, *,
 
 
 def _add(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> None:
-    """w ← dtype(float32(w) ± s·t), in place (``st``: s·t in float32): one kernel for bf16, fp16 and float32 (the
-    sum is formed in float32 and rounded once), reconstruct's own arithmetic for other dtypes."""
-    if w.dtype in FUSED:
+    """w ← dtype(float32(w) ± s·t), in place (``st``: s·t in float32): for bf16, fp16 and float32 the sum is formed
+    in float32 and rounded once (one kernel on CUDA), reconstruct's own arithmetic for other dtypes."""
+    if w.dtype in FUSED and w.device.type == "cuda":
         w.add_(st, alpha=sign)
+    elif w.dtype in FUSED:  # the CPU's mixed-dtype add_ is a slow scalar loop: widen, add, round back instead
+        w.copy_(w.to(torch.float32).add_(st, alpha=sign))
     else:
         w.copy_((w.to(torch.float32) + st * sign).to(w.dtype))
 
