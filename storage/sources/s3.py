@@ -7,6 +7,7 @@ is an error, not a silent mix of versions.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from compeft.config import canonical_json
 from compeft.errors import AdapterFormatError
 from storage.addresses import S3Address
 from storage.errors import HashMismatchError, SourceError, ValidationError
+from storage.fullmodels import CARD, CONFIG, FULL, declared_base, is_full_model, model_files, read_card, read_json
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.sources.common import check_sizes, classify, fetch_into
@@ -64,9 +66,14 @@ class S3Source:
 
     def iter_adapters(self) -> Iterator[AdapterRef | Skipped]:
         for directory, objects in sorted(self._list().items()):
-            if ADAPTER_CONFIG not in objects:
-                continue
             uri = f"s3://{self.address.bucket}/{directory}" if directory else f"s3://{self.address.bucket}"
+            if ADAPTER_CONFIG not in objects:
+                if is_full_model(objects):  # a full fine-tune: compressed against the base it names (issue 17)
+                    try:
+                        yield self._full_ref(directory, objects, uri)
+                    except (SourceError, ValidationError) as err:
+                        yield Skipped(uri=uri, reason=str(err))
+                continue
             reason = classify(objects)
             if reason is not None:
                 yield Skipped(uri=uri, reason=reason)
@@ -101,6 +108,27 @@ class S3Source:
             base_model=config.get("base_model_name_or_path") or None,
             config=config,
         )
+
+    def _full_ref(self, directory: str, objects: dict[str, dict], uri: str) -> AdapterRef:
+        """A full fine-tune's reference: its model files (revision: their ETags), the base its card or config names."""
+        if directory:
+            validate_key(directory)
+        files = tuple(RemoteFile(name=n, size=int(objects[n]["Size"]), etag=objects[n]["ETag"]) for n in model_files(objects))
+        check_sizes(files, self.max_file_bytes)
+        texts = {}
+        with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
+            for name in (CONFIG, CARD):
+                if name in objects:
+                    key, etag = f"{directory}/{name}" if directory else name, objects[name]["ETag"]
+                    body = self._call(f"{uri}/{name}", lambda key=key, etag=etag: self.client.get_object(
+                        Bucket=self.address.bucket, Key=key, IfMatch=etag)["Body"].read(1 << 20))
+                    (Path(tmp) / name).write_bytes(body)
+            config = read_json(Path(tmp) / CONFIG, uri)
+            texts[CARD] = read_card(Path(tmp) / CARD)
+        revision = hashlib.sha256(canonical_json({f.name: f.etag for f in files}).encode()).hexdigest()
+        return AdapterRef(uri=uri, source_uri=self.uri, name=directory.rsplit("/", 1)[-1] if directory else self.address.bucket,
+                          revision=revision, files=files, peft_type=FULL, base_model=declared_base(config, texts[CARD]),
+                          config=config)
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
         bucket_uri = f"s3://{self.address.bucket}"
