@@ -4,6 +4,7 @@ bytes, and compress / decompress run in anonymous memory that does not grow with
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,30 @@ def test_anonymous_memory_does_not_grow_with_the_model(tmp_path):
     for step in ("compress", "decompress"):
         assert large[step] <= 2 * shard + (256 << 20), (step, small, large)
         assert large[step] - small[step] < 40 << 20, (step, small, large)
+
+
+def test_a_nan_residual_is_refused_and_nothing_is_left(pair, tmp_path):
+    """A NaN in the fine-tune is a one-line input error naming the tensor; no artifact and no spill directory remain."""
+    from safetensors.torch import load_file
+
+    from compeft.errors import InputError
+
+    ft, base = pair
+    bad = tmp_path / "bad"
+    shutil.copytree(ft, bad)
+    index = json.loads((bad / "model.safetensors.index.json").read_text())
+    shard = bad / index["weight_map"]["layer.0.w"]
+    tensors = load_file(str(shard))
+    tensors["layer.0.w"] = tensors["layer.0.w"].clone()
+    tensors["layer.0.w"].view(-1)[5] = float("nan")
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    with pytest.raises(InputError, match="layer.0.w.*NaN"):
+        compeft.compress(bad, tmp_path / "art", base=base, device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+def test_compress_leaves_no_spill_files(pair, tmp_path):
+    ft, base = pair
+    compeft.compress(ft, tmp_path / "out" / "art", base=base, device="cpu", density=0.05)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["art"]
+    assert sorted(p.name for p in (tmp_path / "out" / "art").iterdir()) == ["README.md", "compeft.safetensors", "config.json"]
