@@ -9,7 +9,7 @@ file); ``read_adapter`` applies it once and the ``Adapter`` holds the result (``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,14 @@ def detect_peft_type(config: Mapping) -> str:
     return peft_type or "UNKNOWN"
 
 
+def adapter_kind(layout: Layout, config: Mapping, tensor_names: Iterable[str]) -> str:
+    """The adapter kind the registry records: the config's peft type, or for a layout without a config (diffusers)
+    what its tensors' names say."""
+    if layout.config is None:
+        return diffusers_family.kind(tensor_names)
+    return detect_peft_type(config)
+
+
 @dataclass(frozen=True)
 class Adapter:
     """An adapter read from disk: its layout, config ({} without one), tensors (file key names), source hashes,
@@ -123,9 +131,7 @@ class Adapter:
 
     @property
     def peft_type(self) -> str:
-        if self.layout.config is None:
-            return diffusers_family.kind(self.tensors)
-        return detect_peft_type(self.config)
+        return adapter_kind(self.layout, self.config, self.tensors)
 
     @property
     def base_model(self) -> str | None:

@@ -18,6 +18,7 @@ from compeft.adapters import (
 from compeft.artifact import (
     Artifact,
     ArtifactInfo,
+    adapter_config_bytes,
     decode_deltas,
     scale_of,
     write_artifact,
@@ -25,11 +26,9 @@ from compeft.artifact import (
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.config import CompressionConfig
-from compeft.container import FILENAME
 from compeft.document import CarriedRecord, Document
 from compeft.dtypes import dtype_name
 from compeft.errors import ContainerError
-from compeft.hashing import sha256_file
 from compeft.sparsify import ternarize
 from compeft.taskvector import build_task_vector, carried_names, task_vector_from_blob
 from compeft.version import __version__
@@ -84,15 +83,8 @@ def decompress_adapter(artifact: Artifact, dst: Path, device: torch.device, *, o
     """Write the adapter directory an adapter artifact reconstructs to, in the layout it came from: a standard
     PEFT directory, or the diffusers/kohya LoRA file under its own name with its own metadata."""
     file_layout, metadata = source_layout(artifact)
-    config_bytes = None
-    if file_layout.config:
-        config_path = artifact.path.parent / file_layout.config
-        expected = artifact.document.source.get("files", {}).get(file_layout.config)
-        if not config_path.is_file():
-            raise ContainerError(f"{config_path}: missing beside {FILENAME}")
-        if expected and sha256_file(config_path) != expected:
-            raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
-        config_bytes = config_path.read_bytes()
+    config_bytes = adapter_config_bytes(artifact.path, artifact.document.source, name=file_layout.config) \
+        if file_layout.config else None
     deltas = decode_deltas(artifact.container, device, checked=(artifact.document, artifact.records))
     tensors = {n: t.cpu() for n, t in deltas.items()}  # views of one buffer that do not overlap: safetensors takes them
     tensors.update(artifact.container.carried)

@@ -21,7 +21,7 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
 
 def _registry_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="compeft registry", description="Query the compressed-artifact registry.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,serve}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,census,serve}", parser_class=Parser)
     listing = sub.add_parser("list", help="list artifacts (newest first)")
     listing.set_defaults(query_fields=add_config_arguments(listing, ArtifactQuery))
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -30,6 +30,10 @@ def _registry_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int, help="artifact id (from 'registry list')")
     show.add_argument("--json", action="store_true", help="print JSON")
     _database_arg(show)
+    census = sub.add_parser("census", help="what the registry records: adapters by family, layout, dtype and base "
+                            "model, bytes before and after, skip reasons of each source's latest run")
+    census.add_argument("--json", action="store_true", help="print JSON")
+    _database_arg(census)
     serve = sub.add_parser("serve", help="serve the read-only HTTP API (OpenAPI docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -112,6 +116,17 @@ def registry_main(argv: list[str]) -> int:
             print()
         else:
             _print_detail(data)
+        return 0
+    if args.command == "census":
+        from storage.census import registry_census
+
+        with open_registry(args.database_url) as registry:
+            census = registry_census(registry)
+        if args.json:
+            json.dump(census.to_dict(), sys.stdout, indent=2)
+            print()
+        else:
+            print(census.text())
         return 0
     return _serve(args)
 

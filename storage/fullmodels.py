@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from compeft.adapters import ADAPTER_CONFIG, MAX_CONFIG_BYTES
@@ -22,6 +23,7 @@ from storage.hashing import content_hash, file_hashes
 from storage.registry.records import AdapterRecord
 
 FULL = "FULL"
+FULL_LAYOUT = "full"  # AdapterRef.layout of a full fine-tune (its files: model_files)
 CONFIG = "config.json"
 CARD = "README.md"
 SIDE_FILES = frozenset({"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -96,7 +98,8 @@ def resolve_full_base(name: str, declared: str | None, base_for: Mapping[str, st
     return base or None
 
 
-def full_record(directory: str | Path, *, uri: str, repo: str, revision: str | None, base_model: str | None) -> AdapterRecord:
+def full_record(directory: str | Path, *, uri: str, repo: str, revision: str | None, base_model: str | None,
+                subfolder: str = "") -> AdapterRecord:
     """The registry record of a fetched full fine-tune: hashes of its files, type FULL, parameter count."""
     root = Path(directory)
     names = model_files(p.name for p in root.iterdir() if p.is_file())
@@ -106,11 +109,27 @@ def full_record(directory: str | Path, *, uri: str, repo: str, revision: str | N
         uri=uri, repo=repo, revision=revision, content_sha256=content_hash(hashes), file_hashes=hashes, peft_type=FULL,
         base_model=base_model, rank=None, target_modules=None,
         parameter_count=sum(safetensors_parameter_count(root / n) for n in weights),
-        bytes=sum((root / n).stat().st_size for n in names),
+        bytes=sum((root / n).stat().st_size for n in names), subfolder=subfolder, layout=FULL_LAYOUT,
     )
 
 
-def local_full_ref(directory: Path, source_uri: str, name: str):
+@dataclass(frozen=True)
+class FullFolder:
+    """A folder of a listing holding a full model (sources.common.survey): its path below the listing's root and
+    its model files as listed (names relative to the folder)."""
+
+    directory: str
+    files: tuple
+
+
+def full_folder(directory: str, files: Mapping) -> FullFolder | None:
+    """The folder's full model when its file names (name → RemoteFile) make one, else None."""
+    if not is_full_model(files):
+        return None
+    return FullFolder(directory, tuple(files[n] for n in model_files(files)))
+
+
+def local_full_ref(directory: Path, source_uri: str, name: str, subfolder: str = ""):
     """The AdapterRef of a local full fine-tune (revision: a hash of its files' names, sizes and mtimes, so that a
     re-crawl finds the registered content without reading the weights)."""
     import hashlib
@@ -123,4 +142,5 @@ def local_full_ref(directory: Path, source_uri: str, name: str):
     config = read_json(directory / CONFIG, str(directory))
     return AdapterRef(uri=str(directory), source_uri=source_uri, name=name, revision=f"files-{stamp}",
                       files=tuple(RemoteFile(name=n, size=s.st_size) for n, s in stats.items()), peft_type=FULL,
-                      base_model=declared_base(config, read_card(directory / CARD)), config=config)
+                      base_model=declared_base(config, read_card(directory / CARD)), config=config, subfolder=subfolder,
+                      layout=FULL_LAYOUT)
