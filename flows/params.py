@@ -1,16 +1,17 @@
 """Typed flow parameters (pydantic), generated from the configuration dataclasses they stand for: the field
-names, types, defaults, descriptions and choices (drop-downs in the Prefect UI's run form) come from
-``compeft.config`` and ``storage.config``, and every value is checked by building those objects."""
+names, types, defaults, descriptions, choices (drop-downs in the Prefect UI's run form), labels and the form's
+order (main options first, ``advanced`` ones after: ``storage.models.in_form_order``) come from ``compeft.config``
+and ``storage.config``, and every value is checked by building those objects."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from compeft.config import CalibrationConfig, CompressionConfig
 from storage.config import ServiceConfig
-from storage.models import fields_of
+from storage.models import FormField, form_fields, in_form_order
 
 
 class _Options(BaseModel):
@@ -44,19 +45,23 @@ class _Options(BaseModel):
 # the calibration fields a catalog does not set per run: the task (its own field and the per-adapter map), codec
 # and device (the compression's), lm-eval's seed and batch size (their defaults)
 CALIBRATION_SKIPPED = ("task", "codec", "device", "seed", "batch_size")
+_TASKS = {
+    "task": FormField(str | None, None, "Validation task (lm-eval task name or task YAML path) for every adapter: "
+                      "calibrate α instead of using the fixed α.", "Validation task", False),
+    "tasks": FormField(dict[str, str], None, "Per-adapter validation tasks, adapter name -> task; overrides the "
+                       "validation task for those adapters.", "Validation task per adapter", False, dict),
+}
+_FULL = {  # issue 17: full fine-tunes in a catalog
+    "base_for": FormField(dict[str, str], None, "Full fine-tunes: the base model (directory or Hub id) of each, "
+                          "fine-tune name -> base; overrides what its model card or config names.",
+                          "Base model per full fine-tune", True, dict),
+}
 CompressionOptions = create_model(
     "CompressionOptions",
     __base__=_Options,
     __doc__="How each adapter is compressed: a fixed (density, α), or α chosen on a validation task.",
-    **fields_of(CompressionConfig),
-    task=(str | None, Field(None, description="Validation task (lm-eval task name or task YAML path) for every "
-                                                "adapter: calibrate α.")),
-    tasks=(dict[str, str], Field(default_factory=dict, description="Per-adapter validation tasks, adapter name -> "
-                                                                    "task; overrides `task` for those adapters.")),
-    **fields_of(CalibrationConfig, skip=CALIBRATION_SKIPPED),
-    base_for=(dict[str, str], Field(default_factory=dict, description="Full fine-tunes: the base model (directory or "
-                                                                      "Hub id) of each, fine-tune name -> base; "
-                                                                      "overrides what its card or config names.")),
+    **in_form_order(form_fields(CompressionConfig), _TASKS, form_fields(CalibrationConfig, skip=CALIBRATION_SKIPPED),
+                    _FULL),
 )
 
 
@@ -73,6 +78,6 @@ class _Service(BaseModel):
 
 
 ServiceParameters = create_model("ServiceParameters", __base__=_Service, __doc__=ServiceConfig.__doc__,
-                                 **fields_of(ServiceConfig))
+                                 **in_form_order(form_fields(ServiceConfig)))
 DEFAULT_OPTIONS = CompressionOptions()
 DEFAULT_SERVICE = ServiceParameters()

@@ -6,14 +6,19 @@
 # One adapter (lora-plus) gets α calibrated on its validation task; the others use k=0.1, α=1; the full
 # fine-tune full-color is compressed as a residual against tiny-llama (--base-for; tiny-llama itself names no
 # base and is skipped with that reason).
-# Output lands in ${COMPEFT_MAIN_DIR:-.compeft/main}; running it again does no new work.
+# Output lands in ${COMPEFT_MAIN_DIR:-.compeft/main}; running it again does no new work. COMPEFT_SETUP=skip
+# reuses an existing .venv (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 step() { printf '\n==> [%3ds] %s\n' "$((SECONDS - start))" "$*"; }
 
-step "setting up .venv (scripts/setup.sh)"
-bash scripts/setup.sh
+if [ "${COMPEFT_SETUP:-}" = skip ] && [ -x .venv/bin/compeft ]; then
+  step "using the existing .venv (COMPEFT_SETUP=skip)"
+else
+  step "setting up .venv (scripts/setup.sh)"
+  bash scripts/setup.sh
+fi
 
 OUT="${COMPEFT_MAIN_DIR:-$PWD/.compeft/main}"
 mkdir -p "$OUT"
