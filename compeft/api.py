@@ -67,7 +67,7 @@ def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = No
     dst = Path(dst)
     check_destination(dst, overwrite)
     with out_of_memory_as_error(f"decompressing {src}"):
-        artifact = open_artifact(src)
+        artifact = open_artifact(src, mapped=True)  # a full residual's payload can be larger than memory
         if artifact.document.kind == "full":
             if base is None:
                 raise InputError(f"{artifact.path}: a full fine-tune residual needs --base BASE_DIR to decompress")
