@@ -58,14 +58,20 @@ def compress_adapter(src: Path, dst: Path, config: CompressionConfig, device: to
                           Path(src).resolve().name, overwrite=overwrite)
 
 
-def decompress_adapter(artifact: Artifact, dst: Path, device: torch.device, *, overwrite: bool = False) -> Path:
-    """Write the standard PEFT adapter directory an adapter artifact reconstructs to."""
-    config_path = artifact.path.parent / ADAPTER_CONFIG
-    expected = artifact.document.source.get("files", {}).get(ADAPTER_CONFIG)
+def checked_config(artifact_dir: Path, source) -> Path:
+    """The artifact's adapter_config.json, checked against the hash its document records (``source``)."""
+    config_path = artifact_dir / ADAPTER_CONFIG
+    expected = source.get("files", {}).get(ADAPTER_CONFIG)
     if not config_path.is_file():
         raise ContainerError(f"{config_path}: missing beside {FILENAME}")
     if expected and sha256_file(config_path) != expected:
         raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
+    return config_path
+
+
+def decompress_adapter(artifact: Artifact, dst: Path, device: torch.device, *, overwrite: bool = False) -> Path:
+    """Write the standard PEFT adapter directory an adapter artifact reconstructs to."""
+    config_path = checked_config(artifact.path.parent, artifact.document.source)
     deltas = decode_deltas(artifact.container, device, checked=(artifact.document, artifact.records))
     tensors = {n: t.cpu() for n, t in deltas.items()}  # views of one buffer that do not overlap: safetensors takes them
     tensors.update(artifact.container.carried)
