@@ -2,9 +2,10 @@
 so that the adapter θ_init + Σ w_i τ̂_i (Σ w_i A_i, Σ w_i B_i for LoRA) does well on a few examples of a new task.
 
 As LoraHub does, the weights are searched with nevergrad's NGOpt in [−bound, bound]ⁿ from w = 0, minimising
-−score + regularization·mean|w|; the score is the project's lm-eval evaluator on the first ``shots`` documents of
-the task's validation split. The base model is loaded once; each candidate is written into the attached adapter's
-tensors in place (one matrix-vector product over the experts' dense τ̂), so an evaluation costs one lm-eval run.
+−score + regularization·mean|w| (the best point evaluated is kept); the score is the project's lm-eval
+evaluator on the first ``shots`` documents of the task's validation split. The base model is loaded once; each
+candidate is written into the attached adapter's tensors in place (one matrix-vector product over the experts'
+dense τ̂), so an evaluation costs one lm-eval run.
 """
 
 from __future__ import annotations
@@ -162,10 +163,9 @@ def compose(artifacts: Sequence[str | Path | TernaryPlanes], dst: str | Path, co
                 parametrization = ng.p.Array(init=np.zeros(n), lower=-config.bound, upper=config.bound)
                 parametrization.random_state = np.random.RandomState(config.seed)
                 optimizer = ng.optimizers.NGOpt(parametrization=parametrization, budget=config.budget)
-                recommended = optimizer.minimize(objective)
-                weights = tuple(float(x) for x in recommended.value)
-                best = next((e for e in evaluations if e.weights == weights), None)
-                best_score = best.score if best is not None else score(weights)
+                optimizer.minimize(objective)
+                best = min(evaluations, key=lambda e: e.objective)  # the best point seen (NGOpt starts at w = 0)
+                weights, best_score = best.weights, best.score
                 base_score = next((e.score for e in evaluations if not any(e.weights)), None)
                 if base_score is None:
                     base_score = score((0.0,) * n)
