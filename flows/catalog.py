@@ -197,6 +197,7 @@ def compress_catalog(
                 result = [AdapterOutcome.from_fields(registry, o) for o in compress_adapters(batch, options, service, force)]
             outcomes += result
             advance(len(result))
+    outcomes = catalog.with_duplicate_marks(config.registry(), outcomes)
     counts = catalog.counts(outcomes)
     ui.outcome_table(outcomes, f"{source}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     tasks.finish_run(config, run_id, outcomes)

@@ -5,10 +5,11 @@ names, types, defaults, descriptions and choices (drop-downs in the Prefect UI's
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from compeft.config import CalibrationConfig, CompressionConfig
+from compeft.config import CalibrationConfig, ComposeConfig, CompressionConfig, MergeConfig
 from storage.config import ServiceConfig
 from storage.models import fields_of
 
@@ -73,3 +74,24 @@ ServiceParameters = create_model("ServiceParameters", __base__=_Service, __doc__
                                  **fields_of(ServiceConfig))
 DEFAULT_OPTIONS = CompressionOptions()
 DEFAULT_SERVICE = ServiceParameters()
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    CONFIG: ClassVar[type]
+
+    def config(self):
+        """The configuration object these parameters stand for."""
+        return self.CONFIG(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _checked(self):
+        self.config()
+        return self
+
+
+MergeOptions = create_model("MergeOptions", __base__=_Operation, __doc__=MergeConfig.__doc__, **fields_of(MergeConfig))
+MergeOptions.CONFIG = MergeConfig
+ComposeOptions = create_model("ComposeOptions", __base__=_Operation, __doc__=ComposeConfig.__doc__,
+                              **fields_of(ComposeConfig))
+ComposeOptions.CONFIG = ComposeConfig

@@ -17,6 +17,7 @@ from storage_testlib import adapter_record, artifact_record, free_port
 from storage.cli import db_main, registry_main
 from storage.errors import NotFoundError, RegistryError
 from storage.registry import CalibrationRecord, open_registry
+from storage.registry import db as regdb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_db_upgrade_cli_and_unmigrated_postgres(postgres_url, capsys):
     with pytest.raises(RegistryError, match="compeft db upgrade"):
         registry_main(["list", "--database-url", postgres_url])
     assert db_main(["upgrade", "--database-url", postgres_url]) == 0
-    assert "at migration 0001" in capsys.readouterr().out
+    assert f"at migration {regdb.head_revision()}" in capsys.readouterr().out
     assert registry_main(["list", "--database-url", postgres_url]) == 0
     assert "(0 of 0 artifacts)" in capsys.readouterr().out
 
