@@ -235,7 +235,8 @@ def write_compeft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: d
     if tern.kept == 0 or tern.sigma == 0:
         raise InputError(f"{dst}: the merged task vector keeps no entry at this density")
     if alpha is None:
-        mean_kept = float((tau.abs() * tern.signs.ne(0)).sum(dtype=torch.float64).item()) / tern.kept
+        kept_values = tau[tern.signs.ne(0)].abs().cpu().to(torch.float64)  # summed on the CPU: one order everywhere
+        mean_kept = float(kept_values.sum()) / tern.kept
         alpha = mean_kept / tern.sigma
     sigma, scale = scale_of(alpha, tern.sigma)
     codec = get_codec(codec_id)

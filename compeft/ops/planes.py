@@ -116,9 +116,14 @@ def planes_from_ternary(signs: torch.Tensor, *, scale: float, records: RecordCol
                         kind: str = "adapter", source: Mapping | None = None,
                         carried: Mapping[str, torch.Tensor] | None = None, directory: Path | None = None) -> TernaryPlanes:
     """Planes of an int8 ternary vector (on its device)."""
-    support = pack_words(signs != 0)
-    negative = pack_words(signs < 0)
-    kept = int(torch.count_nonzero(signs).item())
+    if signs.device.type == "cuda":
+        from compeft.ops.triton_popcount import pack_ternary, plane_count
+
+        support, negative = pack_ternary(signs)
+        kept = plane_count(support)
+    else:
+        support, negative = pack_words(signs != 0), pack_words(signs < 0)
+        kept = int(torch.count_nonzero(signs).item())
     return TernaryPlanes(support, negative, int(signs.numel()), float(scale), kept, records, label, kind,
                          dict(source or {}), dict(carried or {}), directory)
 

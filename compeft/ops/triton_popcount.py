@@ -54,6 +54,32 @@ def _count_kernel(ptr, out_ptr, words, BLOCK: tl.constexpr, HW: tl.constexpr):
     tl.atomic_add(out_ptr, tl.sum(_popcount(x, HW), axis=0))
 
 
+@triton.jit
+def _pack_kernel(t_ptr, s_ptr, n_ptr, d, WORDS: tl.constexpr):
+    """Support and negative words of WORDS·64 int8 ternary entries (bit j of a word = entry j of its 64)."""
+    word = tl.program_id(0).to(tl.int64) * WORDS + tl.arange(0, WORDS)
+    lane = tl.arange(0, 64)
+    idx = word[:, None] * 64 + lane[None, :]
+    t = tl.load(t_ptr + idx, mask=idx < d, other=0)
+    bit = tl.full((1, 64), 1, tl.int64) << lane[None, :].to(tl.int64)
+    tl.store(s_ptr + word, tl.sum(tl.where(t != 0, bit, 0), axis=1))
+    tl.store(n_ptr + word, tl.sum(tl.where(t < 0, bit, 0), axis=1))
+
+
+PACK_WORDS = 64
+
+
+def pack_ternary(signs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(support, negative) int64 words of an int8 ternary vector, in one pass (the planes' layout)."""
+    d = signs.numel()
+    words = (d + 63) // 64
+    padded = triton.cdiv(words, PACK_WORDS) * PACK_WORDS
+    support = torch.empty(padded, dtype=torch.int64, device=signs.device)
+    negative = torch.empty(padded, dtype=torch.int64, device=signs.device)
+    _pack_kernel[(padded // PACK_WORDS,)](signs.reshape(-1), support, negative, d, WORDS=PACK_WORDS, num_warps=4)
+    return support[:words], negative[:words]
+
+
 def candidate_counts(q_support: torch.Tensor, q_negative: torch.Tensor, c_support: torch.Tensor,
                      c_negative: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(common[n], disagree[n]) of the query against every candidate row, int64 on the planes' device (not

@@ -9,7 +9,7 @@ import torch
 
 from compeft.ops import popcount
 from compeft.ops.planes import pack_words
-from compeft.ops.triton_popcount import BLOCK, candidate_counts, plane_count
+from compeft.ops.triton_popcount import BLOCK, candidate_counts, pack_ternary, plane_count
 
 
 def main() -> None:
@@ -29,6 +29,10 @@ def main() -> None:
                      f"{ref_common.tolist()}/{ref_disagree.tolist()}")
         if plane_count(qs) != popcount.support_count(qs):
             sys.exit(f"d={d}: Triton plane count differs")
+        if d < 10**6:
+            ps, pn = pack_ternary(q)
+            if not (torch.equal(ps, qs) and torch.equal(pn, qn)):
+                sys.exit(f"d={d}: Triton packing differs from pack_words")
     print("ok")
 
 
