@@ -104,7 +104,7 @@ def pair_section(a_path: Path, b_path: Path, device: torch.device, repeats: int)
             open_planes(a_path, device, verify=False), open_planes(b_path, device, verify=False))), device, repeats)
     out["from_memory_ms"] = from_memory(a_path, b_path, device, repeats)
     out["dense_cosine_check"] = abs(cosine - dense) < 2e-2
-    return out
+    return {k: v * 1000 if k.endswith("_ms") else v for k, v in out.items()}
 
 
 def from_memory(a_path: Path, b_path: Path, device: torch.device, repeats: int) -> float:
@@ -258,12 +258,12 @@ def to_markdown(results: dict) -> str:
     if p:
         lines += [f"## Pair: d = {p['d']:,}, kept {p['kept'][0]:,} / {p['kept'][1]:,}, planes {p['plane_bytes'] / 1e6:.1f} MB "
                   "per artifact", "", "| what | ms |", "|---|---:|",
-                  f"| anchor: dense bf16 cosine (torch) | {p['dense_bf16_ms'] * 1000:.3f} |",
-                  f"| anchor: naive byte-LUT popcount over the planes | {p['lut_ms'] * 1000:.3f} |",
-                  f"| **planes resident: hardware popcount** | **{p['resident_ms'] * 1000:.3f}** |",
-                  f"| container bytes in memory → decode → planes → counts | {p['from_memory_ms'] * 1000:.3f} |",
-                  f"| from the files, checksums off | {p['files_unverified_ms'] * 1000:.3f} |",
-                  f"| from the files, every checksum (`compeft.ops.similarity`) | {p['files_verified_ms'] * 1000:.3f} |",
+                  f"| anchor: dense bf16 cosine (torch) | {p['dense_bf16_ms']:.3f} |",
+                  f"| anchor: naive byte-LUT popcount over the planes | {p['lut_ms']:.3f} |",
+                  f"| **planes resident: hardware popcount** | **{p['resident_ms']:.3f}** |",
+                  f"| container bytes in memory → decode → planes → counts | {p['from_memory_ms']:.3f} |",
+                  f"| from the files, checksums off | {p['files_unverified_ms']:.3f} |",
+                  f"| from the files, every checksum (`compeft.ops.similarity`) | {p['files_verified_ms']:.3f} |",
                   "", f"cosine {p['cosine']:.6f} (dense bf16 anchor {p['dense_cosine_bf16']:.6f})", ""]
     for t in results.get("top", []):
         lines += [f"Top-10 among {t['n']:,} resident ({t['bank_gb']:.1f} GB of planes): **{t['top10_ms']:.2f} ms**", ""]
