@@ -237,7 +237,7 @@ def write_compeft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: d
     if alpha is None:
         kept_values = tau[tern.signs.ne(0)].abs().cpu().to(torch.float64)  # summed on the CPU: one order everywhere
         mean_kept = float(kept_values.sum()) / tern.kept
-        alpha = mean_kept / tern.sigma
+        alpha = mean_kept / scale_of(1.0, tern.sigma)[0]  # over σ as stored (float32): identical on CPU and CUDA
     sigma, scale = scale_of(alpha, tern.sigma)
     codec = get_codec(codec_id)
     records = first.records.records()
