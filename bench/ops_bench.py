@@ -6,7 +6,8 @@ popcount over the packed planes).
     python -m bench.ops_bench --device cpu --cpu-threads 1
     python -m bench.ops_bench --tiny                   # the same code on small shapes (a smoke run)
 
-Writes ops.json and ops.md to --out. CPU figures run with --cpu-threads torch threads (numpy is single-threaded).
+Writes ops_DEVICE.json and ops_DEVICE.md to --out. CPU figures are CPU time with --cpu-threads torch threads (numpy
+is single-threaded); GPU figures are wall time.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, object]:
-    """Median wall seconds of fn() (device synchronized around each call), and its last result."""
+    """Median seconds of fn(), and its last result: wall time with the device synchronized around each call on a
+    GPU; on the CPU the process's CPU time (one thread: what one core spends, robust on a shared machine)."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     result = None
     for _ in range(warmup):
         result = fn()
     sync(device)
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         result = fn()
         sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return statistics.median(times), result
 
 
@@ -213,11 +216,11 @@ def search_section(n: int, d: int, density: float, queries: int, shortlist: int,
         exact = bank.cosines(planes[q].to(device)).cpu().numpy()
         exact[q] = -2
         truth = set(np.argsort(-exact, kind="stable")[:10].tolist())
-        t = time.perf_counter()
+        t = time.process_time()
         est = estimate(sketches[q], sketches)
         est[q] = -np.inf
         short = np.argpartition(-est, shortlist)[:shortlist]
-        stage_ms.append((time.perf_counter() - t) * 1000)
+        stage_ms.append((time.process_time() - t) * 1000)
         ranked = short[np.argsort(-exact[short], kind="stable")][:10]
         hits.append(len(truth & set(ranked.tolist())) / 10)
     return {"n": n, "d": d, "density": density, "queries": queries, "shortlist": shortlist,
