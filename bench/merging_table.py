@@ -2,8 +2,10 @@
 
 The task set is the example catalog's (a tiny Llama pre-trained on a synthetic language; four multiple-choice tasks:
 color, pair, plus, next). One LoRA expert per task with one layout (rank 8 on every linear layer): lora-color and
-lora-pair are the bundled ones, plus and next are trained here with the same recipe (cached under .cache/). Each
-expert is compressed with ComPEFT at k = 0.2, α calibrated on its own validation split.
+lora-pair are the bundled ones, plus and next are trained here with the same recipe (cached under .cache/); each is
+balanced (A·c, B/c per module: the same function) so that a global top-k keeps entries of both factors. Each expert
+is compressed with ComPEFT calibrated on its own validation split (k ∈ {0.1, 0.2, 0.3}, α grid, the smallest
+artifact within 0.02 of the best score), as the service calibrates.
 
 For each method and source (original dense LoRA τ, or the ComPEFT artifacts), λ is chosen on the mean validation
 accuracy over the four tasks, and the merged adapter is scored on each task's test split. TIES on the originals
@@ -28,12 +30,31 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("color", "pair", "plus", "next")
 RANK8 = {"plus": 23, "next": 24}  # seeds of the recipes trained here (the catalog's own seeds for those tasks)
 TRIM = 0.2
-DENSITY = 0.2
+DENSITIES = (0.1, 0.2, 0.3)
+TOLERANCE = 0.02  # the smallest artifact within 0.02 of the best validation score (as the service calibrates)
 ALPHAS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 
 
+def balanced(src: Path, dst: Path) -> Path:
+    """The adapter with each LoRA pair rescaled to A·c, B/c, c = √(‖B‖/‖A‖) (the same function; as the example
+    catalog's builder balances lora-plus): a global top-k then keeps entries of both factors."""
+    from compeft.adapters import ADAPTER_CONFIG, read_adapter, write_adapter
+
+    if (dst / "adapter_model.safetensors").is_file():
+        return dst
+    tensors = dict(read_adapter(src).tensors)
+    for name in [n for n in tensors if n.endswith("lora_A.weight")]:
+        b_name = name.replace("lora_A", "lora_B")
+        a, b = tensors[name], tensors[b_name]
+        if float(a.norm()) > 0 and float(b.norm()) > 0:
+            c = (b.float().norm() / a.float().norm()).sqrt()
+            tensors[name], tensors[b_name] = (a.float() * c).to(a.dtype), (b.float() / c).to(b.dtype)
+    write_adapter(dst, (src / ADAPTER_CONFIG).read_bytes(), tensors)
+    return dst
+
+
 def experts(cache: Path) -> dict[str, Path]:
-    """The four rank-8 all-linear LoRA experts (two bundled, two trained once into ``cache``)."""
+    """The four rank-8 all-linear LoRA experts (two bundled, two trained once into ``cache``), balanced."""
     from examples.catalog_builder import AdapterRecipe, example_catalog, train_adapter
 
     catalog = example_catalog()
@@ -44,7 +65,7 @@ def experts(cache: Path) -> dict[str, Path]:
         if not (dst / "adapter_model.safetensors").is_file():
             train_adapter(AdapterRecipe(f"lora-{task}-r8", "lora", task, 200, 3e-3, seed), catalog.base_dir, dst)
         out[task] = dst
-    return out
+    return {task: balanced(path, cache / f"balanced-{task}") for task, path in out.items()}
 
 
 def split_source(task_yaml: Path, split: str):
@@ -131,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     for task, path in originals.items():
         dst = args.cache / f"compeft-{task}"
         if not (dst / "compeft.safetensors").is_file():
-            calibrate(path, dst, task=str(catalog.task_yamls[task]), base=str(catalog.base_dir), densities=(DENSITY,),
-                      alphas=ALPHAS, search="grid", device="cpu")
+            calibrate(path, dst, task=str(catalog.task_yamls[task]), base=str(catalog.base_dir), densities=DENSITIES,
+                      alphas=ALPHAS, search="grid", tolerance=TOLERANCE, device="cpu")
         info = compeft.inspect(dst)
         compressed[task], calibration[task] = dst, {"density": info.density, "alpha": info.alpha}
     scorer = Scorer(catalog.base_dir, catalog.task_yamls)
-    results: dict = {"tasks": list(TASKS), "density": DENSITY, "trim": TRIM, "lams": lams, "calibration": calibration,
+    results: dict = {"tasks": list(TASKS), "densities": list(DENSITIES), "trim": TRIM, "lams": lams, "calibration": calibration,
                      "individual": {}, "merged": {}}
     for source, paths in (("original", originals), ("compeft", compressed)):
         per_task = {}

@@ -24,29 +24,14 @@ import numpy as np
 import torch
 
 from bench.run import machine_info
+from bench.run import timed as run_timed
 from bench.synth import SHAPES, lora_tensors, write_adapter_dir
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn, device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, object]:
-    """Median seconds of fn(), and its last result: wall time with the device synchronized around each call on a
-    GPU; on the CPU the process's CPU time (one thread: what one core spends, robust on a shared machine)."""
-    clock = time.perf_counter if device.type == "cuda" else time.process_time
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t = clock()
-        result = fn()
-        sync(device)
-        times.append(clock() - t)
-    return statistics.median(times), result
+    """bench.run.timed with wall time on a GPU and the process's CPU time on the CPU (one thread: what one core
+    spends, robust on a shared machine)."""
+    return run_timed(fn, device, repeats, warmup, clock=time.perf_counter if device.type == "cuda" else time.process_time)
 
 
 def make_pair(shape: str, density: float, root: Path, device: str) -> tuple[Path, Path]:

@@ -55,19 +55,16 @@ def build_parser() -> Parser:
     p.set_defaults(config_fields=add_config_arguments(p, SimilarityConfig))
     p.add_argument("--json", action="store_true", help='print {"pairs": [...]} as JSON')
 
-    p = sub.add_parser("merge", help="merge compressed artifacts (task arithmetic or TIES) into a PEFT adapter or an artifact")
-    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
-    p.add_argument("--out", required=True, metavar="DST", help="new output directory")
-    p.set_defaults(config_fields=add_config_arguments(p, MergeConfig))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    p = sub.add_parser("compose", help="compose an adapter for a task from compressed experts (LoraHub weights)")
-    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="expert artifact directories (one record layout)")
-    p.add_argument("--out", required=True, metavar="DST", help="new PEFT adapter directory")
-    p.set_defaults(config_fields=add_config_arguments(p, ComposeConfig))
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    for name, config, help_text in (
+        ("merge", MergeConfig, "merge compressed artifacts (task arithmetic or TIES) into a PEFT adapter or an artifact"),
+        ("compose", ComposeConfig, "compose an adapter for a task from compressed experts (LoraHub weights)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
+        p.add_argument("--out", required=True, metavar="DST", help="new output directory")
+        p.set_defaults(config_fields=add_config_arguments(p, config))
+        p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     for name, help_text in (
         ("calibrate", "choose α on a validation task with lm-eval"),
