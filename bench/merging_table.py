@@ -104,11 +104,12 @@ class Scorer:
 
 def dense_merge(adapters: list[Path], method: str, lam: float, dst: Path) -> Path:
     """Task arithmetic or TIES (trim top 20 %, elect, disjoint mean) of the original LoRA tensors."""
-    from compeft.adapters import ADAPTER_CONFIG, read_adapter, theta_init_of, write_adapter
+    from compeft.adapters import ADAPTER_CONFIG, read_adapter, write_adapter
 
     read = [read_adapter(a) for a in adapters]
-    names = sorted(n for n in read[0].tensors if theta_init_of(n) is not None)
-    taus = torch.stack([torch.cat([(r.tensors[n].float() - theta_init_of(n)).reshape(-1) for n in names]) for r in read])
+    thetas = read[0].theta_inits
+    names = sorted(thetas)
+    taus = torch.stack([torch.cat([(r.tensors[n].float() - thetas[n]).reshape(-1) for n in names]) for r in read])
     if method == "task_arithmetic":
         merged = lam * taus.sum(0)
     else:
@@ -122,7 +123,7 @@ def dense_merge(adapters: list[Path], method: str, lam: float, dst: Path) -> Pat
     tensors, offset = dict(read[0].tensors), 0
     for n in names:
         t = read[0].tensors[n]
-        tensors[n] = (merged[offset : offset + t.numel()].reshape(t.shape) + theta_init_of(n)).to(t.dtype)
+        tensors[n] = (merged[offset : offset + t.numel()].reshape(t.shape) + thetas[n]).to(t.dtype)
         offset += t.numel()
     write_adapter(dst, (read[0].path / ADAPTER_CONFIG).read_bytes(), tensors)
     return dst

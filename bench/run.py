@@ -111,9 +111,10 @@ def compress_breakdown(src: Path, dst_root: Path, density: float, device: torch.
     t_read, adapter = timed(lambda: read_adapter(src, pinned=gpu), cpu, repeats, warmup=0)
     out["read_s"] = t_read  # file (page cache) → (pinned) host memory, hashed
     if adapter.blob is not None:
-        t_tv, tv = timed(lambda: task_vector_from_blob(adapter.blob, adapter.tensors, device, weights), device, repeats)
+        t_tv, tv = timed(lambda: task_vector_from_blob(adapter.blob, adapter.tensors, adapter.theta_inits, device, weights), device,
+                         repeats)
     else:
-        t_tv, tv = timed(lambda: build_task_vector(adapter.tensors, device), device, repeats)
+        t_tv, tv = timed(lambda: build_task_vector(adapter.tensors, adapter.theta_inits, device), device, repeats)
     out["load_tau_s"] = t_tv  # host tensors → float32 τ on the device
     t_tern, tern = timed(lambda: ternarize(tv.tau, density), device, repeats)
     out["ternarize_s"] = t_tern  # σ (float64) + exact top-k threshold + int8 signs
@@ -259,10 +260,11 @@ def run_case(shape_name: str, density: float, device: torch.device, repeats: int
     row["load"] = compressed_load(artifact, device, repeats)
     row["load"]["dense_s"] = dense_load(src / "adapter_model.safetensors", device, repeats)
     row["load"]["paper_dense_ms"], row["load"]["paper_compeft_ms"] = PAPER_LOAD_MS.get(shape_name, (float("nan"), float("nan")))
+    from compeft.adapters import read_adapter
     from compeft.sparsify import ternarize
     from compeft.taskvector import build_task_vector
 
-    tv = build_task_vector(tensors, "cpu")
+    tv = build_task_vector(tensors, read_adapter(src).theta_inits, "cpu")
     first_layer = sum(r.numel for r in tv.records if ".layers.0." in r.name)
     tern = ternarize(tv.tau.to(device), density)
     row["size"] = size_figures(tern.signs[:first_layer], comp["payload_bytes"], comp["d"], comp["kept"], density)

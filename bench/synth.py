@@ -48,31 +48,32 @@ SHAPES = {
 }
 
 
-def lora_tensors(shape: Shape, *, seed: int = 0, device: str | torch.device = "cpu", dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
+def lora_tensors(shape: Shape, *, seed: int = 0, device: str | torch.device = "cpu", dtype=torch.bfloat16,
+                 rank: int = RANK) -> dict[str, torch.Tensor]:
     """LoRA A like a trained one (Kaiming-uniform init, bound 1/√in, plus Gaussian updates) and B small
     and heavy-tailed (Student-t, 3 degrees of freedom), so a global top-k keeps A and B unevenly."""
     g = torch.Generator(device=device).manual_seed(seed)
     out = {}
     for name, fan_in, fan_out in shape.modules():
         bound = fan_in**-0.5
-        a = torch.rand(RANK, fan_in, generator=g, device=device).mul_(2 * bound).sub_(bound)
-        a.add_(torch.randn(RANK, fan_in, generator=g, device=device).mul_(0.25 * bound))
+        a = torch.rand(rank, fan_in, generator=g, device=device).mul_(2 * bound).sub_(bound)
+        a.add_(torch.randn(rank, fan_in, generator=g, device=device).mul_(0.25 * bound))
         # Student-t(3) = N / sqrt(chi2_3 / 3); chi2_3 as a sum of three squared normals
-        z = torch.randn(fan_out, RANK, generator=g, device=device)
-        chi = torch.randn(3, fan_out, RANK, generator=g, device=device).square_().sum(0).div_(3).sqrt_()
+        z = torch.randn(fan_out, rank, generator=g, device=device)
+        chi = torch.randn(3, fan_out, rank, generator=g, device=device).square_().sum(0).div_(3).sqrt_()
         b = z.div_(chi).mul_(0.15 * bound)
         out[f"{name}.lora_A.weight"] = a.to(dtype)
         out[f"{name}.lora_B.weight"] = b.to(dtype)
     return out
 
 
-def write_adapter_dir(path: Path, tensors: dict[str, torch.Tensor], shape: Shape) -> Path:
+def write_adapter_dir(path: Path, tensors: dict[str, torch.Tensor], shape: Shape, rank: int = RANK) -> Path:
     """A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), written by compeft's own writer."""
     from compeft.adapters import write_adapter
 
     config = {
         "peft_type": "LORA",
-        "r": RANK,
+        "r": rank,
         "lora_alpha": 16,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "base_model_name_or_path": f"synthetic/llama-{shape.name}",

@@ -1,28 +1,31 @@
-"""Read and write PEFT adapter directories (safetensors only) and classify their tensors.
+"""Read and write adapter directories (safetensors only): their layouts (a peft directory, a diffusers LoRA
+file), pickle refusal, config parsing, and which saved tensors are deltas.
 
-Which tensors form the task vector and which are carried is the adapter families' rule (compeft/families):
-a key with a path component ``lora_A``/``lora_B``/``lora_embedding_A``/``lora_embedding_B`` is a
-delta from θ_init = 0, a key with a component ``ia3_l`` a delta from θ_init = 1; every other tensor
-(``modules_to_save`` heads, saved ``base_layer`` weights, DoRA magnitudes) is carried bit for bit.
+Which tensors form the task vector and from which θ_init, and which are carried bit for bit, is the adapter
+family's rule (compeft/families), chosen by the config's ``peft_type`` (the diffusers family for a diffusers
+file); ``read_adapter`` applies it once and the ``Adapter`` holds the result (``theta_inits``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from compeft.errors import AdapterFormatError
-from compeft.families import DELTA_COMPONENTS, FAMILIES
+from compeft.families import SUPPORTED_PEFT_TYPES, family_of, theta_inits
+from compeft.families import diffusers as diffusers_family
+from compeft.families.base import Family
 from compeft.hashing import sha256_file
 from compeft.safetensors_header import layout, parse_header, parse_json, read_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 # file suffixes that may hold pickled Python objects: never loaded, never downloaded
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 MAX_CONFIG_BYTES = 1 << 20
@@ -45,23 +48,22 @@ class Layout:
 
 
 PEFT_LAYOUT = Layout("peft", ADAPTER_WEIGHTS, ADAPTER_CONFIG)
-LAYOUTS: tuple[Layout, ...] = (PEFT_LAYOUT,)
-"""Every layout compeft reads, in order of preference (sources and read_adapter recognise adapters by these)."""
+DIFFUSERS_LAYOUT = Layout("diffusers", DIFFUSERS_WEIGHTS)
+LAYOUTS: tuple[Layout, ...] = (PEFT_LAYOUT, DIFFUSERS_LAYOUT)
+"""Every layout compeft reads, in order of preference (sources and read_adapter recognise adapters by these).
+A diffusers LoRA (PEFT-style or kohya/LyCORIS keys, no config) is ``pytorch_lora_weights.safetensors``; a single
+kohya file of another name is read when ``read_adapter`` is given the file itself (``single_file_layout``)."""
 
 
 def find_layout(names) -> Layout | None:
     """The first layout whose files are all among ``names`` (file names of one directory), or None."""
     present = set(names)
     return next((layout for layout in LAYOUTS if present.issuperset(layout.files)), None)
-SUPPORTED_PEFT_TYPES = tuple(FAMILIES)
 
 
-def theta_init_of(key: str) -> float | None:
-    """θ_init of a delta tensor, or None when the tensor is carried."""
-    for part in key.split("."):
-        if part in DELTA_COMPONENTS:
-            return DELTA_COMPONENTS[part]
-    return None
+def single_file_layout(name: str) -> Layout:
+    """The layout of a lone diffusers/kohya LoRA file named ``name`` (``*.safetensors``, no config)."""
+    return Layout(DIFFUSERS_LAYOUT.name, name)
 
 
 def refuse_pickles(directory: Path, wanted: str) -> None:
@@ -100,9 +102,18 @@ def detect_peft_type(config: Mapping) -> str:
     return peft_type or "UNKNOWN"
 
 
+def adapter_kind(layout: Layout, config: Mapping, tensor_names: Iterable[str]) -> str:
+    """The adapter kind the registry records: the config's peft type, or for a layout without a config (diffusers)
+    what its tensors' names say."""
+    if layout.config is None:
+        return diffusers_family.kind(tensor_names)
+    return detect_peft_type(config)
+
+
 @dataclass(frozen=True)
 class Adapter:
-    """A PEFT adapter read from disk: its config, its tensors (file key names) and source hashes."""
+    """An adapter read from disk: its layout, config ({} without one), tensors (file key names), source hashes,
+    and its family's classification: ``theta_inits`` maps every delta tensor to its θ_init (the rest are carried)."""
 
     path: Path
     config: dict
@@ -110,28 +121,55 @@ class Adapter:
     source_sha256: dict[str, str]
     weights_bytes: int
     blob: torch.Tensor | None = field(default=None, repr=False)  # pinned reads: the data section the tensors view
+    layout: Layout = PEFT_LAYOUT
+    theta_inits: dict[str, float] = field(default_factory=dict, repr=False)
+    weights_metadata: dict[str, str] | None = None  # the weights file's safetensors metadata (diffusers keeps its config there)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.layout.weights
 
     @property
     def peft_type(self) -> str:
-        return detect_peft_type(self.config)
+        return adapter_kind(self.layout, self.config, self.tensors)
 
     @property
     def base_model(self) -> str | None:
         return self.config.get("base_model_name_or_path") or None
 
 
-def find_adapter_files(path: Path) -> tuple[Path, Path]:
-    """The config and weights files of an adapter directory, or a one-line error."""
+def find_adapter_files(path: Path) -> tuple[Layout, Path]:
+    """The layout of an adapter directory (or of a lone ``*.safetensors`` LoRA file) and the directory holding
+    its files, or a one-line error."""
     path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return single_file_layout(path.name), path.parent
     if not path.is_dir():
         raise AdapterFormatError(f"{path}: not a directory")
-    config, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        refuse_pickles(path, ADAPTER_WEIGHTS)
-        raise AdapterFormatError(f"{path}: no {ADAPTER_WEIGHTS} (not a PEFT adapter directory)")
-    if not config.is_file():
-        raise AdapterFormatError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
-    return config, weights
+    if (path / ADAPTER_WEIGHTS).is_file():
+        if not (path / ADAPTER_CONFIG).is_file():
+            raise AdapterFormatError(f"{path}: no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
+        return PEFT_LAYOUT, path
+    if (path / DIFFUSERS_WEIGHTS).is_file():
+        return DIFFUSERS_LAYOUT, path
+    refuse_pickles(path, ADAPTER_WEIGHTS)
+    raise AdapterFormatError(f"{path}: no {ADAPTER_WEIGHTS} (not a PEFT adapter directory) and no {DIFFUSERS_WEIGHTS}")
+
+
+def family_for(file_layout: Layout, config: Mapping, where) -> Family:
+    """The family that classifies an adapter's tensors (by ``peft_type``; the diffusers family for a diffusers
+    file), or a one-line error naming the type and why it is refused."""
+    if file_layout.config is None:
+        return diffusers_family.FAMILY
+    family = family_of(config)
+    if family is None:
+        raise AdapterFormatError(
+            f"{where}: peft_type {config.get('peft_type')!r} is not a peft 0.21 adapter type "
+            f"(supported: {', '.join(SUPPORTED_PEFT_TYPES)})"
+        )
+    if (why := family.why_refused(config)) is not None:
+        raise AdapterFormatError(f"{where}: peft_type {family.name} is not supported: {why}")
+    return family
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -167,41 +205,52 @@ def read_safetensors_pinned(path: Path) -> tuple[torch.Tensor, dict[str, torch.T
 
 
 def read_adapter(path: str | Path, *, pinned: bool = False) -> Adapter:
-    """Read a PEFT adapter directory and check that its delta tensors can be compressed.
+    """Read an adapter (a peft or diffusers directory, or a lone LoRA ``*.safetensors`` file), classify its
+    tensors by its family and check that its delta tensors can be compressed.
 
     ``pinned`` reads the weights once into page-locked memory for a fast copy to the GPU; the delta
     tensors' finiteness is then left to the device (``taskvector.task_vector_from_blob``)."""
-    config_path, weights_path = find_adapter_files(Path(path))
-    config = read_config(config_path)
-    peft_type = str(config.get("peft_type", "")).upper()
-    if peft_type not in SUPPORTED_PEFT_TYPES:
-        raise AdapterFormatError(
-            f"{config_path}: peft_type {config.get('peft_type')!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_PEFT_TYPES)}, DoRA as LORA with use_dora)"
-        )
+    file_layout, root = find_adapter_files(Path(path))
+    weights_path = root / file_layout.weights
+    config_path = root / file_layout.config if file_layout.config else None
+    config = read_config(config_path) if config_path else {}
+    family = family_for(file_layout, config, config_path or weights_path)
     if pinned:
         blob, tensors, weights_sha = read_safetensors_pinned(weights_path)
-        check_delta_tensors(tensors, weights_path, finite=False)
     else:
         blob, tensors = None, load_safetensors(weights_path)
-        check_delta_tensors(tensors, weights_path)
         weights_sha = sha256_file(weights_path)
+    thetas = theta_inits(family.rule(config), tensors)
+    check_delta_tensors(tensors, thetas, weights_path, family.name, finite=not pinned)
+    hashes = {file_layout.config: sha256_file(config_path)} if config_path else {}
     return Adapter(
-        path=Path(path),
+        path=root,
         config=config,
         tensors=tensors,
-        source_sha256={ADAPTER_CONFIG: sha256_file(config_path), ADAPTER_WEIGHTS: weights_sha},
+        source_sha256={**hashes, file_layout.weights: weights_sha},
         weights_bytes=weights_path.stat().st_size,
         blob=blob,
+        layout=file_layout,
+        theta_inits=thetas,
+        weights_metadata=None if config_path else read_metadata(weights_path),
     )
 
 
-def check_delta_tensors(tensors: Mapping[str, torch.Tensor], source: Path, *, finite: bool = True) -> None:
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` map of a safetensors file ({} without one)."""
+    header, _, _ = read_header(path, AdapterFormatError)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise AdapterFormatError(f"{path}: __metadata__ must map strings to strings")
+    return dict(meta)
+
+
+def check_delta_tensors(tensors: Mapping[str, torch.Tensor], thetas: Mapping[str, float], source: Path, family: str, *,
+                        finite: bool = True) -> None:
     """Every delta tensor must be fp32/fp16/bf16 and (unless ``finite`` is off) finite; there must be at least one."""
-    deltas = [k for k in tensors if theta_init_of(k) is not None]
-    if not deltas:
-        raise AdapterFormatError(f"{source}: no LoRA or (IA)3 delta tensors found")
-    for key in deltas:
+    if not thetas:
+        raise AdapterFormatError(f"{source}: no {family} delta tensors found")
+    for key in thetas:
         t = tensors[key]
         if t.dtype not in DELTA_DTYPES:
             raise AdapterFormatError(f"{source}: tensor {key} has dtype {t.dtype}; expected fp32, fp16 or bf16")
@@ -213,10 +262,14 @@ def non_finite_error(source: Path, key: str) -> AdapterFormatError:
     return AdapterFormatError(f"{source}: tensor {key} contains NaN or Inf")
 
 
-def write_adapter(path: Path, config_bytes: bytes, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write a standard PEFT adapter directory (config copied byte for byte)."""
+def write_adapter(path: Path, config_bytes: bytes | None, tensors: Mapping[str, torch.Tensor], *,
+                  layout: Layout = PEFT_LAYOUT, metadata: Mapping[str, str] | None = None) -> None:
+    """Write an adapter directory of ``layout``: its config copied byte for byte (where the layout has one) and its
+    weights file, with ``metadata`` as the safetensors metadata (peft's {"format": "pt"} when None)."""
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    (path / ADAPTER_CONFIG).write_bytes(config_bytes)
-    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    if layout.config:
+        (path / layout.config).write_bytes(config_bytes)
+    meta = {"format": "pt"} if metadata is None else dict(metadata)
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path / layout.weights), metadata=meta)

@@ -16,7 +16,8 @@ from compeft.errors import InputError, OptionError
 
 def compress(src: str | Path, dst: str | Path, config: CompressionConfig | None = None, *, base: str | Path | None = None,
              overwrite: bool = False, progress: bool = False, **options) -> ArtifactInfo:
-    """Compress a PEFT adapter directory (or, with ``base``, a full fine-tune) into an artifact directory.
+    """Compress an adapter (a peft or diffusers directory, or a lone LoRA ``*.safetensors`` file; with ``base``, a
+    full fine-tune) into an artifact directory.
 
     ``options`` are CompressionConfig fields (density, alpha, codec, device) when no ``config`` is given."""
     if config is not None and options:
@@ -54,7 +55,7 @@ def inspect(path: str | Path) -> ArtifactInfo:
 
 def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = None, device: str | torch.device = "auto",
                overwrite: bool = False, progress: bool = False) -> Path:
-    """Write a standard PEFT adapter directory (or, with ``base``, a full model directory) from an artifact."""
+    """Write the adapter directory an artifact came from, in its layout (or, with ``base``, a full model directory)."""
     device = resolve_device(device)
     dst = Path(dst)
     check_destination(dst, overwrite)

@@ -9,6 +9,7 @@ per tensor with the base tensor as θ_init (full fine-tune residuals), and as it
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import shutil
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compeft.adapters import ADAPTER_CONFIG
 from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.codecs.base import ternary_values
@@ -141,6 +143,22 @@ def write_artifact(dst: Path, document: Document, payload: torch.Tensor, carried
         info = describe(open_artifact(tmp / FILENAME))
         (tmp / CARD).write_text(render_model_card(info, name), encoding="utf-8")
     return ArtifactInfo(**{**info.to_dict(), "path": str(dst)})
+
+
+def adapter_config_bytes(container_file: Path, source: Mapping, *, name: str = ADAPTER_CONFIG,
+                         required: bool = True) -> bytes | None:
+    """The adapter's config file (``adapter_config.json``) beside an artifact's container, checked against the
+    hash its document records (None when it is absent and not ``required``)."""
+    config_path = Path(container_file).parent / name
+    if not config_path.is_file():
+        if not required:
+            return None
+        raise ContainerError(f"{config_path}: missing beside {FILENAME}")
+    data = config_path.read_bytes()
+    expected = source.get("files", {}).get(name)
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise ContainerError(f"{config_path}: checksum mismatch with the source hash recorded in {FILENAME}")
+    return data
 
 
 def float32(x: float) -> float:

@@ -32,7 +32,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
 
     p = sub.add_parser("compress", help="compress an adapter (or, with --base, a full fine-tune)")
-    p.add_argument("src", help="PEFT adapter directory (or fine-tuned model directory with --base)")
+    p.add_argument("src", help="adapter directory (peft, or diffusers pytorch_lora_weights.safetensors), a lone LoRA .safetensors file, "
+                               "or, with --base, a fine-tuned model directory")
     p.add_argument("dst", help="new artifact directory")
     p.set_defaults(config_fields=add_config_arguments(p, CompressionConfig))
     p.add_argument("--base", default=None, metavar="BASE_DIR", help="base model directory: compress a full fine-tune residual")

@@ -56,6 +56,15 @@ class DeviceError(InputError):
     """The requested device is not available (e.g. --device cuda without CUDA)."""
 
 
+class AdapterMismatchError(InputError):
+    """An artifact does not fit the live adapter it would replace (another family, target modules, ranks or
+    options); nothing was written."""
+
+
+class PoolError(InputError):
+    """An adapter pool cannot do what was asked (unknown or active name, host memory budget too small)."""
+
+
 class CalibrationError(CompeftError):
     """Calibration cannot run or produced no usable point."""
 

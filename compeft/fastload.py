@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from compeft.artifact import ViewPlan, decode_deltas, single_kind
+from compeft.artifact import ViewPlan, adapter_config_bytes, decode_deltas, single_kind
 from compeft.codecs import get_codec
 from compeft.codecs.staging import StagedPayload
 from compeft.container import (
@@ -90,12 +90,15 @@ class ResidentArtifact:
     whenever it is swapped onto a GPU. The container, document, codec plan (the golomb chunk table and,
     per device, its Triton plan) and view layout are parsed and checked here, once; each load() copies the
     payload, decodes it on the device with every payload check, and returns fresh tensors equal to
-    load_bytes'. ``data`` must not change after.
+    load_bytes'. ``data`` must not change after. ``adapter_config`` is the adapter's adapter_config.json
+    (what serving needs besides the tensors: ranks, alphas, options); ``open`` reads it from the directory.
     """
 
-    def __init__(self, data: torch.Tensor, *, verify: bool = True, label: str = "<memory>") -> None:
+    def __init__(self, data: torch.Tensor, *, verify: bool = True, label: str = "<memory>",
+                 adapter_config: bytes | None = None) -> None:
         self.container = parse_container(data, Path(label), verify=verify)
         _refuse_full(self.container)
+        self.adapter_config = adapter_config
         self.checked = check(self.container)
         document, columns = self.checked
         self.view_plan = ViewPlan(columns)
@@ -106,9 +109,17 @@ class ResidentArtifact:
 
     @classmethod
     def open(cls, path: str | Path, *, verify: bool = True) -> ResidentArtifact:
-        """Read an artifact into page-locked memory (when CUDA is present) and check it."""
+        """Read an artifact into page-locked memory (when CUDA is present) and check it, with the
+        adapter_config.json beside it when there is one (checked against the hash the document records)."""
         path = container_path(path)
-        return cls(read_bytes(path, pin=torch.cuda.is_available()), verify=verify, label=str(path))
+        resident = cls(read_bytes(path, pin=torch.cuda.is_available()), verify=verify, label=str(path))
+        resident.adapter_config = adapter_config_bytes(path, resident.checked[0].source, required=False)
+        return resident
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory held: the container image and the adapter config."""
+        return self.container.file_bytes + len(self.adapter_config or b"")
 
     def load(self, device: str | torch.device = "cpu", *, pause_gc: bool = False) -> dict[str, torch.Tensor]:
         """The reconstructed state dict on ``device`` (what load_bytes returns for these bytes)."""

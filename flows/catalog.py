@@ -31,7 +31,7 @@ from flows.params import (
     ServiceParameters,
 )
 from flows.secrets import load_secrets
-from storage import catalog
+from storage import catalog, census
 from storage.catalog import AdapterOutcome
 from storage.config import ServiceConfig
 from storage.values import AdapterRef
@@ -145,7 +145,7 @@ def compress_catalog(
 
     Args:
         source: Where the adapters live: a local directory tree, s3://BUCKET/PREFIX, or a Hub address
-            (hf://AUTHOR, hf://AUTHOR/REPO@REV, hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N).
+            (hf://AUTHOR, hf://AUTHOR/REPO@REV[/SUB/DIR], hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N).
         options: How to compress: a fixed density and α, or α calibrated on a validation task.
         service: Registry database, artifact store and publish destination.
         force: Compress again even when the registry already holds this (content, options) pair.
@@ -199,6 +199,7 @@ def compress_catalog(
             advance(len(result))
     outcomes = catalog.with_duplicate_marks(config.registry(), outcomes)
     counts = catalog.counts(outcomes)
+    ui.census_markdown(census.run_census(refs, skipped, outcomes, config.registry()), source)
     ui.outcome_table(outcomes, f"{source}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     tasks.finish_run(config, run_id, outcomes)
     logger.info("catalog %s: %s", source, ", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from compeft.cliargs import Parser, UsageError, add_config_arguments, config_from_args
@@ -28,11 +29,12 @@ class CatalogFailures(CompeftError):
 def build_parser() -> Parser:
     p = Parser(prog="compeft catalog", description="Compress every adapter of a catalog (local tree, s3:// prefix "
                "or hf:// query), register, store and publish the artifacts, and print the registry table.")
-    p.add_argument("source", help="local directory tree, s3://BUCKET/PREFIX, hf://AUTHOR, hf://AUTHOR/REPO[@REV] "
+    p.add_argument("source", help="local directory tree, s3://BUCKET/PREFIX, hf://AUTHOR, hf://AUTHOR/REPO[@REV][/SUB/DIR] "
                    "or hf://?search=...&author=...&filter=...&base_model=...&limit=N")
     compression = add_config_arguments(p, CompressionConfig, defaults={"alpha": None})
     p.add_argument("--task", action="append", default=[], metavar="[ADAPTER=]TASK",
-                   help="calibrate α on this lm-eval task (name or YAML path); ADAPTER=TASK for one adapter "
+                   help="calibrate α on this lm-eval task (name or YAML path); ADAPTER=TASK for one adapter (REPO or "
+                        "REPO/SUBFOLDER, as the run names it) "
                         "(repeatable)")
     calibration = add_config_arguments(p, CalibrationConfig, skip=CALIBRATION_SKIPPED)
     service = add_config_arguments(p, ServiceConfig, skip=("database_url",))
@@ -43,6 +45,8 @@ def build_parser() -> Parser:
     p.add_argument("--dispatch", choices=("inline", "deployment"), default="inline",
                    help="inline (default): here, one batch after another; deployment: submit batches to the "
                         "gpu work pool of the server in PREFECT_API_URL")
+    p.add_argument("--dry-run", action="store_true", help="only list what the source holds and print its census "
+                   "(reads listings and small configs, never weights; compresses and records nothing)")
     p.add_argument("--json", action="store_true", help="print the run's outcomes as JSON")
     p.add_argument("--verbose", action="store_true", help="also log every task run")
     p.set_defaults(compression_fields=compression, calibration_fields=calibration, service_fields=service)
@@ -59,7 +63,8 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
     task: str | None = None
     for entry in args.task:
         name, sep, value = entry.partition("=")
-        if sep and name and "/" not in name and not name.endswith((".yaml", ".yml")):
+        # ADAPTER=TASK (ADAPTER as runs name it: REPO or REPO/SUBFOLDER), unless the whole entry is a task path
+        if sep and name and not name.endswith((".yaml", ".yml")) and not Path(entry).exists():
             tasks[name] = value
         elif task is None:
             task = entry
@@ -113,12 +118,41 @@ def format_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def dry_run(source: str, service: ServiceConfig, as_json: bool) -> int:
+    """``compeft catalog SOURCE --dry-run``: the adapters a source holds, its skips and its census; no Prefect,
+    no registry, no weights."""
+    from storage.catalog import crawl
+    from storage.census import item_of_ref, source_census
+
+    refs, skipped = crawl(service.source(source))
+    census = source_census(refs, skipped)
+    if as_json:
+        print(json.dumps({"source": source, "adapters": [{"uri": r.uri, "name": r.name, "subfolder": r.subfolder,
+                                                          **vars(item_of_ref(r))} for r in refs],
+                          "skipped": [{"uri": s.uri, "reason": s.reason} for s in skipped],
+                          "census": census.to_dict()}, indent=2))
+        return 0
+    rows = [("adapter", "family", "layout", "dtype", "base model", "bytes", "uri")]
+    for ref in refs:
+        item = item_of_ref(ref)
+        rows.append((ref.name, item.family, item.layout, item.dtype, item.base_model, f"{item.bytes_before:,}", ref.uri))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows))
+    for s in skipped:
+        print(f"skipped {s.uri}: {s.reason}")
+    print()
+    print(census.text())
+    return 0
+
+
 def catalog_main(argv: list[str]) -> int:
     """Entry point of ``compeft catalog`` (argv without the word 'catalog')."""
     args = build_parser().parse_args(argv)
     if not args.verbose:  # lm-eval's per-evaluation progress bars; tqdm reads this when first imported
         os.environ.setdefault("TQDM_DISABLE", "1")
     params = build_params(args)
+    if args.dry_run:
+        return dry_run(args.source, params["service"].config(), args.json)
     from flows.settings import configure_prefect_env
 
     configure_prefect_env()

@@ -23,11 +23,7 @@ step = task(cache_policy=NO_CACHE)
 @step
 def crawl_source(source: str, service: ServiceConfig) -> tuple[list[AdapterRef], list[Skipped]]:
     """List the adapters under a source (no weights downloaded) and the skipped candidates."""
-    found: list[AdapterRef] = []
-    skipped: list[Skipped] = []
-    for entry in service.source(source).iter_adapters():
-        (skipped if isinstance(entry, Skipped) else found).append(entry)
-    return found, skipped
+    return catalog.crawl(service.source(source))
 
 
 @step

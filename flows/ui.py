@@ -17,9 +17,11 @@ from prefect.artifacts import (
 )
 
 from storage.catalog import AdapterOutcome
+from storage.census import Census
 from storage.registry import CalibrationRow
 
 TABLE_KEY = "compeft-outcomes"
+CENSUS_KEY = "compeft-census"
 MAX_INLINE_PNG = 400_000
 
 
@@ -78,3 +80,9 @@ def calibration_markdown(name: str, calibration: CalibrationRow, plot: Path | No
         lines.append(f"| {point['density']:g} | {point['alpha']:g} | {_num(point.get('score'), '.4f')} |")
     key = "compeft-calibration-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
     return create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"calibration of {name}")
+
+
+def census_markdown(census: Census, source: str) -> UUID:
+    """The run's census (what the source holds: families, layouts, dtypes, base models, bytes, skip reasons)."""
+    return create_markdown_artifact(markdown=census.markdown(f"Census of {source}"), key=CENSUS_KEY,
+                                    description=f"census of {source}")

@@ -1,40 +1,64 @@
-"""Facts about an adapter directory for the registry: hashes, PEFT type, rank, targets, parameter count.
+"""Facts about an adapter directory for the registry: hashes, layout, PEFT type, rank, targets, dtype, parameter
+count.
 
-Reads only ``adapter_config.json`` and the safetensors header (no tensor data).
+Reads only the layout's config (when it has one) and the safetensors header (no tensor data).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from compeft.adapters import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILES,
-    ADAPTER_WEIGHTS,
-    detect_peft_type,
-    parse_config,
-)
+from compeft.adapters import Layout, adapter_kind, find_layout, parse_config
 from compeft.safetensors_header import METADATA, read_header
 from storage.errors import SourceError
 from storage.hashing import content_hash, file_hashes
 from storage.registry.records import AdapterRecord
 
 
-def safetensors_parameter_count(path: Path) -> int:
-    """Number of parameters in a safetensors file, from its header only."""
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What a safetensors header tells: tensor names, parameter count, and the dtype label (the tensors' dtypes
+    as safetensors names them, sorted and joined with '+': ``F32``, ``BF16+F32``)."""
+
+    names: tuple[str, ...]
+    parameters: int
+    dtype: str
+
+
+def header_facts(path: Path) -> HeaderFacts:
+    """The facts of a safetensors file, from its header only."""
     header, _, _ = read_header(path, SourceError)
     try:
-        return sum(math.prod(int(d) for d in entry["shape"]) for name, entry in header.items() if name != METADATA)
-    except (KeyError, TypeError, ValueError) as err:
-        raise SourceError(f"{path}: safetensors header has a malformed shape") from err
+        entries = {name: entry for name, entry in header.items() if name != METADATA}
+        count = sum(math.prod(int(d) for d in entry["shape"]) for entry in entries.values())
+        dtypes = sorted({str(entry["dtype"]) for entry in entries.values()})
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise SourceError(f"{path}: safetensors header has a malformed shape or dtype") from err
+    return HeaderFacts(tuple(entries), count, "+".join(dtypes) or "none")
 
 
-def adapter_record(directory: str | Path, *, uri: str, repo: str, revision: str | None) -> AdapterRecord:
-    """Build the registry record of a fetched adapter directory."""
+def safetensors_parameter_count(path: Path) -> int:
+    """Number of parameters in a safetensors file, from its header only."""
+    return header_facts(path).parameters
+
+
+def directory_layout(root: Path) -> Layout:
+    """The layout of a fetched adapter directory, or a SourceError naming it."""
+    layout = find_layout(p.name for p in root.iterdir() if p.is_file())
+    if layout is None:
+        raise SourceError(f"{root}: holds no adapter files of a known layout")
+    return layout
+
+
+def adapter_record(directory: str | Path, *, uri: str, repo: str, revision: str | None,
+                   subfolder: str = "") -> AdapterRecord:
+    """Build the registry record of a fetched adapter directory (``subfolder``: its folder inside its repo)."""
     root = Path(directory)
-    hashes = file_hashes(root, list(ADAPTER_FILES))
-    config = parse_config((root / ADAPTER_CONFIG).read_bytes(), root / ADAPTER_CONFIG)
+    layout = directory_layout(root)
+    hashes = file_hashes(root, list(layout.files))
+    config = parse_config((root / layout.config).read_bytes(), root / layout.config) if layout.config else {}
     targets = config.get("target_modules")
     if isinstance(targets, str):
         targets = (targets,)
@@ -43,16 +67,20 @@ def adapter_record(directory: str | Path, *, uri: str, repo: str, revision: str 
     else:
         targets = None
     rank = config.get("r")
+    facts = header_facts(root / layout.weights)
     return AdapterRecord(
         uri=uri,
         repo=repo,
         revision=revision,
         content_sha256=content_hash(hashes),
         file_hashes=hashes,
-        peft_type=detect_peft_type(config),
+        peft_type=adapter_kind(layout, config, facts.names),
         base_model=config.get("base_model_name_or_path") or None,
         rank=rank if isinstance(rank, int) else None,
         target_modules=targets,
-        parameter_count=safetensors_parameter_count(root / ADAPTER_WEIGHTS),
-        bytes=sum((root / name).stat().st_size for name in ADAPTER_FILES),
+        parameter_count=facts.parameters,
+        bytes=sum((root / name).stat().st_size for name in layout.files),
+        subfolder=subfolder,
+        layout=layout.name,
+        dtype=facts.dtype,
     )

@@ -2,9 +2,14 @@
 
 - a local path (``/data/adapters``, ``./out``, ``file:///data``);
 - ``s3://BUCKET/PREFIX`` (endpoint: explicit, else ``AWS_ENDPOINT_URL``, else AWS);
-- ``hf://AUTHOR`` (every adapter repo of a user/org), ``hf://AUTHOR/REPO[@REVISION]`` (one repo),
-  ``hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N`` (a query)
+- ``hf://AUTHOR`` (every adapter repo of a user/org), ``hf://AUTHOR/REPO[@REVISION][/SUB/DIR]`` (one repo, or
+  the part of it below a folder), ``hf://?search=TEXT&author=A&filter=TAG&base_model=ID&limit=N`` (a query)
   (endpoint: explicit, else ``HF_ENDPOINT``, else https://huggingface.co).
+
+A revision is one path segment: a branch or tag with a ``/`` in its name is written percent-encoded
+(``hf://acme/x@refs%2Fpr%2F1/sub``), as the Hub's own API spells it. Adapters below the root of a repo, bucket
+prefix or directory are addressed the same way as whole ones: ``hf://ORG/REPO@SHA/SUB/DIR``,
+``s3://BUCKET/PREFIX/SUB/DIR``, ``/path/to/tree/SUB/DIR``.
 
 Addresses never carry credentials; tokens and keys come from the environment.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from storage.errors import AddressError, ValidationError
 from storage.validation import (
@@ -23,6 +28,7 @@ from storage.validation import (
     validate_namespace,
     validate_repo_id,
     validate_revision,
+    validate_subfolder,
 )
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -64,11 +70,13 @@ class HubAuthorAddress:
 
 @dataclass(frozen=True)
 class HubRepoAddress:
-    """One Hub model repo, optionally at a revision (branch, tag or commit sha)."""
+    """One Hub model repo, optionally at a revision (branch, tag or commit sha) and below a folder
+    (``subfolder``, '' for the whole repo)."""
 
     repo_id: str
     revision: str | None = None
     endpoint: str = DEFAULT_HF_ENDPOINT
+    subfolder: str = ""
 
     @property
     def name(self) -> str:
@@ -76,7 +84,15 @@ class HubRepoAddress:
         return self.repo_id.split("/", 1)[1]
 
     def __str__(self) -> str:
-        return f"hf://{self.repo_id}@{self.revision}" if self.revision else f"hf://{self.repo_id}"
+        return hub_uri(self.repo_id, self.revision, self.subfolder)
+
+
+def hub_uri(repo_id: str, revision: str | None = None, subfolder: str = "") -> str:
+    """``hf://REPO[@REVISION][/SUBFOLDER]``, the revision percent-encoded when it holds a ``/``."""
+    text = f"hf://{repo_id}"
+    if revision:
+        text += "@" + quote(revision, safe="")
+    return f"{text}/{subfolder}" if subfolder else text
 
 
 @dataclass(frozen=True)
@@ -160,17 +176,29 @@ def _parse_hub(text: str, endpoint: str) -> HubAddress:
     if "@" in path.split("/")[0] and "/" in path or ":" in path:
         raise AddressError(f"invalid address {text!r}: credentials do not belong in hf:// addresses")
     path = path.strip("/")
-    repo, at, revision = path.partition("@")
+    repo, at, rest = path.partition("@")
     if not repo:
-        raise AddressError(f"invalid address {text!r}: expected hf://AUTHOR or hf://AUTHOR/REPO[@REVISION]")
+        raise AddressError(f"invalid address {text!r}: expected hf://AUTHOR or hf://AUTHOR/REPO[@REVISION][/SUB/DIR]")
+    if at:
+        revision, _, subfolder = rest.partition("/")
+        if repo.count("/") > 1:
+            raise AddressError(f"invalid address {text!r}: the revision goes right after the repo "
+                               "(hf://AUTHOR/REPO@REVISION/SUB/DIR)")
+        revision = unquote(revision)
+        if not revision:
+            raise AddressError(f"invalid address {text!r}: empty revision after '@'")
+    else:
+        repo, revision, subfolder = "/".join(repo.split("/")[:2]), "", "/".join(repo.split("/")[2:])
     if "/" not in repo:
         if at:
             raise AddressError(f"invalid address {text!r}: a revision needs a repo (hf://AUTHOR/REPO@REV)")
         return HubAuthorAddress(author=validate_namespace(repo), endpoint=endpoint)
     validate_repo_id(repo)
-    if at:
+    if revision:
         validate_revision(revision)
-    return HubRepoAddress(repo_id=repo, revision=revision or None, endpoint=endpoint)
+    if subfolder:
+        validate_subfolder(subfolder)
+    return HubRepoAddress(repo_id=repo, revision=revision or None, endpoint=endpoint, subfolder=subfolder)
 
 
 def _parse_hub_query(text: str, query: str, endpoint: str) -> HubQueryAddress:

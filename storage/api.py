@@ -1,11 +1,12 @@
-"""Read-only HTTP API over the registry (FastAPI): /health, /artifacts (filters + paging), /artifacts/{id}."""
+"""Read-only HTTP API over the registry (FastAPI): /health, /artifacts (filters + paging), /artifacts/{id},
+/census."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from compeft.errors import OptionError
-from storage.api_models import ArtifactDetail, ArtifactPage, Health
+from storage.api_models import ArtifactDetail, ArtifactPage, Census, Health
 from storage.errors import NotFoundError, RegistryError
 from storage.registry import ArtifactQuery, Registry
 from storage.registry.records import MAX_PAGE, MAX_ROW
@@ -58,5 +59,13 @@ def create_app(registry: Registry):
             return registry.get_artifact(artifact_id).to_dict()
         except NotFoundError as err:
             raise HTTPException(status_code=404, detail=str(err)) from err
+
+    @app.get("/census", response_model=Census)
+    def census() -> dict[str, Any]:
+        """What the registry records: adapters by family, layout, dtype and base model, bytes before and after,
+        and the skip reasons of each source's latest completed run."""
+        from storage.census import registry_census
+
+        return registry_census(registry).to_dict()
 
     return app

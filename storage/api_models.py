@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from storage.census import Census as CensusValue
 from storage.models import model_of
 from storage.registry import AdapterRow, ArtifactRow, CalibrationRow, PublicationRow
 
@@ -12,6 +13,7 @@ Artifact = model_of(ArtifactRow, "Artifact", adapter_uri=(str | None, None), bas
 Adapter = model_of(AdapterRow, "Adapter")
 Calibration = model_of(CalibrationRow, "Calibration")
 Publication = model_of(PublicationRow, "Publication")
+Census = model_of(CensusValue, "Census", ratio=(float | None, None))
 
 
 class ArtifactPage(BaseModel):

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compeft.adapters import ADAPTER_FILES
 from compeft.version import __version__
 from storage.adapter_facts import adapter_record
+from storage.addresses import hub_uri
 from storage.hashing import content_hash
 from storage.registry import (
     AdapterRow,
@@ -22,7 +22,7 @@ from storage.registry import (
     PublicationRow,
     Registry,
 )
-from storage.values import AdapterRef, Provenance, Publication, StoredArtifact
+from storage.values import AdapterRef, Provenance, Publication, Skipped, StoredArtifact
 
 Status = Literal["compressed", "existing", "skipped", "failed"]
 
@@ -93,11 +93,21 @@ class AdapterOutcome:
                    duplicate_of=fields.get("duplicate_of"), duplicate_cosine=fields.get("duplicate_cosine"))
 
 
+def crawl(source) -> tuple[list[AdapterRef], list[Skipped]]:
+    """Every adapter a source (``storage.sources.Source``) lists, and every candidate it skipped (no weights read)."""
+    found: list[AdapterRef] = []
+    skipped: list[Skipped] = []
+    for entry in source.iter_adapters():
+        (skipped if isinstance(entry, Skipped) else found).append(entry)
+    return found, skipped
+
+
 def known_content(registry: Registry, ref: AdapterRef) -> str | None:
-    """The content sha256 of an adapter without downloading it: from the listing's file hashes, else from a
-    registered adapter with the same URI and revision (commit sha, ETags, content hash)."""
+    """The content sha256 of an adapter without downloading it: from the listing's hashes of its layout's files
+    (every one of them, whichever layout), else from a registered adapter with the same URI and revision (commit
+    sha, ETags, content hash)."""
     hashes = {f.name: f.sha256 for f in ref.files}
-    if set(hashes) == set(ADAPTER_FILES) and all(hashes.values()):
+    if hashes and all(hashes.values()):
         return content_hash(hashes)
     if not ref.revision:
         return None
@@ -117,7 +127,7 @@ def existing_work(registry: Registry, content_sha256: str, key: str) -> Existing
 def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
     """Record the source and the fetched adapter (hashes, type, rank, ...); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
-    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision)
+    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, subfolder=ref.subfolder)
     return registry.get_or_create_adapter(record, source_id=source.id)
 
 
@@ -154,9 +164,9 @@ def register_publication(registry: Registry, artifact: ArtifactRow, publication:
 def provenance(ref: AdapterRef, key_fields: Mapping[str, Any], sha256: str) -> Provenance:
     """Where an artifact made from ``ref`` came from (commit messages and object metadata; no credentials)."""
     return Provenance(
-        source_uri=ref.uri.split("@", 1)[0] if ref.uri.startswith("hf://") else ref.uri,
-        source_name=ref.name, source_revision=ref.revision, options=dict(key_fields),
-        package_version=__version__, artifact_sha256=sha256,
+        source_uri=hub_uri(ref.repo, None, ref.subfolder) if ref.uri.startswith("hf://") else ref.uri,
+        source_name=ref.repo_name, source_revision=ref.revision, options=dict(key_fields),
+        package_version=__version__, artifact_sha256=sha256, subfolder=ref.subfolder,
     )
 
 

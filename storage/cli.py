@@ -21,7 +21,7 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
 
 def _registry_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="compeft registry", description="Query the compressed-artifact registry.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,similar,sign,serve}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,census,similar,sign,serve}",
                                 parser_class=Parser)
     listing = sub.add_parser("list", help="list artifacts (newest first)")
     listing.set_defaults(query_fields=add_config_arguments(listing, ArtifactQuery))
@@ -31,6 +31,10 @@ def _registry_parser() -> argparse.ArgumentParser:
     show.add_argument("id", type=int, help="artifact id (from 'registry list')")
     show.add_argument("--json", action="store_true", help="print JSON")
     _database_arg(show)
+    census = sub.add_parser("census", help="what the registry records: adapters by family, layout, dtype and base "
+                            "model, bytes before and after, skip reasons of each source's latest run")
+    census.add_argument("--json", action="store_true", help="print JSON")
+    _database_arg(census)
     similar = sub.add_parser("similar", help="neighbours of an artifact among those of its layout and base model")
     similar.add_argument("id", type=int, help="artifact id (from 'registry list')")
     similar.set_defaults(query_fields=add_config_arguments(similar, SimilarQuery))
@@ -157,6 +161,17 @@ def registry_main(argv: list[str]) -> int:
             print()
         else:
             _print_detail(data)
+        return 0
+    if args.command == "census":
+        from storage.census import registry_census
+
+        with open_registry(args.database_url) as registry:
+            census = registry_census(registry)
+        if args.json:
+            json.dump(census.to_dict(), sys.stdout, indent=2)
+            print()
+        else:
+            print(census.text())
         return 0
     if args.command in ("similar", "sign"):
         return _similar(args)

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from compeft.config import option
 from compeft.errors import OptionError
 from storage.registry.db import compeft_home, resolve_database_url
+from storage.values import CHECKPOINT_CHOICES
 
 STORE_ENV = "COMPEFT_STORE"
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """The registry database, artifact store and publish destination of a run, and the endpoints to reach them."""
+    """The registry database, artifact store and publish destination of a run, the endpoints to reach them, and
+    which training checkpoints a crawl takes."""
 
     publish_to: str | None = field(default=None, metadata=option(
         "also publish each artifact to this destination: hf://ORG, s3://BUCKET/PREFIX or a path"))
@@ -29,11 +31,17 @@ class ServiceConfig:
         "Secret block, else SQLite in COMPEFT_HOME)", advanced=True))
     s3_endpoint: str | None = field(default=None, metadata=option("S3 endpoint URL (default: AWS_ENDPOINT_URL)", advanced=True))
     hf_endpoint: str | None = field(default=None, metadata=option("Hub endpoint URL (default: HF_ENDPOINT)", advanced=True))
+    checkpoints: str = field(default="final", metadata=option(
+        "training checkpoints (checkpoint-N/ folders): final takes the final adapter beside them (else the latest "
+        "checkpoint), all takes every checkpoint too", choices=CHECKPOINT_CHOICES, advanced=True))
     near_duplicate_cosine: float | None = field(default=0.95, metadata=option(
         "mark an artifact as a near-duplicate of an earlier one of its layout when their cosine is at least this "
         "(null: do not look)", advanced=True))
 
     def __post_init__(self) -> None:
+        if self.checkpoints not in CHECKPOINT_CHOICES:
+            raise OptionError(f"checkpoints {self.checkpoints!r} must be one of {', '.join(CHECKPOINT_CHOICES)}",
+                              "checkpoints")
         url = self.database_url
         if url and "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
             from sqlalchemy.engine import make_url
@@ -61,7 +69,7 @@ class ServiceConfig:
         """The source at ``uri`` (local tree, S3 prefix or Hub address)."""
         from storage.sources import open_source
 
-        return open_source(uri, s3_endpoint=self.s3_endpoint, hf_endpoint=self.hf_endpoint)
+        return open_source(uri, s3_endpoint=self.s3_endpoint, hf_endpoint=self.hf_endpoint, checkpoints=self.checkpoints)
 
     def publisher(self):
         """The publisher of ``publish_to``."""

@@ -47,13 +47,25 @@ class HubClient:
         """All ModelInfo matching ``query`` (author, search, filter, limit), with siblings and sha."""
         return self.call("list Hub models", lambda: list(self.api.list_models(full=True, **query)))
 
-    def model_info(self, repo_id: str, revision: str | None = None, error: type[CompeftError] = SourceError) -> Any:
-        """ModelInfo of one repo at a revision, with file sizes and LFS sha256s."""
+    def model_info(self, repo_id: str, revision: str | None = None, error: type[CompeftError] = SourceError,
+                   files_metadata: bool = True) -> Any:
+        """ModelInfo of one repo at a revision (with file sizes and LFS sha256s unless ``files_metadata`` is off)."""
         return self.call(
             f"hf://{repo_id}@{revision or 'main'}",
-            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=True),
+            lambda: self.api.model_info(repo_id, revision=revision, files_metadata=files_metadata),
             error,
         )
+
+    def list_files(self, repo_id: str, revision: str, path: str = "") -> list[Any]:
+        """Every file (RepoFile: path, size, blob id, LFS sha256) of a repo at a revision, below ``path``, from the
+        Hub's paginated tree listing (the whole listing is read again when a page has to be retried)."""
+        from huggingface_hub.hf_api import RepoFile
+
+        def run() -> list[Any]:
+            entries = self.api.list_repo_tree(repo_id, path_in_repo=path or None, recursive=True, revision=revision)
+            return [entry for entry in entries if isinstance(entry, RepoFile)]
+
+        return self.call(f"hf://{repo_id}@{revision}/{path}".rstrip("/") + " (tree)", run)
 
     def download(self, repo_id: str, filename: str, revision: str, dest: Path) -> Path:
         """Download one file of a repo at ``revision`` to the path ``dest`` (no shared cache, no copy)."""

@@ -92,6 +92,14 @@ def validate_relative_path(path: str) -> PurePosixPath:
     return pure
 
 
+def validate_subfolder(path: str) -> str:
+    """Return ``path`` if it is a relative folder inside a repo or prefix (``a/b``): safe names, no traversal."""
+    parts = path.split("/") if isinstance(path, str) else []
+    if not path or any(part in (".", "..") or not _FILE_NAME.match(part) for part in parts):
+        raise ValidationError(f"invalid subfolder {path!r}: expected DIR[/DIR...] of letters, digits, '._-'")
+    return path
+
+
 def check_size(name: str, size: int | None, limit: int) -> int | None:
     """Raise if ``size`` (bytes, may be unknown) exceeds ``limit``; return it."""
     if size is not None and size > limit:

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Which ``checkpoint-N/`` training folders a crawl takes: the final adapter (else the latest checkpoint), or all.
+CHECKPOINT_CHOICES = ("final", "all")
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -19,10 +22,13 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A PEFT adapter found by a source, pinned to a revision (Hub commit sha, S3 ETags, local mtimes).
+    """An adapter found by a source, pinned to a revision (Hub commit sha, S3 ETags, local content hash).
 
-    ``uri`` is a stable address of this adapter (``hf://A/R@SHA``, ``s3://B/KEY_PREFIX``, a path);
-    ``name`` is the short name publishers derive destination names from.
+    ``uri`` is a stable address of this adapter (``hf://A/R@SHA[/SUB]``, ``s3://B/KEY_PREFIX``, a path);
+    ``subfolder`` is its folder inside its repo ('' at the root: a Hub repo, or for a tree or bucket the folder
+    directly below the source, or the source itself when it holds an adapter); ``name`` is how runs show it and
+    per-adapter options name it (the repo's short name, then ``/SUBFOLDER``); ``layout`` names the
+    ``compeft.adapters.Layout`` its files follow; ``dtype`` is its weights' dtypes when the listing told them.
     """
 
     uri: str
@@ -33,6 +39,9 @@ class AdapterRef:
     peft_type: str | None
     base_model: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    subfolder: str = ""
+    layout: str = "peft"
+    dtype: str | None = None
 
     @property
     def size(self) -> int:
@@ -41,9 +50,25 @@ class AdapterRef:
 
     @property
     def repo(self) -> str:
-        """Repo id or key prefix inside the source (the part of ``uri`` after the scheme)."""
+        """Repo id, or the key prefix / path of its repo folder (the part of ``uri`` after the scheme, without
+        the revision and the subfolder)."""
         text = self.uri.split("://", 1)[-1]
-        return text.split("@", 1)[0]
+        if self.uri.startswith("hf://"):
+            return "/".join(text.split("@", 1)[0].split("/")[:2])
+        if self.subfolder and text.endswith("/" + self.subfolder):
+            return text[: -len(self.subfolder) - 1]
+        return text
+
+    @property
+    def repo_name(self) -> str:
+        """The repo's short name (what publishers name destinations after; the subfolder goes below it)."""
+        suffix = "/" + self.subfolder
+        return self.name[: -len(suffix)] if self.subfolder and self.name.endswith(suffix) else self.name
+
+
+def adapter_name(repo_name: str, subfolder: str) -> str:
+    """An adapter's name: its repo's short name, then ``/SUBFOLDER`` for an adapter below the repo's root."""
+    return f"{repo_name}/{subfolder}" if subfolder else repo_name
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,7 @@ class Provenance:
     options: Mapping[str, Any]
     package_version: str
     artifact_sha256: str
+    subfolder: str = ""  # the adapter's folder inside its source repo: publishers keep it below the destination
 
     def summary(self) -> str:
         """One line: source@revision, options and package version."""

@@ -4,6 +4,7 @@ It answers the endpoints the real ``huggingface_hub`` client calls for:
 
 - ``GET /api/models`` (author, search, filter (repeatable), limit, full/expand; pages via a Link header);
 - ``GET /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}`` (sha, siblings, ``blobs=1`` sizes/LFS);
+- ``GET /api/models/{repo}/tree/{rev}[/{path}]`` (``recursive``, paged by a Link header, 404 for a missing folder);
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}`` (ETag, X-Repo-Commit, Content-Length, X-Linked-*);
 - ``POST /api/repos/create``, ``POST /api/validate-yaml``;
 - ``POST /api/models/{repo}/preupload/{rev}`` and ``/commit/{rev}`` (files sent inline, base64 ndjson).
@@ -85,10 +86,11 @@ class RecordedRequest:
 class HubState:
     """Everything the server knows: repos, tokens, injected faults and the request log."""
 
-    def __init__(self, page_size: int = 2) -> None:
+    def __init__(self, page_size: int = 2, tree_page_size: int = 1000) -> None:
         self.repos: dict[str, Repo] = {}
         self.tokens: dict[str, str] = {}
         self.page_size = page_size
+        self.tree_page_size = tree_page_size  # the Hub pages tree listings by 1000 entries (50 with expand)
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.lock = threading.Lock()
@@ -211,7 +213,7 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._model_info(match.group(1), unquote(match.group(2) or "main"), query)
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
         if method == "GET" and match:
-            return self._tree(match.group(1), unquote(match.group(2)), unquote(match.group(3) or ""))
+            return self._tree(match.group(1), unquote(match.group(2)), unquote(match.group(3) or ""), query)
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
         if method == "POST" and match:
             repo_id, action, revision = match.group(1), match.group(2), unquote(match.group(3))
@@ -320,22 +322,44 @@ class HubHandler(BaseHTTPRequestHandler):
         repo, commit = found
         self._json(200, self._model_json(repo, commit, blobs=bool(query.get("blobs"))))
 
-    def _tree(self, repo_id: str, revision: str, prefix: str) -> None:
-        """The repository's files under ``prefix`` (recursively, one page), as the Hub's tree API lists them."""
+    def _tree(self, repo_id: str, revision: str, prefix: str, query: dict[str, list[str]]) -> None:
+        """``GET /api/models/{repo}/tree/{rev}[/{path}]`` as the Hub answers it: the folder's entries (files with
+        size, blob oid and LFS info; folders as ``type: directory``), every level below it with
+        ``recursive=true``, paged by a ``Link: <...cursor=...>; rel="next"`` header (``tree_page_size`` entries
+        a page); 404 ``EntryNotFound`` for a path that is not a folder of that commit."""
         found = self._commit_at(repo_id, revision)
         if found is None:
             return
         repo, commit = found
-        items = []
-        for name in sorted(commit.files):
-            if prefix and not name.startswith(prefix.rstrip("/") + "/"):
-                continue
-            data = commit.files[name]
-            item = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
-            if name.endswith(LFS_SUFFIXES):
-                item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
-            items.append(item)
-        self._json(200, items)
+        prefix = prefix.strip("/")
+        recursive = (query.get("recursive") or ["false"])[0].lower() in ("1", "true")
+        below = {name[len(prefix) + 1:] if prefix else name: name for name in commit.files
+                 if not prefix or name.startswith(prefix + "/")}
+        if prefix and not below:
+            return self._error(404, f"{prefix} does not exist on {revision}", "EntryNotFound")
+        entries: dict[str, dict] = {}
+        for relative, name in below.items():
+            parts = relative.split("/")
+            depth = len(parts) if recursive else 1
+            for i in range(1, min(depth, len(parts) - 1) + 1):  # the folders on the way
+                folder = "/".join(filter(None, [prefix, *parts[:i]]))
+                entries.setdefault(folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(),
+                                            "size": 0, "path": folder})
+            if len(parts) == 1 or recursive:
+                data = commit.files[name]
+                item = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+                if name.endswith(LFS_SUFFIXES):
+                    item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                entries[name] = item
+        items = [entries[k] for k in sorted(entries)]
+        cursor = int((query.get("cursor") or ["0"])[0])
+        size = self.state.tree_page_size
+        headers = {}
+        if cursor + size < len(items):
+            params = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+            params.append(("cursor", str(cursor + size)))
+            headers["Link"] = f'<{self.server.endpoint}{urlsplit(self.path).path}?{urlencode(params)}>; rel="next"'
+        self._json(200, items[cursor:cursor + size], headers)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head_only: bool) -> None:
         found = self._commit_at(repo_id, revision)

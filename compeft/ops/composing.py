@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compeft.artifact import reconstruct
+from compeft.artifact import adapter_config_bytes, reconstruct
 from compeft.atomic import check_destination
 from compeft.config import ComposeConfig
+from compeft.container import FILENAME
 from compeft.devices import resolve_device
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import CalibrationError, OptionError
@@ -117,7 +118,6 @@ def compose(artifacts: Sequence[str | Path | TernaryPlanes], dst: str | Path, co
     from compeft.calibrate.evaluator import LmEvalEvaluator
     from compeft.calibrate.session import BaseModelSession
     from compeft.calibrate.tasks import resolve_task
-    from compeft.pipeline import checked_config
 
     start = time.perf_counter()
     if config is not None and options:
@@ -140,7 +140,8 @@ def compose(artifacts: Sequence[str | Path | TernaryPlanes], dst: str | Path, co
         with tempfile.TemporaryDirectory(prefix="compeft-compose-") as tmp:
             start_dir = Path(tmp) / "adapter"
             zero = torch.zeros(first.d, dtype=torch.float32)
-            write_adapter(start_dir, checked_config(first.directory, first.source).read_bytes(), merged_tensors(first, zero))
+            config_bytes = adapter_config_bytes(first.directory / FILENAME, first.source)
+            write_adapter(start_dir, config_bytes, merged_tensors(first, zero))
             with session.attached(start_dir) as loaded:
                 if isinstance(evaluator, LmEvalEvaluator):
                     evaluator.tokenizer = loaded.tokenizer

@@ -16,6 +16,7 @@ compressed again into an artifact.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from compeft.artifact import ArtifactInfo, reconstruct, scale_of, write_artifact
+from compeft.artifact import ArtifactInfo, adapter_config_bytes, reconstruct, scale_of, write_artifact
 from compeft.atomic import atomic_directory, check_destination
 from compeft.codecs import get_codec
 from compeft.config import MergeConfig
@@ -166,6 +167,9 @@ def open_inputs(artifacts: Sequence[str | Path | TernaryPlanes], device: torch.d
     for p in planes:
         if p.kind != "adapter":
             raise InputError(f"{p.label}: a full fine-tune residual cannot be {what}d here (adapter artifacts only)")
+        if p.source.get("layout") not in (None, "peft"):
+            raise InputError(f"{p.label}: a {p.source.get('layout')} artifact; {what} writes PEFT adapters from "
+                             "PEFT-layout artifacts only")
     check_same_layout(planes)
     first = planes[0]
     for other in planes[1:]:
@@ -210,11 +214,10 @@ def write_peft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: dict
     listing the inputs, and ``extra`` text files (name → text)."""
     from compeft.adapters import write_adapter
     from compeft.modelcard import render_derived_card
-    from compeft.pipeline import checked_config
 
-    config_path = checked_config(first.directory, first.source)
+    config = adapter_config_bytes(first.directory / FILENAME, first.source)
     with atomic_directory(dst, overwrite) as tmp:
-        write_adapter(tmp, config_path.read_bytes(), merged_tensors(first, tau))
+        write_adapter(tmp, config, merged_tensors(first, tau))
         (tmp / "README.md").write_text(render_derived_card(dst.name, first.source.get("base_model"), lineage),
                                        encoding="utf-8")
         for name, text in (extra or {}).items():
@@ -226,7 +229,6 @@ def write_compeft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: d
     """Compress the merged τ into an artifact: density k (default: its own support), α (default: the one whose
     scale α·σ is the mean kept magnitude, the least-squares scale for the kept signs)."""
     from compeft.adapters import ADAPTER_CONFIG
-    from compeft.pipeline import checked_config
 
     support = int(torch.count_nonzero(tau).item())
     if support == 0:
@@ -242,8 +244,9 @@ def write_compeft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: d
     codec = get_codec(codec_id)
     records = first.records.records()
     payload = codec.encode(tern.signs, [r.numel for r in records])
-    config_path = checked_config(first.directory, first.source)
-    source = {"files": {ADAPTER_CONFIG: sha256_file(config_path)}, "peft_type": first.source.get("peft_type"),
+    config = adapter_config_bytes(first.directory / FILENAME, first.source)  # checked against its recorded hash
+    config_path = first.directory / ADAPTER_CONFIG
+    source = {"files": {ADAPTER_CONFIG: hashlib.sha256(config).hexdigest()}, "peft_type": first.source.get("peft_type"),
               "base_model": first.source.get("base_model"), lineage["operation"]: lineage}
     document = Document(
         kind="adapter", codec=codec.id, density=float(density if density is not None else tern.kept / tau.numel()),

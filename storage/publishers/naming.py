@@ -6,7 +6,7 @@ import re
 import string
 
 from storage.errors import AddressError, ValidationError
-from storage.validation import validate_file_name
+from storage.validation import validate_file_name, validate_subfolder
 from storage.values import Provenance
 
 DEFAULT_TEMPLATE = "{name}"
@@ -34,3 +34,14 @@ def render_name(template: str, provenance: Provenance) -> str:
         return validate_file_name(name)
     except ValidationError as err:
         raise AddressError(f"name template {template!r} gives an unusable name {name!r}: {err}") from err
+
+
+def render_path(template: str, provenance: Provenance) -> str:
+    """``NAME[/SUBFOLDER]``: the rendered name, then the adapter's folder inside its source repo (layouts kept)."""
+    name = render_name(template, provenance)
+    if not provenance.subfolder:
+        return name
+    try:
+        return f"{name}/{validate_subfolder(provenance.subfolder)}"
+    except ValidationError as err:
+        raise AddressError(f"cannot keep the source layout below {name!r}: {err}") from err

@@ -1,4 +1,5 @@
-"""Publish to s3://BUCKET/PREFIX/<name>/; compeft.safetensors goes last and its metadata marks completion."""
+"""Publish to s3://BUCKET/PREFIX/<name>/[SUBFOLDER/] (an adapter below its repo's root keeps its folder);
+compeft.safetensors goes last and its metadata marks completion."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from storage.addresses import S3Address
 from storage.errors import PublishError, SourceError, TransientError
-from storage.publishers.naming import render_name
+from storage.publishers.naming import render_path
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.stores.manifest import CONTAINER, build_manifest
@@ -37,7 +38,7 @@ class S3Publisher:
         return head.get("Metadata", {}).get("sha256")
 
     def publish(self, artifact_dir: Path, provenance: Provenance) -> Publication:
-        name = render_name(self.name_template, provenance)
+        name = render_path(self.name_template, provenance)
         manifest = build_manifest(Path(artifact_dir))
         uri = f"s3://{self.address.bucket}/{self._key(name, '')}".rstrip("/")
         metadata = {

@@ -58,6 +58,9 @@ class AdapterRecord(_ToDict):
     target_modules: tuple[str, ...] | None = None
     parameter_count: int | None = None
     bytes: int | None = None
+    subfolder: str = ""  # the adapter's folder inside its repo ('' at the root)
+    layout: str | None = None  # the compeft.adapters.Layout its files follow (None: registered before 0002)
+    dtype: str | None = None  # its weights' dtypes, sorted and '+'-joined (F32, BF16+F32)
 
 
 @dataclass(frozen=True, kw_only=True)

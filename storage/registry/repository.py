@@ -297,6 +297,39 @@ class Registry:
 
         return self._read(f"artifacts with sha256 {sha256}", run)
 
+    def get_adapters(self, ids: Sequence[int]) -> list[AdapterRow]:
+        """The adapters with these ids (any order; unknown ids are left out)."""
+        ids = sorted(set(ids))
+
+        def run(conn):
+            rows = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows += [from_mapping(AdapterRow, r) for r in
+                         conn.execute(select(adapters).where(adapters.c.id.in_(chunk))).mappings()]
+            return rows
+
+        return self._read("adapters by id", run)
+
+    def list_adapters(self) -> list[AdapterRow]:
+        """Every registered adapter, oldest first (the census's input)."""
+        def run(conn):
+            return [from_mapping(AdapterRow, r) for r in conn.execute(select(adapters).order_by(adapters.c.id)).mappings()]
+
+        return self._read("list adapters", run)
+
+    def artifact_bytes(self) -> dict[str, int]:
+        """content sha256 -> size of the newest artifact made from that content (the census's 'after')."""
+        def run(conn):
+            query = select(artifacts.c.source_sha256, artifacts.c.bytes).order_by(artifacts.c.id)
+            return {sha: size for sha, size in conn.execute(query)}
+
+        return self._read("artifact sizes", run)
+
+    def latest_runs(self, limit: int = 500) -> list[RunRow]:
+        """The newest completed flow runs, newest first (their skips are the census's skip reasons)."""
+        return self.list_runs(status="completed", limit=limit)[0]
+
     def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRow], int]:
         """Flow runs, newest first, optionally of one status, with the total count before paging."""
         if limit < 1 or offset < 0:

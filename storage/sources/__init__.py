@@ -1,4 +1,4 @@
-"""Sources (crawlers): find PEFT adapters in a local tree, an S3 prefix or on the Hugging Face Hub."""
+"""Sources (crawlers): find adapters (at any depth) in a local tree, an S3 prefix or on the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -46,22 +46,26 @@ def open_source(
     hf_token: str | bool | None = None,
     retry_policy: RetryPolicy = DEFAULT_POLICY,
     max_file_bytes: int = MAX_WEIGHTS_BYTES,
+    checkpoints: str = "final",
 ) -> Source:
-    """Open a source from an address (string or parsed). Credentials default to the environment."""
+    """Open a source from an address (string or parsed). Credentials default to the environment; ``checkpoints``
+    says which ``checkpoint-N/`` training folders are taken (``final`` or ``all``, see ``common.survey``)."""
     if isinstance(address, str):
         address = parse_address(address, s3_endpoint=s3_endpoint, hf_endpoint=hf_endpoint)
     if isinstance(address, LocalAddress):
         from storage.sources.local import LocalSource
 
-        return LocalSource(address.path, max_file_bytes=max_file_bytes)
+        return LocalSource(address.path, max_file_bytes=max_file_bytes, checkpoints=checkpoints)
     if isinstance(address, S3Address):
         from storage.sources.s3 import S3Source
 
-        return S3Source(address, client=s3_client, max_file_bytes=max_file_bytes, policy=retry_policy)
+        return S3Source(address, client=s3_client, max_file_bytes=max_file_bytes, policy=retry_policy,
+                        checkpoints=checkpoints)
     if isinstance(address, (HubAuthorAddress, HubRepoAddress, HubQueryAddress)):
         from storage.sources.hub import HubSource
 
-        return HubSource(address, token=hf_token, policy=retry_policy, max_file_bytes=max_file_bytes)
+        return HubSource(address, token=hf_token, policy=retry_policy, max_file_bytes=max_file_bytes,
+                         checkpoints=checkpoints)
     raise AddressError(f"unsupported source address {address!r}")
 
 

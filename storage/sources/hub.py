@@ -1,7 +1,9 @@
-"""Source over the Hugging Face Hub: one repo, every repo of an author, or a search query.
+"""Source over the Hugging Face Hub: one repo (or the part of it below a folder), every repo of an author, or a
+search query.
 
-Every adapter is pinned to the commit sha seen when it was listed; only adapter_config.json and
-adapter_model.safetensors are downloaded, and their LFS sha256s are verified.
+Every adapter is pinned to the commit sha seen when it was listed; a repo's files come from the Hub's tree
+listing, so adapters in subfolders (peft's multi-adapter saves, per-task folders, training checkpoints) are
+found; only each adapter's own files are downloaded, and their LFS sha256s are verified.
 """
 
 from __future__ import annotations
@@ -11,29 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compeft.adapters import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILES,
-    detect_peft_type,
-    parse_config,
-)
+from compeft.adapters import detect_peft_type, parse_config
 from compeft.errors import AdapterFormatError
 from storage.addresses import (
     HubAddress,
     HubAuthorAddress,
     HubQueryAddress,
     HubRepoAddress,
+    hub_uri,
+    parse_address,
 )
-from storage.errors import SourceError, TransientError, ValidationError
+from storage.errors import AddressError, SourceError, TransientError, ValidationError
 from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
-from storage.sources.common import check_sizes, classify, fetch_into
+from storage.sources.common import Found, Passed, check_sizes, fetch_into, not_an_adapter, survey
 from storage.validation import (
     MAX_WEIGHTS_BYTES,
     validate_repo_id,
     validate_revision,
+    validate_subfolder,
 )
-from storage.values import AdapterRef, RemoteFile, Skipped
+from storage.values import AdapterRef, RemoteFile, Skipped, adapter_name
 
 
 class HubSource:
@@ -42,11 +42,13 @@ class HubSource:
     kind = "hf"
 
     def __init__(self, address: HubAddress, token: str | bool | None = None, policy: RetryPolicy = DEFAULT_POLICY,
-                 max_file_bytes: int = MAX_WEIGHTS_BYTES) -> None:
+                 max_file_bytes: int = MAX_WEIGHTS_BYTES, checkpoints: str = "final") -> None:
         self.address = address
         self.uri = str(address)
         self.hub = HubClient(address.endpoint, token=token, policy=policy)
         self.max_file_bytes = max_file_bytes
+        self.checkpoints = checkpoints
+        self.subfolder = address.subfolder if isinstance(address, HubRepoAddress) else ""
 
     def _candidates(self) -> list[tuple[str, str | None, list[str] | None]]:
         """(repo_id, revision, file names if the listing gave them) to inspect."""
@@ -72,79 +74,94 @@ class HubSource:
 
     def iter_adapters(self) -> Iterator[AdapterRef | Skipped]:
         for repo_id, revision, names in self._candidates():
-            uri = f"hf://{repo_id}@{revision}" if revision else f"hf://{repo_id}"
-            reason = classify(names) if names is not None else None
-            if reason is not None:  # the listing already shows it is no adapter: no extra request
-                yield Skipped(uri=uri, reason=reason)
-                continue
+            uri = hub_uri(repo_id, revision)
+            if names is not None:  # the listing's file names show whether the repo holds an adapter: if not, no request
+                entries = survey({n: RemoteFile(name=n.rpartition("/")[2]) for n in names}, self.checkpoints)
+                if not any(isinstance(e, Found) for e in entries):
+                    yield from self._no_adapter(repo_id, revision, entries)
+                    continue
             try:
                 validate_repo_id(repo_id)
                 if revision is not None:
                     validate_revision(revision)
-                yield self._inspect(repo_id, revision)
+                yield from self._inspect(repo_id, revision)
             except (ValidationError, SourceError, TransientError, AdapterFormatError) as err:
                 if isinstance(self.address, HubRepoAddress) and not isinstance(err, ValidationError):
                     raise  # a single named repo that cannot be read is an error (retried by the flow), not a skip
                 # in a listing, one repo the Hub keeps failing on is recorded and the crawl goes on;
                 # it is not registered, so the next run tries it again
                 yield Skipped(uri=uri, reason=str(err))
-            except _NotAdapter as skip:
-                yield Skipped(uri=skip.uri, reason=skip.reason)
 
-    def _inspect(self, repo_id: str, revision: str | None) -> AdapterRef:
-        info = self.hub.model_info(repo_id, revision)
+    def _no_adapter(self, repo_id: str, revision: str | None, entries: list[Found | Passed]) -> Iterator[Skipped]:
+        """A repo without an adapter: its adapter-like folders with their reasons, else the repo itself."""
+        adapter_like = [e for e in entries if isinstance(e, Passed) and e.reason != not_an_adapter()]
+        for entry in adapter_like:
+            yield Skipped(uri=hub_uri(repo_id, revision, entry.directory), reason=entry.reason)
+        if not adapter_like:
+            yield Skipped(uri=hub_uri(repo_id, revision, self.subfolder), reason=not_an_adapter())
+
+    def _inspect(self, repo_id: str, revision: str | None) -> Iterator[AdapterRef | Skipped]:
+        info = self.hub.model_info(repo_id, revision, files_metadata=False)
         sha = info.sha
         if not sha:
             raise SourceError(f"hf://{repo_id}: the Hub returned no commit sha")
         validate_revision(sha)
-        siblings = {s.rfilename: s for s in (info.siblings or [])}
-        reason = classify(siblings)
-        if reason is not None:
-            raise _NotAdapter(f"hf://{repo_id}@{sha}", reason)
-        files = tuple(
-            RemoteFile(
-                name=name,
-                size=siblings[name].size if siblings[name].size is not None else None,
-                etag=siblings[name].blob_id,
-                sha256=siblings[name].lfs.sha256 if siblings[name].lfs else None,
-            )
-            for name in ADAPTER_FILES
-        )
-        check_sizes(files, self.max_file_bytes)
-        with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
-            target = Path(tmp) / ADAPTER_CONFIG
-            self.hub.download(repo_id, ADAPTER_CONFIG, sha, target)
-            config = parse_config(target.read_bytes(), f"hf://{repo_id}@{sha}")
+        listing = {
+            f.path: RemoteFile(name=f.path.rpartition("/")[2], size=f.size, etag=f.blob_id,
+                               sha256=f.lfs.sha256 if f.lfs else None)
+            for f in self.hub.list_files(repo_id, sha, self.subfolder)
+        }
+        entries = survey(listing, self.checkpoints)
+        if not any(isinstance(e, Found) for e in entries):
+            yield from self._no_adapter(repo_id, sha, entries)
+            return
+        for entry in entries:
+            uri = hub_uri(repo_id, sha, entry.directory)
+            if isinstance(entry, Passed):
+                if entry.reason != not_an_adapter():  # model folders inside an adapter repo are not worth a line
+                    yield Skipped(uri=uri, reason=entry.reason)
+                continue
+            try:
+                yield self._ref(repo_id, sha, entry)
+            except (ValidationError, AdapterFormatError) as err:
+                yield Skipped(uri=uri, reason=str(err))
+
+    def _ref(self, repo_id: str, sha: str, entry: Found) -> AdapterRef:
+        directory, layout = entry.directory, entry.layout
+        if directory:
+            validate_subfolder(directory)
+        uri = hub_uri(repo_id, sha, directory)
+        check_sizes(entry.files, self.max_file_bytes)
+        config: dict = {}
+        if layout.config:
+            with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
+                target = Path(tmp) / layout.config
+                self.hub.download(repo_id, f"{directory}/{layout.config}" if directory else layout.config, sha, target)
+                config = parse_config(target.read_bytes(), f"{uri}/{layout.config}")
         return AdapterRef(
-            uri=f"hf://{repo_id}@{sha}",
+            uri=uri,
             source_uri=self.uri,
-            name=repo_id.split("/", 1)[1],
+            name=adapter_name(repo_id.split("/", 1)[1], directory),
             revision=sha,
-            files=files,
-            peft_type=detect_peft_type(config),
+            files=entry.files,
+            peft_type=detect_peft_type(config) if layout.config else None,
             base_model=config.get("base_model_name_or_path") or None,
             config=config,
+            subfolder=directory,
+            layout=layout.name,
         )
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
-        if not ref.uri.startswith("hf://") or "@" not in ref.uri:
+        try:
+            address = parse_address(ref.uri, hf_endpoint=self.hub.endpoint)
+        except AddressError as err:
+            raise SourceError(f"{ref.uri}: not a pinned Hub adapter reference ({err})") from err
+        if not isinstance(address, HubRepoAddress) or not address.revision:
             raise SourceError(f"{ref.uri}: not a pinned Hub adapter reference")
-        repo_id, revision = ref.uri[len("hf://"):].split("@", 1)
-        validate_repo_id(repo_id)
-        validate_revision(revision)
+        folder = address.subfolder
 
         def download(remote: RemoteFile, target: Path) -> None:
-            if remote.name not in ADAPTER_FILES:
-                raise ValidationError(f"{ref.uri}: refusing to download {remote.name!r} (not an adapter file)")
-            self.hub.download(repo_id, remote.name, revision, target)
+            self.hub.download(address.repo_id, f"{folder}/{remote.name}" if folder else remote.name, address.revision,
+                              target)
 
         return fetch_into(ref, Path(dest_dir), download, self.max_file_bytes)
-
-
-class _NotAdapter(Exception):
-    """Internal: a listed repo is not a loadable adapter (becomes a Skipped)."""
-
-    def __init__(self, uri: str, reason: str) -> None:
-        super().__init__(reason)
-        self.uri = uri
-        self.reason = reason

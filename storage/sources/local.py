@@ -1,4 +1,4 @@
-"""Source over a local directory tree: every directory holding an adapter is one adapter."""
+"""Source over a local directory tree: every folder holding an adapter (at any depth) is one adapter."""
 
 from __future__ import annotations
 
@@ -7,22 +7,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from compeft.adapters import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILES,
-    PICKLE_SUFFIXES,
-    detect_peft_type,
-    parse_config,
-)
+from compeft.adapters import adapter_kind, parse_config
 from compeft.errors import AdapterFormatError
+from storage.adapter_facts import header_facts
 from storage.errors import SourceError, ValidationError
 from storage.hashing import content_hash, file_hashes
-from storage.sources.common import check_sizes, classify, fetch_into
+from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
 from storage.validation import MAX_WEIGHTS_BYTES
-from storage.values import AdapterRef, RemoteFile, Skipped
-
-MODEL_MARKERS = frozenset({"config.json", "model.safetensors.index.json"})
-WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+from storage.values import AdapterRef, RemoteFile, Skipped, adapter_name
 
 
 class LocalSource:
@@ -30,47 +22,62 @@ class LocalSource:
 
     kind = "local"
 
-    def __init__(self, root: str | Path, max_file_bytes: int = MAX_WEIGHTS_BYTES) -> None:
+    def __init__(self, root: str | Path, max_file_bytes: int = MAX_WEIGHTS_BYTES, checkpoints: str = "final") -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
         self.max_file_bytes = max_file_bytes
+        self.checkpoints = checkpoints
+
+    def _listing(self) -> dict[str, RemoteFile]:
+        listing: dict[str, RemoteFile] = {}
+        for current, dirs, names in os.walk(self.root, followlinks=False):
+            dirs.sort()
+            relative = Path(current).relative_to(self.root).as_posix()
+            for name in names:
+                listing[name if relative == "." else f"{relative}/{name}"] = RemoteFile(name=name)
+        return listing
 
     def iter_adapters(self) -> Iterator[AdapterRef | Skipped]:
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: source directory does not exist")
-        for current, dirs, names in os.walk(self.root, followlinks=False):
-            dirs.sort()
-            directory = Path(current)
-            if ADAPTER_CONFIG not in names:
-                if MODEL_MARKERS.intersection(names) or any(n.endswith(WEIGHT_SUFFIXES) for n in names):
-                    yield Skipped(uri=str(directory), reason=f"no {ADAPTER_CONFIG}: a model directory, not a PEFT adapter")
-                continue
-            reason = classify(names)
-            if reason is not None:
-                yield Skipped(uri=str(directory), reason=reason)
+        entries = survey(self._listing(), self.checkpoints)
+        root_repo = root_is_repo(entries)
+        for entry in entries:
+            directory = self.root / entry.directory if entry.directory else self.root
+            if not isinstance(entry, Found):
+                yield Skipped(uri=str(directory), reason=entry.reason)
                 continue
             try:
-                yield self._ref(directory)
+                yield self._ref(directory, entry, root_repo)
             except (SourceError, ValidationError, AdapterFormatError, OSError) as err:
                 yield Skipped(uri=str(directory), reason=str(err))
 
-    def _ref(self, directory: Path) -> AdapterRef:
-        if any((directory / name).is_symlink() for name in ADAPTER_FILES):
+    def _ref(self, directory: Path, entry: Found, root_repo: bool) -> AdapterRef:
+        layout = entry.layout
+        if any((directory / name).is_symlink() for name in layout.files):
             raise SourceError(f"{directory}: adapter files must not be symlinks")
-        files = tuple(RemoteFile(name=n, size=(directory / n).stat().st_size) for n in ADAPTER_FILES)
+        files = tuple(RemoteFile(name=n, size=(directory / n).stat().st_size) for n in layout.files)
         check_sizes(files, self.max_file_bytes)
-        config = parse_config((directory / ADAPTER_CONFIG).read_bytes(), str(directory))
-        hashes = file_hashes(directory, list(ADAPTER_FILES))
+        config = parse_config((directory / layout.config).read_bytes(), str(directory)) if layout.config else {}
+        hashes = file_hashes(directory, list(layout.files))
         files = tuple(RemoteFile(name=f.name, size=f.size, sha256=hashes[f.name]) for f in files)
+        try:
+            facts = header_facts(directory / layout.weights)
+        except SourceError:  # the header's faults are reported when the adapter is read; the listing goes on
+            facts = None
+        repo, subfolder = repo_split(entry.directory, root_repo)
         return AdapterRef(
             uri=str(directory),
             source_uri=self.uri,
-            name=directory.name if directory != self.root else self.root.name,
+            name=adapter_name((self.root / repo).name if repo else self.root.name, subfolder),
             revision=content_hash(hashes),
             files=files,
-            peft_type=detect_peft_type(config),
+            peft_type=adapter_kind(layout, config, facts.names if facts else ()) if facts or layout.config else None,
             base_model=config.get("base_model_name_or_path") or None,
             config=config,
+            subfolder=subfolder,
+            layout=layout.name,
+            dtype=facts.dtype if facts else None,
         )
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:

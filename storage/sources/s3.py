@@ -1,4 +1,5 @@
-"""Source over an S3 prefix: paginated listing; a "directory" with adapter files is one adapter.
+"""Source over an S3 prefix: paginated listing; every folder (at any depth below the prefix) holding an adapter
+is one adapter.
 
 The revision is a hash of the files' ETags; downloads use If-Match so a file changed after listing
 is an error, not a silent mix of versions.
@@ -7,27 +8,21 @@ is an error, not a silent mix of versions.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from compeft.adapters import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILES,
-    detect_peft_type,
-    parse_config,
-)
+from compeft.adapters import detect_peft_type, parse_config
 from compeft.config import canonical_json
 from compeft.errors import AdapterFormatError
 from storage.addresses import S3Address
 from storage.errors import HashMismatchError, SourceError, ValidationError
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
-from storage.sources.common import check_sizes, classify, fetch_into
+from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
 from storage.validation import MAX_WEIGHTS_BYTES, validate_key
-from storage.values import AdapterRef, RemoteFile, Skipped
+from storage.values import AdapterRef, RemoteFile, Skipped, adapter_name
 
 
 class S3Source:
@@ -36,70 +31,80 @@ class S3Source:
     kind = "s3"
 
     def __init__(self, address: S3Address, client=None, max_file_bytes: int = MAX_WEIGHTS_BYTES,
-                 policy: RetryPolicy = DEFAULT_POLICY) -> None:
+                 policy: RetryPolicy = DEFAULT_POLICY, checkpoints: str = "final") -> None:
         self.address = address
         self.uri = str(address)
         self.client = client if client is not None else make_s3_client(address.endpoint_url)
         self.max_file_bytes = max_file_bytes
         self.policy = policy
+        self.checkpoints = checkpoints
 
     def _call(self, what: str, fn):
         return call(what, fn, self.policy)
 
-    def _list(self) -> dict[str, dict[str, dict]]:
-        """Group listed objects by parent prefix: {dir: {file name: object}}."""
+    def _list(self) -> dict[str, RemoteFile]:
+        """Every object below the prefix: {key relative to the prefix: the object as listed}."""
         prefix = f"{self.address.prefix}/" if self.address.prefix else ""
-        groups: dict[str, dict[str, dict]] = defaultdict(dict)
+        listing: dict[str, RemoteFile] = {}
 
         def run():
-            groups.clear()
+            listing.clear()
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.address.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    directory, _, name = obj["Key"].rpartition("/")
-                    groups[directory][name] = obj
-            return groups
+                    key = obj["Key"][len(prefix):]
+                    if key and not key.endswith("/"):
+                        listing[key] = RemoteFile(name=key.rpartition("/")[2], size=int(obj["Size"]), etag=obj["ETag"])
+            return listing
 
         return self._call(f"list {self.uri}", run)
 
+    def _uri(self, directory: str) -> str:
+        key = "/".join(p for p in (self.address.prefix, directory) if p)
+        return f"s3://{self.address.bucket}/{key}" if key else f"s3://{self.address.bucket}"
+
     def iter_adapters(self) -> Iterator[AdapterRef | Skipped]:
-        for directory, objects in sorted(self._list().items()):
-            if ADAPTER_CONFIG not in objects:
-                continue
-            uri = f"s3://{self.address.bucket}/{directory}" if directory else f"s3://{self.address.bucket}"
-            reason = classify(objects)
-            if reason is not None:
-                yield Skipped(uri=uri, reason=reason)
+        entries = survey(self._list(), self.checkpoints)
+        root_repo = root_is_repo(entries)
+        for entry in entries:
+            uri = self._uri(entry.directory)
+            if not isinstance(entry, Found):
+                yield Skipped(uri=uri, reason=entry.reason)
                 continue
             try:
-                yield self._ref(directory, objects, uri)
+                yield self._ref(entry, uri, root_repo)
             except (SourceError, ValidationError, AdapterFormatError) as err:
                 yield Skipped(uri=uri, reason=str(err))
 
-    def _ref(self, directory: str, objects: dict[str, dict], uri: str) -> AdapterRef:
-        if directory:
-            validate_key(directory)
-        files = tuple(
-            RemoteFile(name=n, size=int(objects[n]["Size"]), etag=objects[n]["ETag"]) for n in ADAPTER_FILES
-        )
+    def _ref(self, entry: Found, uri: str, root_repo: bool) -> AdapterRef:
+        key_dir = "/".join(p for p in (self.address.prefix, entry.directory) if p)
+        if key_dir:
+            validate_key(key_dir)
+        files, layout = entry.files, entry.layout
         check_sizes(files, self.max_file_bytes)
-        key = f"{directory}/{ADAPTER_CONFIG}" if directory else ADAPTER_CONFIG
-        config_file = files[0]
-        body = self._call(
-            f"{uri}/{ADAPTER_CONFIG}",
-            lambda: self.client.get_object(Bucket=self.address.bucket, Key=key, IfMatch=config_file.etag)["Body"].read(),
-        )
-        config = parse_config(body, f"{uri}/{ADAPTER_CONFIG}")
+        config: dict = {}
+        if layout.config:
+            key = f"{key_dir}/{layout.config}" if key_dir else layout.config
+            etag = next(f.etag for f in files if f.name == layout.config)
+            body = self._call(
+                f"{uri}/{layout.config}",
+                lambda: self.client.get_object(Bucket=self.address.bucket, Key=key, IfMatch=etag)["Body"].read(),
+            )
+            config = parse_config(body, f"{uri}/{layout.config}")
         revision = hashlib.sha256(canonical_json({f.name: f.etag for f in files}).encode()).hexdigest()
+        repo, subfolder = repo_split(entry.directory, root_repo)
+        top = "/".join(p for p in (self.address.prefix, repo) if p)
         return AdapterRef(
             uri=uri,
             source_uri=self.uri,
-            name=directory.rsplit("/", 1)[-1] if directory else self.address.bucket,
+            name=adapter_name(top.rsplit("/", 1)[-1] if top else self.address.bucket, subfolder),
             revision=revision,
             files=files,
-            peft_type=detect_peft_type(config),
+            peft_type=detect_peft_type(config) if layout.config else None,
             base_model=config.get("base_model_name_or_path") or None,
             config=config,
+            subfolder=subfolder,
+            layout=layout.name,
         )
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:

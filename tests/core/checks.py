@@ -60,11 +60,12 @@ def assert_tensors_identical(actual: Mapping[str, torch.Tensor], expected: Mappi
 
 
 def check_artifact_against_reference(artifact: Path, source: Mapping[str, torch.Tensor], density: float, alpha: float,
-                                     codec: str) -> ref.AdapterReference:
-    """The artifact's document and compeft.load output match the reference compression of ``source``."""
+                                     codec: str, theta=None) -> ref.AdapterReference:
+    """The artifact's document and compeft.load output match the reference compression of ``source`` (``theta``:
+    each key's θ_init, see ``compeft_reference.reference_adapter``)."""
     import compeft
 
-    r = ref.reference_adapter(source, density, alpha)
+    r = ref.reference_adapter(source, density, alpha, theta)
     doc = read_doc(artifact)
     assert doc["format"] == "compeft" and doc["format_version"] == 2
     assert doc["codec"] == codec
@@ -87,7 +88,7 @@ def check_artifact_against_reference(artifact: Path, source: Mapping[str, torch.
     loaded = compeft.load(artifact, device="cpu")
     # masks and signs first (clear message), then every byte
     for name in r.names:
-        got = loaded[name].to(torch.float64).reshape(-1).numpy() - r.inits[name]
+        got = loaded[name].to(torch.float64).reshape(-1).numpy() - ref.f32(r.inits[name])
         got_signs = np.sign(got).astype(np.int8)
         want = r.signs_of(name)
         mismatch = int(np.count_nonzero(got_signs != want))

@@ -15,7 +15,7 @@ moments and codecs are checked against plain arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -130,14 +130,18 @@ class AdapterReference:
         return out
 
 
-def reference_adapter(tensors: Mapping[str, torch.Tensor], density: float, alpha: float = 1.0) -> AdapterReference:
-    """Reference compression of an adapter state dict (file key names)."""
+def reference_adapter(tensors: Mapping[str, torch.Tensor], density: float, alpha: float = 1.0,
+                      theta: Callable[[str], float | None] | None = None) -> AdapterReference:
+    """Reference compression of an adapter state dict (file key names); ``theta`` gives each key's θ_init (None:
+    carried), LoRA's and (IA)3's rule when not given."""
+    theta_init = theta or globals()["theta_init"]
     names = sorted(k for k in tensors if theta_init(k) is not None)
     parts, offsets, offset = [], {}, 0
     for name in names:
         # θ − θ_init computed exactly in float64 then rounded to float32 (a float32 subtraction is
-        # exactly that rounding; for LoRA and (IA)3 values near 1 it is exact anyway).
-        part = (to_f64(tensors[name]) - theta_init(name)).astype(np.float32).astype(np.float64)
+        # exactly that rounding; for LoRA and (IA)3 values near 1 it is exact anyway). θ_init enters as a
+        # float32, as in the reconstruction θ_init + s·t (VeRA's d_initial 0.1 is 0.1f on both sides).
+        part = (to_f64(tensors[name]) - f32(theta_init(name))).astype(np.float32).astype(np.float64)
         parts.append(part)
         offsets[name] = offset
         offset += part.size

@@ -74,3 +74,18 @@ def head_artifact(tmp_path_factory, head_dir) -> Path:
     dst = tmp_path_factory.mktemp("artifacts") / "head-bitmask"
     compeft.compress(head_dir, dst, density=0.2, codec="bitmask", device="cpu")
     return dst
+
+
+@pytest.fixture(scope="session")
+def serving_cases(workshop, tmp_path_factory):
+    """``serving_cases(family)``: a serving_cases.Case (variants, artifacts, references), made once per session."""
+    import serving_cases as sc
+
+    made: dict[str, sc.Case] = {}
+
+    def get(name: str) -> sc.Case:
+        if name not in made:
+            made[name] = sc.Case(tmp_path_factory.mktemp(f"serving-{name}"), workshop, name)
+        return made[name]
+
+    return get

@@ -128,7 +128,11 @@ def _bad_inputs(root: Path, lora_dir: Path, artifact: Path) -> dict[str, tuple[l
     prefix = root / "prefix"
     prefix.mkdir()
     shutil.copyfile(lora_dir / "adapter_model.safetensors", prefix / "adapter_model.safetensors")
-    (prefix / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    (prefix / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))  # LoRA tensors under a prompt type
+    unknown = root / "unknown"
+    unknown.mkdir()
+    shutil.copyfile(lora_dir / "adapter_model.safetensors", unknown / "adapter_model.safetensors")
+    (unknown / "adapter_config.json").write_text(json.dumps({"peft_type": "MADE_UP"}))
     no_config = root / "noconfig"
     no_config.mkdir()
     shutil.copyfile(lora_dir / "adapter_model.safetensors", no_config / "adapter_model.safetensors")
@@ -175,7 +179,8 @@ def _bad_inputs(root: Path, lora_dir: Path, artifact: Path) -> dict[str, tuple[l
         "missing-dir": (["compress", str(root / "nope"), out], ("nope",)),
         "corrupt-safetensors": (["compress", str(corrupt), out], ("adapter_model.safetensors",)),
         "no-config": (["compress", str(no_config), out], ("adapter_config.json",)),
-        "unsupported-peft-type": (["compress", str(prefix), out], ("PREFIX_TUNING",)),
+        "tensors-of-another-type": (["compress", str(prefix), out], ("PREFIX_TUNING", "no PREFIX_TUNING delta tensors")),
+        "unknown-peft-type": (["compress", str(unknown), out], ("MADE_UP", "not a peft 0.21 adapter type")),
         "density-0": (["compress", str(lora_dir), out, "--density", "0"], ("density",)),
         "density-1.5": (["compress", str(lora_dir), out, "--density", "1.5"], ("density",)),
         "density-nan": (["compress", str(lora_dir), out, "--density", "nan"], ("density",)),
@@ -195,7 +200,8 @@ def _bad_inputs(root: Path, lora_dir: Path, artifact: Path) -> dict[str, tuple[l
 
 BAD = [
     "no-delta-tensors", "config-not-json", "nan-tensor", "int-delta-tensor", "pt-only",
-    "missing-dir", "corrupt-safetensors", "no-config", "unsupported-peft-type", "density-0", "density-1.5", "density-nan",
+    "missing-dir", "corrupt-safetensors", "no-config", "tensors-of-another-type", "unknown-peft-type", "density-0", "density-1.5",
+    "density-nan",
     "density-text", "alpha-0", "unknown-codec", "bad-device", "missing-argument", "unknown-option", "decompress-not-artifact",
     "decompress-damaged", "inspect-damaged", "inspect-missing", "decompress-with-base-on-adapter",
 ]

@@ -36,8 +36,8 @@ def test_pinned_read_equals_the_pageable_read(tmp_path):
     assert set(pinned.tensors) == set(plain.tensors)
     for name, t in plain.tensors.items():
         assert pinned.tensors[name].dtype == t.dtype and torch.equal(pinned.tensors[name], t)
-    a = build_task_vector(plain.tensors, "cpu")
-    b = task_vector_from_blob(pinned.blob, pinned.tensors, "cpu", src / ADAPTER_WEIGHTS)
+    a = build_task_vector(plain.tensors, plain.theta_inits, "cpu")
+    b = task_vector_from_blob(pinned.blob, pinned.tensors, pinned.theta_inits, "cpu", src / ADAPTER_WEIGHTS)
     assert a.records == b.records and torch.equal(a.tau, b.tau)
 
 
@@ -49,7 +49,7 @@ def test_non_finite_delta_names_the_tensor_on_both_paths(tmp_path):
         read_adapter(src)
     pinned = read_adapter(src, pinned=True)  # finiteness is left to the device
     with pytest.raises(AdapterFormatError) as fast:
-        task_vector_from_blob(pinned.blob, pinned.tensors, "cpu", src / ADAPTER_WEIGHTS)
+        task_vector_from_blob(pinned.blob, pinned.tensors, pinned.theta_inits, "cpu", src / ADAPTER_WEIGHTS)
     assert str(fast.value) == str(plain.value)
     assert "q_proj.lora_A.weight" in str(fast.value) and "NaN or Inf" in str(fast.value)
 

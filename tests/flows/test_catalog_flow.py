@@ -160,3 +160,31 @@ def test_group_batches_by_base_model_and_size():
     batches = group_batches(items, CompressionOptions(), batch_size=2)
     assert [[i.name for i in b] for b in batches] == [["a0", "a1"], ["a2", "a3"], ["a4"], ["a5", "a6"]]
     assert all(len({i.base_model for i in b}) == 1 for b in batches)
+
+
+def test_catalog_of_nested_repos_keeps_their_layout_and_reports_a_census(tmp_path, service):
+    """Adapters below the root (a multi-adapter save, per-task folders, checkpoints) are compressed one by one,
+    recorded with their folder, published in the source's layout, and counted in the run's census artifact."""
+    import sys
+
+    from flows.catalog import compress_catalog
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
+    try:
+        from storage_testlib import FOUND_FINAL, build_tree
+    finally:
+        sys.path.pop(0)
+    root = build_tree(tmp_path / "tree")
+    result = compress_catalog(str(root), service=service, batch_size=4)
+    assert result["counts"] == {"compressed": 6, "existing": 0, "skipped": 4, "failed": 0}
+    assert {o["name"] for o in result["outcomes"] if o["status"] == "compressed"} == FOUND_FINAL
+    published = Path(service.publish_to)
+    for name in FOUND_FINAL:
+        assert (published / name / "compeft.safetensors").is_file(), name
+    reg = service.config().registry()
+    other = next(o for o in result["outcomes"] if o["name"] == "multi/other")
+    adapter = reg.get_artifact(other["artifact_id"]).adapter
+    assert (adapter.repo, adapter.subfolder, adapter.layout, adapter.dtype) == (str(root / "multi"), "other", "peft", "F32")
+    census = next(a for a in _artifacts_of(result["run_id"]) if a.key == "compeft-census")
+    assert census.type == "markdown" and "6 adapter(s) found, 4 skipped" in census.data
+    assert "| tiny/base | 5 |" in census.data and "| LORA | 6 |" in census.data and "pickle formats" in census.data

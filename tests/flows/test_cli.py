@@ -30,9 +30,11 @@ def test_per_adapter_tasks_are_parsed():
     from flows.cli import build_params, build_parser
 
     params = build_params(build_parser().parse_args(
-        ["/tmp/x", "--task", "lora-a=tasks/a.yaml", "--task", "lora-b=hellaswag", "--alpha", "2"]))
+        ["/tmp/x", "--task", "lora-a=tasks/a.yaml", "--task", "lora-b=hellaswag", "--task", "multi/task_a=boolq",
+         "--alpha", "2"]))
     options = params["options"]
-    assert options.tasks == {"lora-a": "tasks/a.yaml", "lora-b": "hellaswag"} and options.task is None
+    assert options.tasks == {"lora-a": "tasks/a.yaml", "lora-b": "hellaswag", "multi/task_a": "boolq"}
+    assert options.task is None
     assert options.task_for("lora-a") == "tasks/a.yaml" and options.task_for("other") is None
     assert options.config_for("lora-a").key() != options.config_for("other").key()
 

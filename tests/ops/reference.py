@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 
 import compeft
-from compeft.adapters import theta_init_of
+from compeft.artifact import open_artifact
 
 
 def dense_tau(artifact: Path) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(t, τ̂ = s·t, s) of an artifact in τ order (sorted delta names), float64, from its reconstructed tensors."""
     info = compeft.inspect(artifact)
     state = compeft.load(artifact)
-    names = sorted(n for n in state if theta_init_of(n) is not None)
-    delta = torch.cat([(state[n].to(torch.float64) - theta_init_of(n)).reshape(-1) for n in names])
+    records = open_artifact(artifact).records  # which tensors are deltas, from which θ_init
+    delta = torch.cat([(state[n].to(torch.float64) - theta).reshape(-1) for n, theta in zip(records.names, records.theta_inits)])
     t = torch.sign(delta)
     return t, t * info.scale, info.scale
 

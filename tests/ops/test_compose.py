@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compeft
-from compeft.adapters import read_adapter, theta_init_of
+from compeft.adapters import read_adapter
 from compeft.cli import main
 from compeft.errors import TaskConfigError
 from compeft.ops import compose
@@ -41,9 +41,9 @@ def test_compose_learns_weights_and_writes_the_composed_adapter(experts, tmp_pat
     assert result.score >= result.base_score  # the best point seen, w = 0 included
     written = json.loads((tmp_path / "composed" / "compose.json").read_text())
     assert written["weights"] == list(result.weights) and len(written["evaluations"]) == 4
-    tensors = read_adapter(tmp_path / "composed").tensors
-    names = sorted(n for n in tensors if theta_init_of(n) is not None)
-    got = torch.cat([tensors[n].reshape(-1).to(torch.float64) for n in names])
+    adapter = read_adapter(tmp_path / "composed")
+    got = torch.cat([(adapter.tensors[n].to(torch.float64) - theta).reshape(-1)
+                     for n, theta in sorted(adapter.theta_inits.items())])
     expected = sum(w * dense_tau(p)[1] for w, p in zip(result.weights, paths))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     saved = _score_adapter_dir(tmp_path / "composed", catalog, task, limit=12)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import compeft
-from compeft.adapters import read_adapter, theta_init_of
+from compeft.adapters import read_adapter
 from compeft.cli import main
 from compeft.errors import InputError, OptionError
 from compeft.ops import merge
@@ -20,9 +20,9 @@ SPECS = ({"seed": 1}, {"seed": 2, "shared": 1, "mix": 0.6, "density": 0.2}, {"se
 
 
 def merged_tau(adapter_dir) -> torch.Tensor:
-    tensors = read_adapter(adapter_dir).tensors
-    names = sorted(n for n in tensors if theta_init_of(n) is not None)
-    return torch.cat([(tensors[n].to(torch.float64) - theta_init_of(n)).reshape(-1) for n in names])
+    adapter = read_adapter(adapter_dir)
+    return torch.cat([(adapter.tensors[n].to(torch.float64) - theta).reshape(-1)
+                      for n, theta in sorted(adapter.theta_inits.items())])
 
 
 @pytest.mark.parametrize("method", ["task_arithmetic", "ties"])

@@ -61,3 +61,39 @@ def artifact_record(n: int = 0, density: float = 0.1, ratio: float = 10.0) -> Ar
         density=density, alpha=1.0, bytes=400, sha256=f"{n + 7:064x}", package_version="0.1.0", sigma=0.01,
         ratio=ratio, bits_per_param=3.2, bytes_source=4000, storage_uri=f"s3://b/{n + 7:064x}",
     )
+
+
+# -- repo layouts: one tree the layout, census and dry-run tests share -------------------------------------
+TRAINER_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "trainer_state.json")
+
+
+def checkpoint(directory: Path, seed: int) -> None:
+    make_adapter(directory, seed=seed)
+    for name in TRAINER_FILES:
+        (directory / name).write_bytes(b"\x80\x04 trainer state, never read")
+
+
+def build_tree(root: Path) -> Path:
+    """Four repos: a multi-adapter save, per-task folders (one pickled), a training run with a final adapter
+    and checkpoints, and a run with checkpoints only."""
+    make_adapter(root / "multi", seed=1)  # peft saves the adapter called 'default' at the root ...
+    (root / "multi" / "README.md").write_text("# multi")
+    make_adapter(root / "multi" / "other", seed=2, base_model="other/base")  # ... and the others in subfolders
+    make_adapter(root / "tasks" / "task_a", seed=3)
+    make_adapter(root / "tasks" / "task_b" / "nested", seed=4)
+    pickled = root / "tasks" / "task_c"
+    pickled.mkdir(parents=True)
+    (pickled / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04 never unpickled")
+    make_adapter(root / "run", seed=5)
+    checkpoint(root / "run" / "checkpoint-10", 6)
+    checkpoint(root / "run" / "checkpoint-20", 7)
+    checkpoint(root / "partial" / "checkpoint-5", 8)
+    checkpoint(root / "partial" / "checkpoint-15", 9)
+    return root
+
+
+FOUND_FINAL = {"multi", "multi/other", "tasks/task_a", "tasks/task_b/nested", "run", "partial/checkpoint-15"}
+FOUND_ALL = FOUND_FINAL | {"run/checkpoint-10", "run/checkpoint-20", "partial/checkpoint-5"}
+SKIPPED_FINAL = {"tasks/task_c": "pickle", "run/checkpoint-10": "beside a final adapter",
+                 "run/checkpoint-20": "beside a final adapter", "partial/checkpoint-5": "only the latest"}

@@ -54,6 +54,19 @@ def test_hub_addresses(monkeypatch):
     assert parse_address("hf://acme").endpoint == "https://huggingface.co"
 
 
+def test_hub_addresses_below_a_folder(monkeypatch):
+    """hf://ORG/REPO[@REV][/SUB/DIR]: the revision is one segment (a '/' in it percent-encoded), the rest a folder."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://h:1")
+    sha = "a" * 40
+    assert parse_address(f"hf://acme/multi@{sha}/task_a/v2") == HubRepoAddress("acme/multi", sha, "http://h:1", "task_a/v2")
+    assert parse_address("hf://acme/multi/task_a") == HubRepoAddress("acme/multi", None, "http://h:1", "task_a")
+    pr = parse_address("hf://acme/multi@refs%2Fpr%2F3/sub")
+    assert (pr.revision, pr.subfolder) == ("refs/pr/3", "sub")
+    for address in (pr, parse_address(f"hf://acme/multi@{sha}/task_a/v2"), parse_address("hf://acme/multi/x")):
+        assert parse_address(str(address)) == address  # str() is the grammar's own spelling
+    assert str(pr) == "hf://acme/multi@refs%2Fpr%2F3/sub"
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "empty address"),
     ("ftp://x/y", "unknown scheme"),
@@ -63,7 +76,10 @@ def test_hub_addresses(monkeypatch):
     ("s3://bucket/a//b", "empty"),
     ("s3://key:secret@bucket/x", "credentials"),
     ("hf://", "expected hf://AUTHOR"),
-    ("hf://a/b/c", "AUTHOR/NAME"),
+    ("hf://a/b/c@main", "revision goes right after the repo"),
+    ("hf://a/b@main/../x", "invalid subfolder"),
+    ("hf://a/b/x/./y", "invalid subfolder"),
+    ("hf://a/b@/x", "empty revision"),
     ("hf://acme/..", "unsafe"),
     ("hf://acme/x@../../main", "revision"),
     ("hf://acme@main", "needs a repo"),

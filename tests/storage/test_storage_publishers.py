@@ -108,3 +108,52 @@ def test_hub_publisher_rejects_mismatched_provenance(hub, artifact_factory, monk
     wrong = Provenance("hf://bob/x", "x", None, {}, "0.1.0", "0" * 64)
     with pytest.raises(PublishError, match="does not match"):
         open_publisher("hf://acme", hf_endpoint=hub.endpoint).publish(art, wrong)
+
+
+def layout_provenance(artifact, subfolder: str) -> Provenance:
+    from dataclasses import replace
+
+    return replace(provenance_for(artifact, "multi"), subfolder=subfolder)
+
+
+def test_local_publisher_keeps_the_source_layout(tmp_path, artifact_factory):
+    """A repo's adapters land in one folder with the source's layout; replacing the root adapter's artifact keeps
+    the adapters below it."""
+    publisher = open_publisher(str(tmp_path / "pub"))
+    sub, root, newer = artifact_factory(seed=1), artifact_factory(seed=2), artifact_factory(seed=3)
+    assert publisher.publish(sub, layout_provenance(sub, "tasks/a")).uri == str(tmp_path / "pub" / "multi" / "tasks" / "a")
+    assert publisher.publish(root, layout_provenance(root, "")).created
+    assert adapter_files(tmp_path / "pub" / "multi") == adapter_files(root)
+    assert not publisher.publish(sub, layout_provenance(sub, "tasks/a")).created
+    assert not publisher.publish(root, layout_provenance(root, "")).created  # its subfolders do not count as changes
+    assert publisher.publish(newer, layout_provenance(newer, "")).created
+    assert adapter_files(tmp_path / "pub" / "multi") == adapter_files(newer)
+    assert adapter_files(tmp_path / "pub" / "multi" / "tasks" / "a") == adapter_files(sub)
+    assert sorted(p.name for p in (tmp_path / "pub" / "multi").iterdir()) == [*sorted(adapter_files(newer)), "tasks"]
+    with pytest.raises(AddressError, match="source layout"):
+        publisher.publish(sub, layout_provenance(sub, "../escape"))
+
+
+def test_s3_publisher_keeps_the_source_layout(s3_client, bucket, artifact_factory):
+    publisher = open_publisher(f"s3://{bucket}/pub")
+    root, sub = artifact_factory(seed=4), artifact_factory(seed=5)
+    assert publisher.publish(root, layout_provenance(root, "")).uri == f"s3://{bucket}/pub/multi"
+    assert publisher.publish(sub, layout_provenance(sub, "other")).uri == f"s3://{bucket}/pub/multi/other"
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == sorted([f"pub/multi/{n}" for n in adapter_files(root)] + [f"pub/multi/other/{n}" for n in adapter_files(sub)])
+    assert not publisher.publish(sub, layout_provenance(sub, "other")).created
+
+
+def test_hub_publisher_keeps_the_source_layout(hub, artifact_factory, monkeypatch, fast_retry):
+    """One repo per source repo, each adapter in its folder; a commit that lost a race (412) is made again."""
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    publisher = open_publisher("hf://acme", hf_endpoint=hub.endpoint, retry_policy=fast_retry)
+    root, sub = artifact_factory(seed=6), artifact_factory(seed=7)
+    first = publisher.publish(root, layout_provenance(root, ""))
+    hub.state.fail_next(r"/commit/", 412, count=1)  # as if a sibling adapter's commit had landed first
+    second = publisher.publish(sub, layout_provenance(sub, "task_a"))
+    repo = hub.state.repos["acme/multi-compeft"]
+    assert second.uri == f"hf://acme/multi-compeft@{repo.head.sha}/task_a" and first.uri.endswith(first.revision)
+    files = {k: v for k, v in repo.head.files.items() if k != ".gitattributes"}
+    assert files == {**adapter_files(root), **{f"task_a/{n}": b for n, b in adapter_files(sub).items()}}
+    assert not publisher.publish(sub, layout_provenance(sub, "task_a")).created

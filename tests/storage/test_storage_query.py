@@ -17,7 +17,6 @@ from storage_testlib import adapter_record, artifact_record, free_port
 from storage.cli import db_main, registry_main
 from storage.errors import NotFoundError, RegistryError
 from storage.registry import CalibrationRecord, open_registry
-from storage.registry import db as regdb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +61,9 @@ def test_db_upgrade_cli_and_unmigrated_postgres(postgres_url, capsys):
     with pytest.raises(RegistryError, match="compeft db upgrade"):
         registry_main(["list", "--database-url", postgres_url])
     assert db_main(["upgrade", "--database-url", postgres_url]) == 0
-    assert f"at migration {regdb.head_revision()}" in capsys.readouterr().out
+    from storage.registry.db import head_revision
+
+    assert f"at migration {head_revision()} (head)" in capsys.readouterr().out
     assert registry_main(["list", "--database-url", postgres_url]) == 0
     assert "(0 of 0 artifacts)" in capsys.readouterr().out
 
@@ -127,7 +128,11 @@ def test_http_api(api_server):
         assert client.get(f"/artifacts/{1 << 63}").status_code == 422
         assert client.post("/artifacts", json={}).status_code == 405  # read-only
         spec = client.get("/openapi.json").json()
-        assert {"/health", "/artifacts", "/artifacts/{artifact_id}"} <= set(spec["paths"])
+        census = client.get("/census").json()
+        assert (census["adapters"], census["families"], census["base_models"]) == (3, {"LORA": 2, "IA3": 1},
+                                                                                   {"m/a": 2, "m/b": 1})
+        assert (census["bytes_before"], census["bytes_after"], census["ratio"]) == (12000, 1200, 10.0)
+        assert {"/health", "/artifacts", "/artifacts/{artifact_id}", "/census"} <= set(spec["paths"])
         assert {"ArtifactPage", "ArtifactDetail", "Calibration"} <= set(spec["components"]["schemas"])
         assert set(spec["paths"]["/artifacts"]) == {"get"}
         assert client.get("/docs").status_code == 200

@@ -221,3 +221,38 @@ def test_sqlite_first_use_from_parallel_processes(tmp_path):
     assert results == [None] * 4
     with open_registry(url) as registry:
         assert registry.list_artifacts()[1] == 2
+
+
+def test_subfolder_layout_and_dtype_round_trip(database_url):
+    """Migration 0002: an adapter's folder inside its repo, its layout and dtype are recorded and read back."""
+    from dataclasses import replace
+
+    with open_registry(database_url, upgrade=True) as registry:
+        record = replace(adapter_record(7), uri=f"hf://org/multi@{7:040x}/task_a/v2", repo="org/multi",
+                         subfolder="task_a/v2", layout="peft", dtype="BF16+F32")
+        row = registry.get_or_create_adapter(record)
+        assert (row.subfolder, row.layout, row.dtype) == ("task_a/v2", "peft", "BF16+F32")
+        root = registry.get_or_create_adapter(replace(adapter_record(7), uri=f"hf://org/multi@{7:040x}", repo="org/multi"))
+        assert root.id != row.id and (root.subfolder, root.layout, root.dtype) == ("", None, None)
+        art, _ = registry.get_or_create_artifact(row.id, artifact_record(7))
+        detail = registry.get_artifact(art.id)
+        assert detail.adapter.subfolder == "task_a/v2" and detail.to_dict()["adapter"]["dtype"] == "BF16+F32"
+
+
+def test_migration_0002_keeps_existing_adapters(database_url):
+    """Adapters registered at revision 0001 come out of the upgrade at the repo root, in the peft layout."""
+    from sqlalchemy import text
+
+    engine = regdb.make_engine(database_url)
+    try:
+        regdb.upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO adapters (uri, repo, content_sha256, file_hashes, created_at) "
+                "VALUES ('hf://org/old@main', 'org/old', :sha, '{}', CURRENT_TIMESTAMP)"), {"sha": "1" * 64})
+        regdb.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT subfolder, layout, dtype FROM adapters")).one()
+        assert tuple(row) == ("", "peft", None)
+    finally:
+        engine.dispose()

@@ -39,18 +39,20 @@ def test_local_source_finds_adapters_and_records_skips(tmp_path):
     source = open_source(str(tmp_path / "src"))
     assert isinstance(source, Source)
     refs, skipped = split(list(source.iter_adapters()))
-    assert sorted(r.name for r in refs) == ["lora-a", "lora-b"]
-    by_name = {r.name: r for r in refs}
+    assert sorted(r.name for r in refs) == ["team/lora-a", "team/lora-b"]  # folders below the root are repos
+    by_name = {r.subfolder: r for r in refs}
     assert by_name["lora-a"].peft_type == "LORA" and by_name["lora-a"].base_model == "tiny/base"
     assert by_name["lora-b"].peft_type == "IA3" and by_name["lora-b"].base_model == "other/base"
+    assert by_name["lora-a"].repo_name == "team" and by_name["lora-a"].repo == str(tmp_path / "src" / "team")
+    assert by_name["lora-a"].layout == "peft" and by_name["lora-a"].dtype == "F32"
     reasons = {Path(s.uri).name: s.reason for s in skipped}
     assert "pickle" in reasons["legacy"]
     assert "not valid JSON" in reasons["broken"]
     assert "notes" not in reasons
     out = source.fetch(by_name["lora-a"], tmp_path / "fetched")
     assert adapter_files(out) == adapter_files(tmp_path / "src" / "team" / "lora-a")
-    assert by_name["lora-a"].revision == open_source(str(tmp_path / "src")).__class__(tmp_path / "src")._ref(
-        tmp_path / "src" / "team" / "lora-a").revision
+    again = {r.subfolder: r for r in split(list(open_source(str(tmp_path / "src")).iter_adapters()))[0]}
+    assert again["lora-a"].revision == by_name["lora-a"].revision  # a content hash: stable across listings
 
 
 def test_local_source_skips_model_directories_with_a_reason(tmp_path):
@@ -97,7 +99,7 @@ def test_s3_source_lists_pages_and_fetches(s3_client, bucket, tmp_path):
     refs, skipped = split(list(source.iter_adapters()))
     assert sorted(r.uri for r in refs) == [f"s3://{bucket}/zoo/team/lora-a", f"s3://{bucket}/zoo/team/lora-b"]
     assert {s.uri.rsplit("/", 1)[-1] for s in skipped} == {"legacy", "broken"}
-    ref = next(r for r in refs if r.name == "lora-a")
+    ref = next(r for r in refs if r.name == "team/lora-a")
     assert ref.peft_type == "LORA" and all(f.etag for f in ref.files) and ref.size > 0
     out = source.fetch(ref, tmp_path / "got")
     assert adapter_files(out) == adapter_files(tmp_path / "src" / "team" / "lora-a")
@@ -186,7 +188,7 @@ def test_hub_retries_429_and_5xx_then_succeeds(hub, hub_zoo, fast_retry):
     source = open_source("hf://bob/lora-a", hf_endpoint=hub.endpoint, retry_policy=fast_retry)
     (ref,) = split(list(source.iter_adapters()))[0]
     assert ref.revision == hub_zoo["bob/lora-a"]
-    assert hub.state.count("GET", r"^/api/models/bob/lora-a") == 3
+    assert hub.state.count("GET", r"^/api/models/bob/lora-a(\?|$)") == 3
 
 
 def test_hub_gives_up_after_persistent_5xx(hub, hub_zoo, fast_retry):

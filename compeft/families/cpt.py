@@ -1,0 +1,14 @@
+"""Context-aware prompt tuning, CPT (peft ``PeftType.CPT``). Read: peft/tuners/cpt/model.py ``CPTEmbedding.__init__``
+(the base's embeddings of ``cpt_token_ids`` plus a zero-initialised trainable delta, projected per token type);
+saving: peft/utils/save_and_load.py ``get_peft_model_state_dict`` with peft/tuners/tuners_utils.py
+``BasePromptEncoder._get_adapter_state_dict`` and peft/peft_model.py ``PeftModel.get_prompt_embedding_to_save``
+(the encoder's output for the virtual tokens, saved as ``prompt_embeddings``).
+
+Rule: ``prompt_embeddings`` is a delta from 0 (ComPEFT's convention for a start that is not a constant, as stated
+in prompt_tuning.py: a dense prompt compresses correctly, calibration decides whether it stays usable)."""
+
+from __future__ import annotations
+
+from compeft.families.base import Family, zeros
+
+FAMILY = Family("CPT", deltas=zeros("prompt_embeddings"))

@@ -1,0 +1,16 @@
+"""Prefix tuning (peft ``PeftType.PREFIX_TUNING``). Read: peft/tuners/prefix_tuning/model.py
+``PrefixEncoder.__init__`` (the past key/values per layer, an nn.Embedding normal draw, through a random MLP with
+``prefix_projection``; zero with ``init_weights: 'zero'``); saving:
+peft/utils/save_and_load.py ``get_peft_model_state_dict`` with peft/tuners/tuners_utils.py
+``BasePromptEncoder._get_adapter_state_dict`` and peft/peft_model.py ``PeftModel.get_prompt_embedding_to_save``
+(the encoder's output for the virtual tokens, saved as ``prompt_embeddings``).
+
+Rule: ``prompt_embeddings`` (the prefix key/values) is a delta from 0 (ComPEFT's convention for a start that is
+not a constant, as stated in prompt_tuning.py: a dense prompt compresses correctly, calibration decides whether it
+stays usable)."""
+
+from __future__ import annotations
+
+from compeft.families.base import Family, zeros
+
+FAMILY = Family("PREFIX_TUNING", deltas=zeros("prompt_embeddings"))
