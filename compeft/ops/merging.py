@@ -31,7 +31,7 @@ from compeft.config import MergeConfig
 from compeft.container import FILENAME
 from compeft.devices import resolve_device
 from compeft.document import CarriedRecord, Document
-from compeft.dtypes import DTYPES_BY_NAME
+from compeft.dtypes import DTYPES_BY_NAME, dtype_name
 from compeft.errors import InputError, OptionError
 from compeft.hashing import sha256_file
 from compeft.ops.planes import WORD_BITS, TernaryPlanes, check_same_layout, open_planes, pack_words, unpack_words
@@ -172,6 +172,9 @@ def open_inputs(artifacts: Sequence[str | Path | TernaryPlanes], device: torch.d
                              "PEFT-layout artifacts only")
     check_same_layout(planes)
     first = planes[0]
+    if first.directory is None:
+        raise InputError(f"{first.label}: the first input must be an artifact directory (its adapter_config.json is "
+                         f"the {what}'s config)")
     for other in planes[1:]:
         if set(other.carried) != set(first.carried):
             raise InputError(f"{other.label}: carries tensors {sorted(other.carried)}, {first.label} carries "
@@ -251,17 +254,11 @@ def write_compeft(first: TernaryPlanes, tau: torch.Tensor, dst: Path, lineage: d
     document = Document(
         kind="adapter", codec=codec.id, density=float(density if density is not None else tern.kept / tau.numel()),
         alpha=float(alpha), sigma=sigma, scale=scale, threshold=tern.threshold, d=tau.numel(), kept=tern.kept,
-        carried=tuple(CarriedRecord(n, tuple(t.shape), _dtype(t)) for n, t in first.carried.items()),
+        carried=tuple(CarriedRecord(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in first.carried.items()),
         source=source, package_version=__version__,
     )
     return write_artifact(dst, document, payload, dict(first.carried), records, {ADAPTER_CONFIG: config_path},
                           dst.name, overwrite=overwrite)
-
-
-def _dtype(t: torch.Tensor) -> str:
-    from compeft.dtypes import dtype_name
-
-    return dtype_name(t.dtype)
 
 
 def merge(artifacts: Sequence[str | Path | TernaryPlanes], dst: str | Path, config: MergeConfig | None = None, *,
