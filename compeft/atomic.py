@@ -22,13 +22,14 @@ def check_destination(dst: Path, overwrite: bool) -> None:
 
 
 @contextmanager
-def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(dst: str | Path, overwrite: bool = False, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``dst`` only if the block finishes without error.
 
     A crash leaves at most a hidden ``.NAME.tmp-*`` sibling, never a half-written ``dst``; its files are
     synced before the rename and the parent after it. An existing ``dst`` (with ``overwrite``) is moved aside
     first and deleted only after the swap; without ``overwrite``, a ``dst`` that appeared meanwhile (a
-    concurrent writer) is a DestinationExistsError and is left as it is.
+    concurrent writer) is a DestinationExistsError and is left as it is. ``durable=False`` skips the syncs, for
+    scratch copies that are deleted after use (a sync costs milliseconds per file, as much as a small adapter's work).
     """
     dst = Path(dst)
     check_destination(dst, overwrite)
@@ -38,17 +39,19 @@ def atomic_directory(dst: str | Path, overwrite: bool = False) -> Iterator[Path]
     tmp.mkdir()
     try:
         yield tmp
-        for path in tmp.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                _fsync(path)
-        _fsync(tmp)
+        if durable:
+            for path in tmp.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    _fsync(path)
+            _fsync(tmp)
         check_destination(dst, overwrite)
         backup = dst.parent / f".{dst.name}.old-{tag}"
         if dst.exists():
             os.rename(dst, backup)
         os.rename(tmp, dst)
         shutil.rmtree(backup, ignore_errors=True)
-        _fsync(dst.parent)
+        if durable:
+            _fsync(dst.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,11 +28,14 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 PAPER_ALPHAS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 DEFAULT_DENSITIES = (0.05, 0.1, 0.2)
 SEARCH_MODES = ("refine", "grid")
+DEVICES = ("auto", "cpu", "cuda")  # the choices offered (flags, run forms); check_device also takes cuda:N
 
 
-def option(help: str, *, choices: tuple[str, ...] | None = None, key: bool = True, advanced: bool = False) -> dict:
-    """Field metadata: the help text of its flag and form field, fixed choices, whether it belongs to the key."""
-    return {"help": help, "choices": choices, "key": key, "advanced": advanced}
+def option(help: str, *, choices: tuple[str, ...] | None = None, key: bool = True, advanced: bool = False,
+           label: str | None = None) -> dict:
+    """Field metadata: the help text of its flag and form field, fixed choices, whether it belongs to the key,
+    whether a form shows it after the main options (``advanced``) and its label there (default: its name in words)."""
+    return {"help": help, "choices": choices, "key": key, "advanced": advanced, "label": label}
 
 
 def _number(value: Any, name: str) -> float:
@@ -135,11 +138,12 @@ class CompressionConfig(_Config):
 
     MODE: ClassVar[str] = "fixed"
 
-    density: float = field(default=0.1, metadata=option("fraction k of entries kept (0 < k <= 1)"))
-    alpha: float = field(default=1.0, metadata=option("scale factor α; kept entries become ±α·σ"))
+    density: float = field(default=0.1, metadata=option("fraction k of entries kept (0 < k <= 1)", label="Density k"))
+    alpha: float = field(default=1.0, metadata=option("scale factor α; kept entries become ±α·σ", label="α"))
     codec: str = field(default=DEFAULT_CODEC, metadata=option(
-        "payload codec: golomb (smallest) or bitmask (2 bits/param)", choices=CODEC_IDS))
-    device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
+        "payload codec: golomb (smallest) or bitmask (2 bits/param)", choices=CODEC_IDS, advanced=True))
+    device: str = field(default="auto", metadata=option(
+        "auto, cpu or cuda (pin a GPU with CUDA_VISIBLE_DEVICES)", choices=DEVICES, key=False, advanced=True))
 
     def __post_init__(self) -> None:
         self._set("density", check_density(self.density))
@@ -164,20 +168,23 @@ class CalibrationConfig(_Config):
     MODE: ClassVar[str] = "calibrate"
 
     task: str = field(metadata=option("lm-eval task name or path to a task YAML (local data files)"))
-    base: str | None = field(default=None, metadata=option("base model directory or Hub id (default: the adapter's own)"))
-    densities: tuple[float, ...] = field(default=DEFAULT_DENSITIES, metadata=option("calibration densities k"))
-    alphas: tuple[float, ...] = field(default=PAPER_ALPHAS, metadata=option("calibration α grid"))
+    base: str | None = field(default=None, metadata=option(
+        "base model directory or Hub id (default: the adapter's own)", label="Base model"))
+    densities: tuple[float, ...] = field(default=DEFAULT_DENSITIES, metadata=option(
+        "calibration densities k", label="Calibration densities k"))
+    alphas: tuple[float, ...] = field(default=PAPER_ALPHAS, metadata=option("calibration α grid", label="Calibration α grid"))
     metric: str = field(default="acc", metadata=option("metric of the validation task to maximise"))
     limit: float | None = field(default=None, metadata=option(
-        "evaluate only N documents (or a fraction < 1 of them)", advanced=True))
+        "evaluate only N documents (or a fraction < 1 of them)", advanced=True, label="Document limit"))
     tolerance: float = field(default=0.0, metadata=option(
-        "choose the smallest artifact within T of the best score", advanced=True))
+        "choose the smallest artifact within T of the best score", advanced=True, label="Score tolerance"))
     search: str = field(default="refine", metadata=option(
         "refine: coarse α sweep, then refine around the best; grid: every point", choices=SEARCH_MODES, advanced=True))
     seed: int = field(default=1234, metadata=option("seed for lm-eval sampling", key=False, advanced=True))
     batch_size: int = field(default=64, metadata=option("lm-eval batch size", key=False, advanced=True))
-    codec: str = field(default=DEFAULT_CODEC, metadata=option("payload codec of the artifact", choices=CODEC_IDS))
-    device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
+    codec: str = field(default=DEFAULT_CODEC, metadata=option("payload codec of the artifact", choices=CODEC_IDS, advanced=True))
+    device: str = field(default="auto", metadata=option(
+        "auto, cpu or cuda (pin a GPU with CUDA_VISIBLE_DEVICES)", choices=DEVICES, key=False, advanced=True))
 
     def __post_init__(self) -> None:
         for name in ("task", "base"):

@@ -1,22 +1,25 @@
 """``compress_adapters``: the GPU flow. One run loads a base model at most once and works through a
-bounded batch of adapters that share it; each adapter is fetched, compressed (or calibrated on the
-batch's loaded base: attached, swept, detached), stored, registered and published. One bad adapter
-fails alone, recorded with its reason; the base is freed when the batch ends.
+bounded batch of adapters that share it; each adapter is one Prefect task run (``process_adapter``, named after
+the adapter): fetched, compressed (or calibrated on the batch's loaded base: attached, swept, detached), stored,
+registered and published. One bad adapter fails alone, recorded with its reason; the base is freed when the
+batch ends. ``compress_batch`` is the batch's body, also run inline by the catalog flow (embedded default).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from compeft.config import CalibrationConfig
 from compeft.errors import InputError
-from flows import tasks, ui
+from flows import quiet, tasks, ui
 from flows.calibration import BaseSessions, resolve_base
 from flows.params import (
     DEFAULT_OPTIONS,
@@ -31,6 +34,7 @@ from storage.config import ServiceConfig
 from storage.values import AdapterRef
 
 GPU_TAGS = ["compeft", "gpu"]
+quiet.install()
 
 
 def publish_existing(ref: AdapterRef, existing: ExistingWork, config, service: ServiceConfig, work: Path) -> str | None:
@@ -50,6 +54,7 @@ def from_existing(ref: AdapterRef, existing: ExistingWork, config, service: Serv
                            published_uri=publish_existing(ref, existing, config, service, work))
 
 
+@task(name="compress-adapter", task_run_name="{ref.name}", cache_policy=NO_CACHE)
 def process_adapter(ref: AdapterRef, options: CompressionOptions, service: ServiceConfig, force: bool, work: Path,
                     sessions: BaseSessions | None = None) -> AdapterOutcome:
     """fetch → compress or calibrate → store → register → publish, for one adapter (calibrated on the
@@ -60,7 +65,7 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
     if existing is not None and existing.usable(calibrating):
         return from_existing(ref, existing, config, service, work)
     adapter_dir = tasks.fetch_adapter(ref, work / "adapter", service)
-    adapter = tasks.register_adapter(service, adapter_dir, ref)
+    adapter = tasks.register_adapter(service, adapter_dir, ref, options.base)
     existing = None if force else tasks.find_existing(service, adapter.content_sha256, config.key())
     if existing is not None and existing.usable(calibrating):
         return from_existing(ref, existing, config, service, work)
@@ -71,7 +76,8 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
         if base is None:
             raise InputError(f"{ref.name}: no base model to calibrate against (adapter records none; pass base)")
         session = sessions.get(base) if sessions is not None else None
-        result = tasks.calibrate_adapter(adapter_dir, out_dir, config.replace(base=base), session)
+        with quiet.forwarded("compeft.calibrate", _flow_logger(), f"{ref.name}: calibrating: "):
+            result = tasks.calibrate_adapter(adapter_dir, out_dir, config.replace(base=base), session)
         info = result.artifact
     else:
         info = tasks.compress_adapter(adapter_dir, out_dir, config)
@@ -90,9 +96,54 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
     return catalog.outcome(ref, "compressed", artifact, calibration=calibration, published_uri=published)
 
 
+def _flow_logger():
+    """The enclosing flow run's logger (per-task lines are off in `compeft catalog` unless --verbose)."""
+    from prefect.context import FlowRunContext
+    from prefect.logging.loggers import flow_run_logger
+
+    ctx = FlowRunContext.get()
+    return flow_run_logger(ctx.flow_run, ctx.flow) if ctx and ctx.flow_run else get_run_logger()
+
+
 def one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def compress_batch(adapters: Sequence[AdapterRef], options: CompressionOptions, service: ServiceConfig, force: bool,
+                   on_outcome: Callable[[AdapterOutcome], None] | None = None) -> list[AdapterOutcome]:
+    """The adapters one after another, each a ``process_adapter`` task run, sharing one loaded base model; a
+    failure is that adapter's outcome, with its one-line reason. ``on_outcome`` hears of each as it ends."""
+    logger = get_run_logger()
+    outcomes: list[AdapterOutcome] = []
+    root = Path(tempfile.mkdtemp(prefix="compeft-batch-"))
+    sessions = BaseSessions(options.device)  # the base model, loaded once on first calibration
+    try:
+        for index, ref in enumerate(adapters):
+            work = root / str(index)
+            try:
+                outcome = process_adapter(ref, options, service, force, work, sessions)
+            except Exception as err:  # noqa: BLE001 - one bad adapter fails alone, with its reason
+                reason = one_line(err).replace(str(work / "adapter"), ref.uri)  # name the adapter, not the work dir
+                logger.error("%s: failed: %s", ref.name, reason)
+                outcome = catalog.outcome(ref, "failed", reason=reason)
+            else:
+                ratio = outcome.artifact.ratio if outcome.artifact else None
+                logger.info("%s: %s (ratio %s)", ref.name, outcome.status, f"{ratio:.1f}×" if ratio else "n/a")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        sessions.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return outcomes
+
+
+def summary(outcomes: Sequence[AdapterOutcome]) -> str:
+    """'3 compressed, 1 failed' (statuses with no adapter left out)."""
+    return ", ".join(f"{v} {k}" for k, v in catalog.counts(list(outcomes)).items() if v) or "no adapters"
 
 
 @flow(name="compress-adapters", log_prints=True, retries=0)
@@ -117,30 +168,15 @@ def compress_adapters(
     run_id = str(flow_run.get_id() or "local")
     tasks.start_run(config, run_id, {"adapters": [a.uri for a in adapters], "options": options.model_dump(),
                                      "force": force, "publish_to": config.publish_to})
-    bar = ui.progress(f"compressing {len(adapters)} adapter(s)")
-    outcomes: list[AdapterOutcome] = []
-    root = Path(tempfile.mkdtemp(prefix="compeft-batch-"))
-    sessions = BaseSessions(options.device)  # the base model, loaded once on first calibration
-    try:
-        for index, ref in enumerate(adapters):
-            work = root / str(index)
-            try:
-                outcome = process_adapter(ref, options, config, force, work, sessions)
-            except Exception as err:  # noqa: BLE001 - one bad adapter fails alone, with its reason
-                reason = one_line(err).replace(str(work / "adapter"), ref.uri)  # name the adapter, not the work dir
-                logger.error("%s: failed: %s", ref.name, reason)
-                outcome = catalog.outcome(ref, "failed", reason=reason)
-            else:
-                ratio = outcome.artifact.ratio if outcome.artifact else None
-                logger.info("%s: %s (ratio %s)", ref.name, outcome.status, f"{ratio:.1f}×" if ratio else "n/a")
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            outcomes.append(outcome)
-            ui.set_progress(bar, index + 1, len(adapters))
-    finally:
-        sessions.close()
-        shutil.rmtree(root, ignore_errors=True)
-    ui.outcome_table(outcomes, f"{len(adapters)} adapter(s): " +
-                     ", ".join(f"{v} {k}" for k, v in catalog.counts(outcomes).items() if v))
+    bar = ui.Progress("compressing")
+    bar.set(total=len(adapters), force=True)
+
+    def advance(outcome: AdapterOutcome) -> None:
+        bar.set(f"compressing (last: {outcome.name}, {outcome.status})", done=bar.done + 1)
+
+    outcomes = compress_batch(adapters, options, config, force, on_outcome=advance)
+    done = summary(outcomes)
+    ui.outcome_tables(outcomes, f"{len(adapters)} adapter(s): {done}")
     tasks.finish_run(config, run_id, outcomes)
+    bar.finish(done)
     return [o.fields() for o in outcomes]

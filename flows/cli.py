@@ -41,7 +41,8 @@ def build_parser() -> Parser:
     p.add_argument("--database-url", default=None, metavar="URL", help="registry database (default COMPEFT_DATABASE_URL "
                    "or SQLite in COMPEFT_HOME)")
     p.add_argument("--force", action="store_true", help="compress again even when the registry has the artifact")
-    p.add_argument("--batch-size", type=int, default=8, help="adapters per batch sharing one base model load")
+    p.add_argument("--batch-size", type=int, default=8, help="adapters per GPU flow run with --dispatch deployment "
+                   "(inline runs go through each base model's adapters in one pass, loading it once)")
     p.add_argument("--dispatch", choices=("inline", "deployment"), default="inline",
                    help="inline (default): here, one batch after another; deployment: submit batches to the "
                         "gpu work pool of the server in PREFECT_API_URL")

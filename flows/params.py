@@ -1,17 +1,18 @@
 """Typed flow parameters (pydantic), generated from the configuration dataclasses they stand for: the field
-names, types, defaults, descriptions and choices (drop-downs in the Prefect UI's run form) come from
-``compeft.config`` and ``storage.config``, and every value is checked by building those objects."""
+names, types, defaults, descriptions, choices (drop-downs in the Prefect UI's run form), labels and the form's
+order (main options first, ``advanced`` ones after: ``storage.models.in_form_order``) come from ``compeft.config``
+and ``storage.config``, and every value is checked by building those objects."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from compeft.config import CalibrationConfig, ComposeConfig, CompressionConfig, MergeConfig
 from storage.config import ServiceConfig
-from storage.models import fields_of
+from storage.models import FormField, form_fields, in_form_order
 
 
 class _Options(BaseModel):
@@ -45,16 +46,17 @@ class _Options(BaseModel):
 # the calibration fields a catalog does not set per run: the task (its own field and the per-adapter map), codec
 # and device (the compression's), lm-eval's seed and batch size (their defaults)
 CALIBRATION_SKIPPED = ("task", "codec", "device", "seed", "batch_size")
+_TASKS = {
+    "task": FormField(str | None, None, "Validation task (lm-eval task name or task YAML path) for every adapter: "
+                      "calibrate α instead of using the fixed α.", "Validation task", False),
+    "tasks": FormField(dict[str, str], None, "Per-adapter validation tasks, adapter name -> task; overrides the "
+                       "validation task for those adapters.", "Validation task per adapter", False, dict),
+}
 CompressionOptions = create_model(
     "CompressionOptions",
     __base__=_Options,
     __doc__="How each adapter is compressed: a fixed (density, α), or α chosen on a validation task.",
-    **fields_of(CompressionConfig),
-    task=(str | None, Field(None, description="Validation task (lm-eval task name or task YAML path) for every "
-                                                "adapter: calibrate α.")),
-    tasks=(dict[str, str], Field(default_factory=dict, description="Per-adapter validation tasks, adapter name -> "
-                                                                    "task; overrides `task` for those adapters.")),
-    **fields_of(CalibrationConfig, skip=CALIBRATION_SKIPPED),
+    **in_form_order(form_fields(CompressionConfig), _TASKS, form_fields(CalibrationConfig, skip=CALIBRATION_SKIPPED)),
 )
 
 
@@ -71,7 +73,7 @@ class _Service(BaseModel):
 
 
 ServiceParameters = create_model("ServiceParameters", __base__=_Service, __doc__=ServiceConfig.__doc__,
-                                 **fields_of(ServiceConfig))
+                                 **in_form_order(form_fields(ServiceConfig)))
 DEFAULT_OPTIONS = CompressionOptions()
 DEFAULT_SERVICE = ServiceParameters()
 
@@ -90,8 +92,8 @@ class _Operation(BaseModel):
         return self
 
 
-MergeOptions = create_model("MergeOptions", __base__=_Operation, __doc__=MergeConfig.__doc__, **fields_of(MergeConfig))
+MergeOptions = create_model("MergeOptions", __base__=_Operation, __doc__=MergeConfig.__doc__, **in_form_order(form_fields(MergeConfig)))
 MergeOptions.CONFIG = MergeConfig
 ComposeOptions = create_model("ComposeOptions", __base__=_Operation, __doc__=ComposeConfig.__doc__,
-                              **fields_of(ComposeConfig))
+                              **in_form_order(form_fields(ComposeConfig)))
 ComposeOptions.CONFIG = ComposeConfig

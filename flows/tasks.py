@@ -1,6 +1,12 @@
-"""Prefect tasks: each one call into ``compeft`` or ``storage``, exchanging typed values (references, rows,
-results), never tensors or ad-hoc dicts. None retries: storage's RetryPolicy owns the retries of every network
-call (Hub and S3), so a task that fails has already been retried as far as it is worth."""
+"""The steps of a run, each one call into ``compeft`` or ``storage``, exchanging typed values (references, rows,
+results), never tensors or ad-hoc dicts.
+
+Steps done once per run (``start_run``, ``crawl_source``, ``plan_work``, ``finish_run``) are Prefect tasks. The
+per-adapter steps (fetch, register, compress or calibrate, store, publish) are plain calls inside the one
+Prefect task run each adapter gets (``flows.batch.process_adapter``): a task run costs tens of milliseconds of
+API round trips and events, as much as compressing a small adapter, so one per adapter and not one per step.
+None retries: storage's RetryPolicy owns the retries of every network call (Hub and S3), so a step that fails
+has already been retried as far as it is worth."""
 
 from __future__ import annotations
 
@@ -27,32 +33,31 @@ def crawl_source(source: str, service: ServiceConfig) -> tuple[list[AdapterRef],
 
 
 @step
+def plan_work(service: ServiceConfig, items: list[tuple[AdapterRef, str]]) -> list[ExistingWork | None]:
+    """For each (adapter, options key) the work already registered, where its content is known without a download."""
+    return catalog.known_work(service.registry(), items)
+
+
 def known_work(service: ServiceConfig, ref: AdapterRef, key: str) -> ExistingWork | None:
     """The work registered for this adapter and options, when its content is known without a download."""
-    registry = service.registry()
-    content = catalog.known_content(registry, ref)
-    return catalog.existing_work(registry, content, key) if content else None
+    return catalog.known_work(service.registry(), [(ref, key)])[0]
 
 
-@step
 def fetch_adapter(ref: AdapterRef, dest: Path, service: ServiceConfig) -> Path:
     """Download one adapter's files into a local work directory."""
     return service.source(ref.source_uri).fetch(ref, dest)
 
 
-@step
-def register_adapter(service: ServiceConfig, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
-    """Record the fetched adapter in the registry (idempotent)."""
-    return catalog.register_adapter(service.registry(), adapter_dir, ref)
+def register_adapter(service: ServiceConfig, adapter_dir: Path, ref: AdapterRef, base: str | None = None) -> AdapterRow:
+    """Record the fetched adapter in the registry (idempotent; ``base``: the run's base model option)."""
+    return catalog.register_adapter(service.registry(), adapter_dir, ref, base)
 
 
-@step
 def find_existing(service: ServiceConfig, content_sha256: str, key: str) -> ExistingWork | None:
     """The work already registered for this content and options."""
     return catalog.existing_work(service.registry(), content_sha256, key)
 
 
-@step
 def compress_adapter(adapter_dir: Path, out_dir: Path, config: CompressionConfig) -> ArtifactInfo:
     """Compress one adapter at a fixed (k, α) into an artifact directory."""
     from compeft.api import compress
@@ -60,7 +65,6 @@ def compress_adapter(adapter_dir: Path, out_dir: Path, config: CompressionConfig
     return compress(adapter_dir, out_dir, config)
 
 
-@step
 def calibrate_adapter(adapter_dir: Path, out_dir: Path, config: CalibrationConfig, session=None):
     """Choose (k, α) on a validation task and write the artifact at the chosen point (on the batch's loaded
     base when ``session``, a ``compeft.calibrate.BaseModelSession``, is given); a CalibrationResult."""
@@ -69,39 +73,33 @@ def calibrate_adapter(adapter_dir: Path, out_dir: Path, config: CalibrationConfi
     return calibrate(adapter_dir, out_dir, config, session=session)
 
 
-@step
 def store_artifact(out_dir: Path, service: ServiceConfig) -> StoredArtifact:
     """Put the artifact directory into the content-addressed store."""
     return service.artifact_store().put(out_dir)
 
 
-@step
 def register_artifact(service: ServiceConfig, adapter: AdapterRow, info: ArtifactInfo, stored: StoredArtifact,
                       config: CompressionConfig | CalibrationConfig) -> ArtifactRow:
     """Record the artifact; an existing (content, options) row is returned instead of duplicated."""
     return catalog.register_artifact(service.registry(), adapter, info, stored, config.key_fields(), config.key())
 
 
-@step
 def register_calibration(service: ServiceConfig, artifact: ArtifactRow, result) -> CalibrationRow:
     """Record one calibration sweep of an artifact."""
     return catalog.register_calibration(service.registry(), artifact, result)
 
 
-@step
 def fetch_stored_artifact(service: ServiceConfig, sha256: str, dest: Path) -> Path:
     """Copy a stored artifact out of the store (hash-verified), to publish it."""
     return service.artifact_store().get(sha256, dest)
 
 
-@step
 def publish_artifact(artifact_dir: Path, service: ServiceConfig, ref: AdapterRef,
                      config: CompressionConfig | CalibrationConfig, sha256: str) -> Publication:
     """Publish the artifact to the service's destination (no new commit/object when it is already there)."""
     return service.publisher().publish(artifact_dir, catalog.provenance(ref, config.key_fields(), sha256))
 
 
-@step
 def register_publication(service: ServiceConfig, artifact: ArtifactRow, publication: Publication) -> PublicationRow:
     """Record where the artifact was published."""
     return catalog.register_publication(service.registry(), artifact, publication)
@@ -119,7 +117,6 @@ def finish_run(service: ServiceConfig, flow_run_id: str, outcomes: list[catalog.
     service.registry().finish_run(flow_run_id, "completed", catalog.counts(outcomes), catalog.failures(outcomes))
 
 
-@step
 def mark_near_duplicate(service: ServiceConfig, artifact: ArtifactRow, out_dir: Path, device: str = "cpu"):
     """Sign the new artifact for search and mark it when it nearly repeats an earlier one (issue 14)."""
     import tempfile

@@ -1,10 +1,14 @@
-"""What the Prefect UI shows for a run: progress, the outcome table and calibration plots."""
+"""What the Prefect UI shows for a run: a progress bar that says what it is doing, the outcome table a person
+reads (in words, nine columns), the same outcomes as machine-readable fields (a second table, read back by a
+parent run), calibration plots, and the parent's index linking its batch runs and calibration plots."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,50 +24,94 @@ from storage.catalog import AdapterOutcome
 from storage.census import Census
 from storage.registry import CalibrationRow
 
-TABLE_KEY = "compeft-outcomes"
+TABLE_KEY = "compeft-outcomes"  # what a person reads
+DATA_KEY = "compeft-outcome-fields"  # AdapterOutcome.fields() per adapter, read back by a parent run
+INDEX_KEY = "compeft-run-index"
+CALIBRATION_KEY_PREFIX = "compeft-calibration-"
 CENSUS_KEY = "compeft-census"
 MAX_INLINE_PNG = 400_000
+#: the outcome table's columns, in the order a person reads them
+COLUMNS = ("Adapter", "Status", "Size before → after", "Ratio", "Bits/param", "Density k", "α",
+           "Score original → compressed", "Link or reason")
 
 
 def _num(value: float | None, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
-def table_row(o: AdapterOutcome) -> dict[str, Any]:
-    """One table line: adapter, status, bytes before → after, ratio, bits/param, density, α, validation
-    scores (original vs compressed), link and reason, plus the raw outcome fields read back by a parent."""
-    fields = o.fields()
-    size = (f"{fields['bytes_source']:,} → {fields['bytes_artifact']:,}"
-            if fields["bytes_source"] is not None and fields["bytes_artifact"] is not None else "")
-    row: dict[str, Any] = {"adapter": o.name, "status": o.status, "bytes": size}
-    row.update({k: v for k, v in fields.items() if k not in ("name", "status")})
-    for key, digits in (("ratio", 2), ("bits_per_param", 4), ("score_original", 4), ("score_compressed", 4)):
-        if row[key] is not None:
-            row[key] = round(row[key], digits)
-    row["link"] = o.link or ""
-    return row
+def human_bytes(n: int | None) -> str:
+    """1,234,567 → '1.2 MB' (decimal units, as file browsers show them)."""
+    if n is None:
+        return ""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
-def outcome_table(outcomes: Sequence[AdapterOutcome], description: str) -> UUID:
-    """Create the run's table artifact (the same rows are read back by a parent run)."""
-    return create_table_artifact(table=[table_row(o) for o in outcomes], key=TABLE_KEY, description=description)
+def table_row(o: AdapterOutcome) -> dict[str, str]:
+    """One line of the outcome table, in words."""
+    art = o.artifact
+    scores = (f"{_num(o.score_original, '.3f')} → {_num(o.score_compressed, '.3f')}"
+              if o.score_compressed is not None else "")
+    values = (
+        o.name, o.status,
+        f"{human_bytes(art.bytes_source)} → {human_bytes(art.bytes)}" if art and art.bytes_source is not None else "",
+        f"{art.ratio:.1f}×" if art and art.ratio else "",
+        _num(art.bits_per_param if art else None, ".3f"),
+        _num(art.density if art else None, "g"),
+        _num(art.alpha if art else None, "g"),
+        scores,
+        (f"near-duplicate of #{o.duplicate_of} (cosine {o.duplicate_cosine:.3f}); " if o.duplicate_of is not None else "")
+        + (o.reason or o.link or ""),
+    )
+    return dict(zip(COLUMNS, values))
+
+
+def outcome_tables(outcomes: Sequence[AdapterOutcome], description: str) -> None:
+    """The run's outcome table (in words) and the machine-readable outcome fields beside it."""
+    create_table_artifact(table=[table_row(o) for o in outcomes], key=TABLE_KEY, description=description)
+    create_table_artifact(table=[o.fields() for o in outcomes], key=DATA_KEY,
+                          description="Machine-readable outcome of every adapter (AdapterOutcome fields; the parent "
+                                      "run reads them back). The registry holds the full records.")
 
 
 def outcomes_from_table(data: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """The outcome fields (``AdapterOutcome.fields()``) of a table artifact written by :func:`outcome_table`."""
+    """The outcome fields (``AdapterOutcome.fields()``) of a ``DATA_KEY`` table artifact."""
     if data is None:
         return []
-    rows = json.loads(data) if isinstance(data, str) else list(data)
-    return [{**row, "name": row["adapter"]} for row in rows]
+    return json.loads(data) if isinstance(data, str) else list(data)
 
 
-def progress(description: str) -> UUID:
-    """A progress artifact at 0 %."""
-    return create_progress_artifact(progress=0.0, description=description)
+class Progress:
+    """The run's progress artifact: what the run is doing now, and the share of adapters done; ends as "done".
 
+    Updates are one API call each, so they are spaced at least ``every`` seconds apart (the last one always goes)."""
 
-def set_progress(artifact_id: UUID, done: int, total: int) -> None:
-    update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / max(total, 1))
+    def __init__(self, doing: str, every: float = 5.0) -> None:
+        self.doing, self.every, self.last = doing, every, 0.0
+        self.done = self.total = 0
+        self.id = create_progress_artifact(progress=0.0, description=doing)
+
+    def set(self, doing: str | None = None, *, done: int | None = None, total: int | None = None,
+            force: bool = False) -> None:
+        """Say what the run is doing and how far it is (an update at most every ``every`` seconds unless forced)."""
+        self.doing = doing or self.doing
+        self.done = self.done if done is None else done
+        self.total = self.total if total is None else total
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            share = 100.0 * self.done / self.total if self.total else 0.0
+            update_progress_artifact(artifact_id=self.id, progress=share, description=self.line())
+
+    def line(self) -> str:
+        return f"{self.doing}: {self.done}/{self.total} adapters" if self.total else self.doing
+
+    def finish(self, summary: str) -> None:
+        """The final state: 100 %, "done: <summary>"."""
+        self.doing = f"done: {summary}"
+        update_progress_artifact(artifact_id=self.id, progress=100.0, description=self.doing)
 
 
 def calibration_markdown(name: str, calibration: CalibrationRow, plot: Path | None) -> UUID:
@@ -78,8 +126,48 @@ def calibration_markdown(name: str, calibration: CalibrationRow, plot: Path | No
     lines += ["| density k | α | score |", "|---:|---:|---:|"]
     for point in calibration.scores:
         lines.append(f"| {point['density']:g} | {point['alpha']:g} | {_num(point.get('score'), '.4f')} |")
-    key = "compeft-calibration-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
-    return create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"calibration of {name}")
+    return create_markdown_artifact(markdown="\n".join(lines), key=calibration_key(name),
+                                    description=f"calibration of {name}")
+
+
+def calibration_key(name: str) -> str:
+    return CALIBRATION_KEY_PREFIX + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """A batch run of a catalog run: its name, adapters, final state and flow run id."""
+
+    name: str
+    adapters: int
+    state: str
+    flow_run_id: UUID
+
+
+@dataclass(frozen=True)
+class PlotLink:
+    """A calibration plot (markdown artifact) and the run it belongs to."""
+
+    adapter: str
+    description: str
+    artifact_id: UUID
+
+
+def run_index(batches: Sequence[RunLink], plots: Sequence[PlotLink]) -> UUID | None:
+    """The parent run's index: a link to every batch run and to every calibration plot (links relative to the
+    UI's root, so they work wherever the UI is served)."""
+    if not batches and not plots:
+        return None
+    lines = []
+    if batches:
+        lines += ["## Batch runs", "", "| batch run | adapters | state |", "|---|---:|---|"]
+        lines += [f"| [{b.name}](/runs/flow-run/{b.flow_run_id}) | {b.adapters} | {b.state} |" for b in batches]
+        lines.append("")
+    if plots:
+        lines += ["## Calibration plots", "", "| adapter | calibration |", "|---|---|"]
+        lines += [f"| {p.adapter} | [{p.description}](/artifacts/artifact/{p.artifact_id}) |" for p in plots]
+    return create_markdown_artifact(markdown="\n".join(lines), key=INDEX_KEY,
+                                    description="links to this run's batch runs and calibration plots")
 
 
 def census_markdown(census: Census, source: str) -> UUID:

@@ -4,14 +4,19 @@
 # compress_catalog flow over it in-process (Prefect's ephemeral API, no server) with an SQLite
 # registry, a local artifact store and a local publish directory, and print the registry table.
 # One adapter (lora-plus) gets α calibrated on its validation task; the others use k=0.1, α=1.
-# Output lands in ${COMPEFT_MAIN_DIR:-.compeft/main}; running it again does no new work.
+# Output lands in ${COMPEFT_MAIN_DIR:-.compeft/main}; running it again does no new work. COMPEFT_SETUP=skip
+# reuses an existing .venv (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 step() { printf '\n==> [%3ds] %s\n' "$((SECONDS - start))" "$*"; }
 
-step "setting up .venv (scripts/setup.sh)"
-bash scripts/setup.sh
+if [ "${COMPEFT_SETUP:-}" = skip ] && [ -x .venv/bin/compeft ]; then
+  step "using the existing .venv (COMPEFT_SETUP=skip)"
+else
+  step "setting up .venv (scripts/setup.sh)"
+  bash scripts/setup.sh
+fi
 
 OUT="${COMPEFT_MAIN_DIR:-$PWD/.compeft/main}"
 mkdir -p "$OUT"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 if [ "${COMPEFT_TORCH:-}" != "skip" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check "torch==${COMPEFT_TORCH:-2.13.0}"
+  .venv/bin/pip install -qq --disable-pip-version-check "torch==${COMPEFT_TORCH:-2.13.0}"
 fi
-.venv/bin/pip install -q --disable-pip-version-check uv
+.venv/bin/pip install -qq --disable-pip-version-check uv
 .venv/bin/uv pip install -q --python .venv/bin/python -e ".[all,test]"

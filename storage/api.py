@@ -1,5 +1,6 @@
 """Read-only HTTP API over the registry (FastAPI): /health, /artifacts (filters + paging), /artifacts/{id},
-/census."""
+/census; its OpenAPI pages /docs (Swagger UI) and /redoc load their scripts from this server (fastapi-offline
+ships them), so they render on a machine without internet."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from storage.registry.records import MAX_PAGE, MAX_ROW
 
 def create_app(registry: Registry):
     """Build the FastAPI app serving ``registry``; only GET routes exist."""
-    from fastapi import Depends, FastAPI, HTTPException, Path, Query
+    from fastapi import Depends, HTTPException, Path, Query
     from fastapi.responses import JSONResponse
+    from fastapi_offline import FastAPIOffline
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="compeft registry",
         description="Read-only view of ComPEFT-compressed artifacts and their provenance.",
         version="1",

@@ -4,8 +4,10 @@ describe provenance. The flows only sequence these calls."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,12 +108,33 @@ def known_content(registry: Registry, ref: AdapterRef) -> str | None:
     """The content sha256 of an adapter without downloading it: from the listing's hashes of its layout's files
     (every one of them, whichever layout), else from a registered adapter with the same URI and revision (commit
     sha, ETags, content hash)."""
-    hashes = {f.name: f.sha256 for f in ref.files}
-    if hashes and all(hashes.values()):
-        return content_hash(hashes)
+    if _fully_hashed(ref):
+        return content_hash({f.name: f.sha256 for f in ref.files})
     if not ref.revision:
         return None
     return registry.find_adapter_content(ref.uri, ref.revision)
+
+
+def known_work(registry: Registry, items: Sequence[tuple[AdapterRef, str]]) -> list[ExistingWork | None]:
+    """For each (adapter, options key): the work registered for it when its content is known without a download
+    (``known_content``), else None; a few queries for the whole list, whatever its length."""
+    listed = [(ref, content_hash({f.name: f.sha256 for f in ref.files}) if _fully_hashed(ref) else None, key)
+              for ref, key in items]
+    revisions = registry.find_adapter_contents([(ref.uri, ref.revision) for ref, content, _ in listed
+                                                if content is None and ref.revision])
+    pairs = [(content or revisions.get((ref.uri, ref.revision or "")), key) for ref, content, key in listed]
+    found = registry.find_work([(c, k) for c, k in pairs if c])
+    return [_existing(found[(c, k)]) if c and (c, k) in found else None for c, k in pairs]
+
+
+def _fully_hashed(ref: AdapterRef) -> bool:
+    """The listing hashed every file of the adapter's layout."""
+    return bool(ref.files) and all(f.sha256 for f in ref.files)
+
+
+def _existing(detail) -> ExistingWork:
+    return ExistingWork(detail.artifact, {p.destination: p.uri for p in detail.publications},
+                        detail.calibrations[-1] if detail.calibrations else None)
 
 
 def existing_work(registry: Registry, content_sha256: str, key: str) -> ExistingWork | None:
@@ -119,15 +142,42 @@ def existing_work(registry: Registry, content_sha256: str, key: str) -> Existing
     row = registry.find_artifact(content_sha256, key)
     if row is None:
         return None
-    detail = registry.get_artifact(row.id)
-    return ExistingWork(row, {p.destination: p.uri for p in detail.publications},
-                        detail.calibrations[-1] if detail.calibrations else None)
+    return _existing(registry.get_artifact(row.id))
 
 
-def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef) -> AdapterRow:
-    """Record the source and the fetched adapter (hashes, type, rank, ...); idempotent."""
+CATALOG_PREFIX = "catalog:"
+
+
+def base_model_name(ref: AdapterRef, base: str | None) -> str | None:
+    """How the registry names an adapter's base model (``base``: the adapter config's, else the run's option):
+    a Hub id as it is; a path (``./``, ``../``, absolute, or an existing directory beside a local adapter)
+    inside the catalog as ``catalog:PATH`` relative to the catalog root; a path outside it as an absolute
+    path (local catalogs) or as written (remote ones); nothing as None."""
+    if not base:
+        return None
+    kind = source_kind(ref.source_uri)
+    looks_like_path = base.startswith(("./", "../", "/", "~")) or base in (".", "..")
+    if kind == "local":
+        adapter = Path(ref.uri)
+        if not looks_like_path and not (adapter / base).is_dir():
+            return base
+        path = Path(os.path.normpath(adapter / Path(base).expanduser()))
+        root = Path(ref.source_uri)
+        return CATALOG_PREFIX + path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    if kind == "s3" and looks_like_path and not base.startswith(("/", "~")):
+        path = posixpath.normpath(posixpath.join(ref.uri.split("://", 1)[1], base))
+        root = ref.source_uri.split("://", 1)[1].rstrip("/")
+        if path.startswith(root + "/"):
+            return CATALOG_PREFIX + path[len(root) + 1:]
+    return base
+
+
+def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef, base: str | None = None) -> AdapterRow:
+    """Record the source and the fetched adapter (hashes, type, rank, ...; its base model named by
+    ``base_model_name``, ``base`` when the adapter names none); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
     record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, subfolder=ref.subfolder)
+    record = replace(record, base_model=base_model_name(ref, record.base_model or base))
     return registry.get_or_create_adapter(record, source_id=source.id)
 
 

@@ -25,18 +25,20 @@ class ServiceConfig:
         "also publish each artifact to this destination: hf://ORG, s3://BUCKET/PREFIX or a path"))
     store: str | None = field(default=None, metadata=option(
         "artifact store: local directory or s3://BUCKET/PREFIX (default: COMPEFT_STORE, else COMPEFT_HOME/artifacts)",
-        advanced=True))
+        advanced=True, label="Artifact store"))
     database_url: str | None = field(default=None, metadata=option(
         "registry database URL without a password (default: COMPEFT_DATABASE_URL or the compeft-database-url "
-        "Secret block, else SQLite in COMPEFT_HOME)", advanced=True))
-    s3_endpoint: str | None = field(default=None, metadata=option("S3 endpoint URL (default: AWS_ENDPOINT_URL)", advanced=True))
-    hf_endpoint: str | None = field(default=None, metadata=option("Hub endpoint URL (default: HF_ENDPOINT)", advanced=True))
+        "Secret block, else SQLite in COMPEFT_HOME)", advanced=True, label="Registry database URL"))
+    s3_endpoint: str | None = field(default=None, metadata=option(
+        "S3 endpoint URL (default: AWS_ENDPOINT_URL)", advanced=True, label="S3 endpoint URL"))
+    hf_endpoint: str | None = field(default=None, metadata=option(
+        "Hub endpoint URL (default: HF_ENDPOINT)", advanced=True, label="Hub endpoint URL"))
     checkpoints: str = field(default="final", metadata=option(
         "training checkpoints (checkpoint-N/ folders): final takes the final adapter beside them (else the latest "
-        "checkpoint), all takes every checkpoint too", choices=CHECKPOINT_CHOICES, advanced=True))
+        "checkpoint), all takes every checkpoint too", choices=CHECKPOINT_CHOICES, advanced=True, label="Training checkpoints"))
     near_duplicate_cosine: float | None = field(default=0.95, metadata=option(
         "mark an artifact as a near-duplicate of an earlier one of its layout when their cosine is at least this "
-        "(null: do not look)", advanced=True))
+        "(null: do not look)", advanced=True, label="Near-duplicate cosine"))
 
     def __post_init__(self) -> None:
         if self.checkpoints not in CHECKPOINT_CHOICES:

@@ -289,6 +289,58 @@ class Registry:
 
         return self._read(f"artifact {artifact_id}", run)
 
+    def find_work(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], ArtifactDetail]:
+        """The artifacts made from these (content sha256, options hash) pairs, with their adapter, calibrations
+        and publications: four queries per 500 pairs, so planning a catalog of thousands costs milliseconds
+        per adapter (a catalog re-run asks this once)."""
+        wanted = sorted(set(pairs))
+
+        def run(conn):
+            found: dict[tuple[str, str], ArtifactDetail] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                contents = sorted({c for c, _ in chunk})
+                keys = set(chunk)
+                rows = [r for r in conn.execute(select(artifacts).where(artifacts.c.source_sha256.in_(contents))).mappings()
+                        if (r["source_sha256"], r["options_hash"]) in keys]
+                if not rows:
+                    continue
+                ids = [r["id"] for r in rows]
+                adapter_rows = {a["id"]: from_mapping(AdapterRow, a) for a in conn.execute(
+                    select(adapters).where(adapters.c.id.in_(sorted({r["adapter_id"] for r in rows})))).mappings()}
+                cals: dict[int, list[CalibrationRow]] = {}
+                for c in conn.execute(select(calibrations).where(calibrations.c.artifact_id.in_(ids))
+                                      .order_by(calibrations.c.id)).mappings():
+                    cals.setdefault(c["artifact_id"], []).append(from_mapping(CalibrationRow, c))
+                pubs: dict[int, list[PublicationRow]] = {}
+                for p in conn.execute(select(publications).where(publications.c.artifact_id.in_(ids))
+                                      .order_by(publications.c.id)).mappings():
+                    pubs.setdefault(p["artifact_id"], []).append(from_mapping(PublicationRow, p))
+                for r in rows:
+                    found[(r["source_sha256"], r["options_hash"])] = ArtifactDetail(
+                        artifact=from_mapping(ArtifactRow, r), adapter=adapter_rows[r["adapter_id"]],
+                        calibrations=tuple(cals.get(r["id"], ())), publications=tuple(pubs.get(r["id"], ())))
+            return found
+
+        return self._read(f"work of {len(wanted)} adapter(s)", run)
+
+    def find_adapter_contents(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Content sha256 of the newest adapter registered at each (URI, revision) pair (those registered)."""
+        wanted = set(pairs)
+
+        def run(conn):
+            found: dict[tuple[str, str], str] = {}
+            uris = sorted({u for u, _ in wanted})
+            for start in range(0, len(uris), 500):
+                query = (select(adapters.c.uri, adapters.c.revision, adapters.c.content_sha256)
+                         .where(adapters.c.uri.in_(uris[start:start + 500])).order_by(adapters.c.id))
+                for uri, revision, content in conn.execute(query):
+                    if (uri, revision) in wanted:
+                        found[(uri, revision)] = content  # ordered by id: the newest wins
+            return found
+
+        return self._read(f"contents of {len(wanted)} adapter(s)", run)
+
     def find_artifacts_by_sha256(self, sha256: str) -> list[ArtifactRow]:
         """Artifacts whose compeft.safetensors has this sha256 (several if options differ only in name)."""
         def run(conn):

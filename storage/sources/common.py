@@ -168,7 +168,7 @@ def fetch_into(
         raise SourceError(f"{dest_dir}: destination for {ref.uri} is not empty")
     if dest_dir.exists():
         dest_dir.rmdir()
-    with atomic_directory(dest_dir) as tmp:
+    with atomic_directory(dest_dir, durable=False) as tmp:  # a scratch copy for one run
         for remote in ref.files:
             check_fetchable(ref, remote)
             target = tmp / remote.name

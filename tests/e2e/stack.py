@@ -163,8 +163,10 @@ class Stack:
     def artifacts(self, flow_run_id: str) -> list[dict]:
         return self.request("POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
 
-    def table(self, flow_run_id: str) -> list[dict]:
-        rows = next(a for a in self.artifacts(flow_run_id) if a["type"] == "table")["data"]
+    def table(self, flow_run_id: str, key: str = "compeft-outcome-fields") -> list[dict]:
+        """A table artifact's rows: by default the machine-readable outcome fields (``compeft-outcomes`` is the
+        table in words a person reads)."""
+        rows = next(a for a in self.artifacts(flow_run_id) if a["key"] == key)["data"]
         return json.loads(rows) if isinstance(rows, str) else rows
 
     def logs_tail(self) -> str:

@@ -60,25 +60,28 @@ def test_on_demand_run_compresses_registers_stores_and_publishes(e2e):
 
     children = e2e.stack.gpu_runs(run_id)  # one batch per base model: base-a (lora-0, lora-2, broken), base-b
     assert len(children) == 2 and all(c["work_pool_name"] == "gpu" and c["state_type"] == "COMPLETED" for c in children)
-    table = {r["adapter"]: r for r in e2e.stack.table(run_id)}
+    table = {r["name"]: r for r in e2e.stack.table(run_id)}
     assert {n: r["status"] for n, r in table.items()} == {
         "lora-0": "compressed", "lora-1": "compressed", "lora-2": "compressed", "lora-broken": "failed",
         "lora-pickle": "skipped", "base-model": "skipped"}
     assert "safetensors" in table["lora-broken"]["reason"] and "pickle" in table["lora-pickle"]["reason"]
-    assert " → " in table["lora-0"]["bytes"] and table["lora-0"]["ratio"] > 1
-    kinds = {a["type"] for a in e2e.stack.artifacts(run_id)}
-    assert {"table", "progress"} <= kinds
-    progress = next(a for a in e2e.stack.artifacts(run_id) if a["type"] == "progress")
-    assert float(progress["data"]) == pytest.approx(100.0)
+    assert table["lora-0"]["bytes_artifact"] < table["lora-0"]["bytes_source"] and table["lora-0"]["ratio"] > 1
+    words = {r["Adapter"]: r for r in e2e.stack.table(run_id, "compeft-outcomes")}
+    assert words["lora-0"]["Status"] == "compressed" and words["lora-0"]["Ratio"].endswith("×")
+    artifacts = e2e.stack.artifacts(run_id)
+    [progress] = [a for a in artifacts if a["type"] == "progress"]
+    assert float(progress["data"]) == pytest.approx(100.0) and progress["description"].startswith("done: 3 compressed")
+    index = next(a for a in artifacts if a["key"] == "compeft-run-index")["data"]  # every batch run linked
+    assert all(f"/runs/flow-run/{c['id']}" in index for c in children)
 
     # re-running the same catalog does no new work and adds no rows: the done adapters are planned
     # away in the catalog flow; only the failed one is tried again (and fails again, alone)
     again_id = e2e.stack.trigger("compress-catalog/on-demand", catalog_params(str(catalog), str(published)))
     assert e2e.stack.wait(again_id)["state_type"] == "COMPLETED"
     [retry] = e2e.stack.gpu_runs(again_id)
-    assert [r["adapter"] for r in e2e.stack.table(retry["id"])] == ["lora-broken"]
+    assert [r["name"] for r in e2e.stack.table(retry["id"])] == ["lora-broken"]
     assert registry_rows(e2e.database_url, str(catalog)) == rows
-    statuses = {r["adapter"]: r["status"] for r in e2e.stack.table(again_id)}
+    statuses = {r["name"]: r["status"] for r in e2e.stack.table(again_id)}
     assert [statuses[f"lora-{i}"] for i in range(3)] == ["existing"] * 3 and statuses["lora-broken"] == "failed"
 
 
@@ -166,3 +169,13 @@ def test_cron_deployment_gets_runs_scheduled(e2e):
     assert all((s.hour, s.minute) == (3, 17) for s in starts)
     assert runs[0]["parameters"]["source"] == os.fspath(e2e.root / "bulk-catalog")
     assert runs[0]["parameters"]["dispatch"] == "deployment"
+
+
+def test_on_demand_run_form_reads_in_order(e2e):
+    """The run form of the deployment ``prefect deploy`` created, as the server stored it (PostgreSQL in CI: JSONB
+    sorts keys, so only ``position`` keeps the order)."""
+    from tests.flows.run_form import check_run_form
+
+    deployment = e2e.stack.request("GET", "/deployments/name/compress-catalog/on-demand").json()
+    check_run_form(deployment["parameter_openapi_schema"])
+    assert deployment["parameters"]["dispatch"] == "deployment"  # set by prefect.yaml, not shown in the form

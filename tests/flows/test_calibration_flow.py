@@ -1,5 +1,5 @@
 """Calibration inside the catalog flow, on the bundled example catalog: α chosen on the adapter's own
-validation task, the sweep recorded in the registry, the plot shown as a markdown artifact, and the
+validation task, the sweep recorded in the registry, the plot shown as a markdown artifact linked from the run's index, and the
 base model loaded once for the batch of calibrated adapters."""
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     assert cal.chosen_alpha == detail.artifact.alpha and cal.original_score == by_name["lora-color"]["score_original"]
     assert detail.artifact.options["mode"] == "calibrate"
 
-    plots = [a for a in _artifacts_of_children(result["run_id"]) if a.key == "compeft-calibration-lora-color"]
-    assert plots and "score vs α" in plots[0].data and "| 0.1 | 2 |" in plots[0].data
+    by_key = {a.key: a for a in _artifacts_of(result["run_id"])}  # found from the catalog run itself
+    plot = by_key["compeft-calibration-lora-color"]
+    assert "score vs α" in plot.data and "| 0.1 | 2 |" in plot.data
+    index = by_key["compeft-run-index"].data  # the run's index links every calibration plot
+    assert f"[calibration of lora-color](/artifacts/artifact/{plot.id})" in index
+    assert f"/artifacts/artifact/{by_key['compeft-calibration-lora-pair'].id}" in index
 
     again = compress_catalog(str(catalog.root), options=options, service=service)
     by_name = {o["name"]: o for o in again["outcomes"]}
@@ -48,9 +52,9 @@ def test_calibrated_adapter_records_its_sweep(service, monkeypatch):
     assert len(service.config().registry().get_artifact(detail.artifact.id).calibrations) == 1
 
 
-def _artifacts_of_children(parent_run_id: str):
+def _artifacts_of(flow_run_id: str):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["compeft-calibration-lora-color"])))
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))

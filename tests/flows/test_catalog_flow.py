@@ -60,15 +60,25 @@ def test_catalog_compresses_registers_stores_and_publishes(catalog, service):
     assert run.status == "completed" and run.counts["failed"] == 1
     assert [e["name"] for e in run.errors if e["status"] == "failed"] == ["lora-broken"]
 
-    artifacts = _artifacts_of(result["run_id"])
-    kinds = {a.type for a in artifacts}
-    assert {"table", "progress"} <= kinds
-    table = next(a for a in artifacts if a.type == "table")
-    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert sorted(r["adapter"] for r in rows) == ["base-model", "lora-0", "lora-1", "lora-2", "lora-broken", "lora-pickle"]
-    assert all(" → " in r["bytes"] for r in rows if r["status"] == "compressed")
-    progress = next(a for a in artifacts if a.type == "progress")
-    assert float(progress.data) == pytest.approx(100.0)
+    by_key = {a.key: a for a in _artifacts_of(result["run_id"])}
+    assert {"compeft-outcomes", "compeft-outcome-fields"} <= set(by_key)
+    rows = _rows(by_key["compeft-outcomes"])  # what a person reads: the columns in words, in reading order
+    assert list(rows[0]) == ["Adapter", "Status", "Size before → after", "Ratio", "Bits/param", "Density k", "α",
+                             "Score original → compressed", "Link or reason"]
+    table = {r["Adapter"]: r for r in rows}
+    assert sorted(table) == ["base-model", "lora-0", "lora-1", "lora-2", "lora-broken", "lora-pickle"]
+    assert table["lora-0"]["Status"] == "compressed" and " kB → " in table["lora-0"]["Size before → after"]
+    assert table["lora-0"]["Ratio"].endswith("×") and table["lora-0"]["Link or reason"] == by_name["lora-0"]["published_uri"]
+    assert "pickle" in table["lora-pickle"]["Link or reason"]
+    fields = {r["name"]: r for r in _rows(by_key["compeft-outcome-fields"])}  # the machine-readable detail
+    assert fields["lora-0"] == by_name["lora-0"]
+    progress = [a for a in _artifacts_of(result["run_id"]) if a.type == "progress"]
+    assert len(progress) == 1 and float(progress[0].data) == pytest.approx(100.0)
+    assert progress[0].description == "done: 3 compressed, 2 skipped, 1 failed"
+
+
+def _rows(artifact) -> list[dict]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
 def test_rerun_does_no_work_and_adds_no_rows(catalog, service, monkeypatch):
@@ -144,10 +154,27 @@ def test_a_transient_error_fails_only_its_adapter_and_the_next_run_does_it(catal
 
 
 def test_missing_source_fails_the_run_with_one_line(tmp_path, service):
+    """Bad input fails the run with its one-line reason, in the logs too: no traceback, said once per run."""
+    import logging
+
     from flows.catalog import compress_catalog
 
-    with pytest.raises(SourceError, match="does not exist"):
-        compress_catalog(str(tmp_path / "nowhere"), service=service)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with pytest.raises(SourceError, match="does not exist"):
+            compress_catalog(str(tmp_path / "nowhere"), service=service)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    failures = [r for r in records if r.levelno >= logging.ERROR or "Failed" in r.getMessage()]
+    assert failures and all(r.exc_info is None and "\n" not in r.getMessage() for r in failures)
+    assert all("does not exist" in r.getMessage() for r in failures)
+    assert len(failures) == 2  # the crawl task's final state and the flow run's
 
 
 def test_group_batches_by_base_model_and_size():

@@ -73,3 +73,50 @@ def test_outcomes_round_trip_and_summaries(sqlite_url):
         assert catalog.counts([done, failed]) == {"compressed": 1, "existing": 0, "skipped": 0, "failed": 1}
         assert catalog.failures([done, failed]) == [
             {"uri": failed.uri, "name": failed.name, "status": "failed", "reason": "adapter_config.json: not JSON"}]
+
+
+def test_known_work_of_many_adapters_in_a_few_queries(database_url):
+    """The catalog's plan: one bulk lookup for the whole listing gives what existing_work gives one by one
+    (revision-known content, publications, the last calibration), across query chunks of 500."""
+    from sqlalchemy import event
+
+    with open_registry(database_url, upgrade=True) as registry:
+        source = registry.get_or_create_source("hf://org", "hf")
+        for n in (1, 2, 700):
+            adapter = registry.get_or_create_adapter(adapter_record(n), source.id)
+            artifact, _ = registry.get_or_create_artifact(adapter.id, artifact_record(n))
+            if n == 2:
+                registry.add_calibration(artifact.id, _calibration())
+                registry.get_or_create_publication(artifact.id, "hub", "hf://org/adapter-2-compeft", "r1")
+        key = artifact_record(1).options_hash
+        refs = [_ref(n, revision=f"{n:040x}") for n in range(1, 801)]
+        queries = []
+        event.listen(registry.engine, "before_cursor_execute", lambda *args: queries.append(1))
+        work = catalog.known_work(registry, [(ref, key) for ref in refs])
+        assert len(queries) <= 12  # 2 chunks of adapter URIs + 4 queries for the 3 artifacts found
+        found = {i + 1: w for i, w in enumerate(work) if w is not None}
+        assert sorted(found) == [1, 2, 700]
+        for n, w in found.items():
+            assert w == catalog.existing_work(registry, f"{n:064x}", key)
+        assert found[2].publications == {"hub": "hf://org/adapter-2-compeft"} and found[2].calibration.chosen_score == 0.5
+        assert catalog.known_work(registry, [(_ref(1, revision=f"{1:040x}"), "other-key")]) == [None]
+
+
+def test_base_model_named_consistently(tmp_path):
+    """A Hub id stays as it is; a path inside the catalog is 'catalog:' + the path from the catalog root, however
+    the adapter (../base) or the run (an absolute path) wrote it; a path outside is absolute; none is None."""
+    root = tmp_path / "catalog"
+    (root / "tiny-llama").mkdir(parents=True)
+    (root / "group" / "lora").mkdir(parents=True)
+    local = AdapterRef(uri=str(root / "group" / "lora"), source_uri=str(root), name="lora", revision=None, files=(),
+                       peft_type="LORA")
+    assert catalog.base_model_name(local, "../../tiny-llama") == "catalog:tiny-llama"
+    assert catalog.base_model_name(local, str(root / "tiny-llama")) == "catalog:tiny-llama"
+    assert catalog.base_model_name(local, "meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
+    assert catalog.base_model_name(local, "../../../elsewhere") == str(tmp_path / "elsewhere")
+    assert catalog.base_model_name(local, None) is None and catalog.base_model_name(local, "") is None
+    s3 = AdapterRef(uri="s3://bucket/adapters/lora-1", source_uri="s3://bucket/adapters", name="lora-1", revision=None,
+                    files=(), peft_type="LORA")
+    assert catalog.base_model_name(s3, "../base") == "catalog:base"
+    assert catalog.base_model_name(s3, "org/model") == "org/model"
+    assert catalog.base_model_name(_ref(1), "org/model") == "org/model"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -158,3 +159,29 @@ def test_registry_serve_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _browser() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.mark.parametrize(("page", "rendered"), [
+    ("/docs", ('class="swagger-ui', 'class="opblock-summary-path"', "/artifacts/{artifact_id}", "ArtifactDetail")),
+    ("/redoc", ('class="redoc-json"', "List Artifacts", "/artifacts/{artifact_id}", "min_ratio")),
+])
+def test_api_docs_render_offline_in_a_browser(api_server, tmp_path, page, rendered):
+    """/docs and /redoc render in headless Chromium with every host but 127.0.0.1 unreachable: their scripts and
+    styles come from the registry server itself (fastapi-offline), not a CDN."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no Chromium: apt-get install chromium (scripts/test.sh installs it when CI=true)")
+    base, _ = api_server
+    html = httpx.get(base + page, timeout=10).text
+    assert "cdn." not in html and "https://" not in html.split("<body", 1)[0]
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                           "--virtual-time-budget=15000", "--dump-dom", base + page],
+                          capture_output=True, text=True, timeout=120, check=False)
+    dom = done.stdout
+    missing = [r for r in rendered if r not in dom]
+    assert not missing, f"{page} did not render {missing} (exit {done.returncode}): {done.stderr[-1500:]}"
