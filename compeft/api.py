@@ -59,7 +59,7 @@ def decompress(src: str | Path, dst: str | Path, *, base: str | Path | None = No
     device = resolve_device(device)
     dst = Path(dst)
     check_destination(dst, overwrite)
-    artifact = open_artifact(src)
+    artifact = open_artifact(src, mapped=True)  # a full residual's payload can be larger than memory
     if artifact.document.kind == "full":
         if base is None:
             raise InputError(f"{artifact.path}: a full fine-tune residual needs --base BASE_DIR to decompress")

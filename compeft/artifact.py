@@ -24,11 +24,18 @@ from compeft.atomic import atomic_directory
 from compeft.codecs import get_codec
 from compeft.codecs.base import ternary_values
 from compeft.container import (
+    CARRIED_PREFIX,
     FILENAME,
+    PAYLOAD,
+    RECORDS_PREFIX,
     Container,
+    StreamedTensor,
+    map_container,
     named_payload_errors,
     read_container,
+    streamed,
     write_container,
+    write_container_streamed,
 )
 from compeft.document import (
     Document,
@@ -106,9 +113,10 @@ class Artifact:
         return self.container.path
 
 
-def open_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
-    """Read and check an artifact's container (every checksum unless ``verify`` is off)."""
-    container = read_container(path, verify=verify)
+def open_artifact(path: str | Path, *, verify: bool = True, mapped: bool = False) -> Artifact:
+    """Read and check an artifact's container (every checksum unless ``verify`` is off); ``mapped``: map the file
+    instead of reading it (tensors stay file pages: full fine-tune residuals of any size)."""
+    container = (map_container if mapped else read_container)(path, verify=verify)
     return Artifact(container, *check(container))
 
 
@@ -141,6 +149,22 @@ def write_artifact(dst: Path, document: Document, payload: torch.Tensor, carried
             shutil.copyfile(path, tmp / file_name)
         write_container(tmp / FILENAME, document.to_json(records), payload, carried, record_tensors(records))
         info = describe(open_artifact(tmp / FILENAME))
+        (tmp / CARD).write_text(render_model_card(info, name), encoding="utf-8")
+    return ArtifactInfo(**{**info.to_dict(), "path": str(dst)})
+
+
+def write_streamed_artifact(dst: Path, document: Document, payload: StreamedTensor, carried: Mapping[str, StreamedTensor],
+                            records: tuple[DeltaRecord, ...], side_files: Mapping[str, Path], name: str, *,
+                            overwrite: bool = False) -> ArtifactInfo:
+    """write_artifact for a payload and carried tensors given in pieces (full fine-tunes): the same bytes, in bounded
+    memory; the container is checked by mapping it."""
+    tensors = {PAYLOAD: payload, **{CARRIED_PREFIX + n: t for n, t in carried.items()},
+               **{RECORDS_PREFIX + n: streamed(t) for n, t in record_tensors(records).items()}}
+    with atomic_directory(dst, overwrite) as tmp:
+        for file_name, path in side_files.items():
+            shutil.copyfile(path, tmp / file_name)
+        write_container_streamed(tmp / FILENAME, document.to_json(records), tensors)
+        info = describe(open_artifact(tmp / FILENAME, mapped=True))
         (tmp / CARD).write_text(render_model_card(info, name), encoding="utf-8")
     return ArtifactInfo(**{**info.to_dict(), "path": str(dst)})
 

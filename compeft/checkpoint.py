@@ -6,6 +6,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from compeft.adapters import read_config, refuse_pickles
@@ -24,6 +25,7 @@ class Checkpoint:
         if not self.directory.is_dir():
             raise AdapterFormatError(f"{self.directory}: not a directory")
         self._handles: dict[Path, object] = {}
+        self._maps: dict[Path, tuple[np.ndarray, dict]] = {}
 
     @cached_property
     def weight_map(self) -> dict[str, Path]:
@@ -63,6 +65,10 @@ class Checkpoint:
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """dtype and shape of a tensor, read from the shard header only."""
+        mapped = self._maps.get(self.weight_map[name])
+        if mapped is not None and name in mapped[1]:
+            dtype, shape, _, _ = mapped[1][name]
+            return dtype, shape
         sl = self._handle(self.weight_map[name]).get_slice(name)
         dtype = DTYPES_BY_NAME.get(sl.get_dtype())
         if dtype is None:
@@ -77,6 +83,23 @@ class Checkpoint:
             return self._handle(file).get_tensor(name)
         except (SafetensorError, OSError) as err:
             raise AdapterFormatError(f"{file}: cannot read tensor {name} ({err})") from err
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as a uint8 view of its memory-mapped shard (copy-on-write, never written): file pages, never copied, so
+        reading a model this way costs no anonymous memory however large it is."""
+        from compeft.safetensors_header import layout, read_header
+
+        file = self.weight_map[name]
+        if file not in self._maps:
+            header, start, size = read_header(file, AdapterFormatError)
+            tensors = layout(header, size - start, file, AdapterFormatError)
+            data = np.memmap(file, dtype=np.uint8, mode="c") if size > start else np.zeros(start, np.uint8)
+            self._maps[file] = (np.asarray(data)[start:], tensors)  # a plain view: slicing a memmap costs ~0.1 ms
+        data, tensors = self._maps[file]
+        if name not in tensors:
+            raise AdapterFormatError(f"{file}: has no tensor {name}")
+        _, _, a, b = tensors[name]
+        return data[a:b]
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files())

@@ -196,3 +196,95 @@ def read_container(path: str | Path, *, verify: bool = True, pin: bool = False) 
     """Read and check a container: header, document hash, layout, and (by default) every checksum."""
     path = container_path(path)
     return parse_container(read_bytes(path, pin=pin), path, verify=verify)
+
+
+# Streaming entry points (issue 17: full fine-tunes larger than memory). The writer produces the same bytes as
+# write_container from tensors given as pieces (byte strings, numpy views of mapped files, spill files) that are
+# hashed in one read and copied in a second, so no tensor is ever held whole; the reader maps the file instead
+# of reading it, so the payload and the carried tensors stay file pages.
+
+COPY_BLOCK = 16 << 20
+
+
+@dataclass(frozen=True)
+class StreamedTensor:
+    """A tensor to write as the concatenation of ``parts``: bytes, uint8 numpy arrays (e.g. views of a mapped
+    file) or whole files, read in bounded blocks."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    parts: tuple = ()
+
+    def blocks(self) -> Iterator[memoryview]:
+        """The tensor's bytes in order, at most COPY_BLOCK at a time."""
+        for part in self.parts:
+            if isinstance(part, Path):
+                with open(part, "rb") as f:
+                    while block := f.read(COPY_BLOCK):
+                        yield memoryview(block)
+                continue
+            view = memoryview(part).cast("B") if not isinstance(part, memoryview) else part.cast("B")
+            for start in range(0, len(view), COPY_BLOCK):
+                yield view[start : start + COPY_BLOCK]
+
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size if isinstance(p, Path) else memoryview(p).nbytes for p in self.parts)
+
+
+def streamed(t: torch.Tensor) -> StreamedTensor:
+    """An in-memory tensor as a StreamedTensor (its bytes as write_container writes them)."""
+    return StreamedTensor(t.dtype, tuple(t.shape), (tensor_bytes(t),))
+
+
+def write_container_streamed(path: Path, doc: Mapping, tensors: Mapping[str, StreamedTensor]) -> int:
+    """write_container's bytes for tensors given in pieces (``tensors`` holds ``payload``, ``carried/<name>`` and
+    ``records/<column>`` by their container names); returns the file size. Memory stays bounded by COPY_BLOCK."""
+    from compeft.safetensors_header import encode_header
+
+    order = sorted(tensors, key=lambda n: (-_itemsize(tensors[n].dtype), n))
+    sizes, digests = {}, {}
+    for name in order:
+        h = hashlib.sha256()
+        for block in tensors[name].blocks():
+            h.update(block)
+        digests[name], sizes[name] = h.hexdigest(), tensors[name].nbytes()
+    full_doc = dict(doc)
+    full_doc["checksums"] = {name: digests[name] for name in sorted(digests)}
+    text = encode_document(full_doc)
+    header: dict = {"__metadata__": {DOC_KEY: text, DOC_HASH_KEY: hashlib.sha256(text.encode()).hexdigest()}}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + sizes[name]]}
+        offset += sizes[name]
+    head = encode_header(header)
+    with open(path, "wb") as f:
+        f.write(head)
+        for name in order:
+            written = 0
+            for block in tensors[name].blocks():
+                f.write(block)
+                written += len(block)
+            if written != sizes[name]:
+                raise ContainerError(f"{path}: tensor {name!r} changed while being written")
+        f.flush()
+        os.fsync(f.fileno())
+    return len(head) + offset
+
+
+def map_container(path: str | Path, *, verify: bool = True) -> Container:
+    """read_container without reading: the file is memory-mapped (copy-on-write, never written), so its tensors
+    are views of file pages and a container of any size costs no anonymous memory."""
+    import numpy as np
+
+    path = container_path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header_length(f.read(8), size, path)
+        data = np.memmap(path, dtype=np.uint8, mode="c")
+    except FileNotFoundError:
+        raise ContainerError(f"{path}: missing") from None
+    except OSError as err:
+        raise ContainerError(f"{path}: cannot be read ({err.strerror})") from err
+    return parse_container(torch.from_numpy(data), path, verify=verify)

@@ -1,17 +1,24 @@
-"""Full fine-tune residuals: τ = θ_ft − θ_base, streamed tensor by tensor in two passes.
+"""Full fine-tune residuals: τ = θ_ft − θ_base, streamed in blocks, in memory that does not grow with the model.
 
-Pass 1 reads each shared floating tensor pair once to accumulate σ (float64 moments) and the
-23-bit magnitude histogram; pass 2 reads them again and writes the ternary pattern, deferring only
-the entries of the one boundary bin until its exact 8-bit cut is known. Peak memory is a few
-tensors in float32 plus one int8 per parameter of τ; the two models are never held in float32.
+Both models are read through memory maps (file pages, not anonymous memory), a block of τ at a time, on the
+CPU or a GPU. Pass 1 accumulates σ and the coarse magnitude histogram (sparsify_stream) while the base tensors
+are hashed; pass 2 writes each golomb chunk's candidates (about k·d entries: position, low bits, sign) to a spill
+file; once the exact threshold is known, each chunk's kept entries go to the codec's stream encoder, whose
+spill files become the payload, and the container is written from pieces (container.write_container_streamed).
+The artifact's bytes are those of the in-memory writer. Decompress maps the artifact and writes each output
+shard tensor by tensor, a chunk at a time: base + s·t through artifact.reconstruct.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from compeft.adapters import PICKLE_SUFFIXES, read_config
@@ -20,28 +27,22 @@ from compeft.artifact import (
     ArtifactInfo,
     reconstruct,
     scale_of,
-    write_artifact,
+    write_streamed_artifact,
 )
 from compeft.atomic import atomic_directory
 from compeft.checkpoint import INDEX, WEIGHTS, Checkpoint, index_document
 from compeft.codecs import get_codec
+from compeft.codecs.golomb.format import MAX_CHUNK, chunk_lengths
 from compeft.config import CompressionConfig
-from compeft.container import FILENAME, named_payload_errors, tensor_bytes
+from compeft.container import FILENAME, StreamedTensor, named_payload_errors
 from compeft.document import CarriedRecord, Document
-from compeft.dtypes import DTYPES_BY_NAME, dtype_name
+from compeft.dtypes import DTYPE_NAMES, DTYPES_BY_NAME, dtype_name
 from compeft.errors import AdapterFormatError, ContainerError
 from compeft.hashing import sha256_file
 from compeft.progress import Progress
-from compeft.sparsify import (
-    LOW_BINS,
-    LOW_BITS,
-    MagnitudeHistogram,
-    Moments,
-    bits_to_float,
-    kept_count,
-    magnitude_bits,
-    select_in_bin,
-)
+from compeft.safetensors_header import encode_header
+from compeft.sparsify import bits_to_float, kept_count
+from compeft.sparsify_stream import Pass1, Pass2, as_float32
 from compeft.taskvector import DeltaRecord
 from compeft.version import __version__
 
@@ -49,6 +50,8 @@ CONFIG = "config.json"
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SIDE_FILE_CAP = 64 << 20
 SHARD_BYTES = 2 << 30
+CHUNK_BITS = MAX_CHUNK.bit_length() - 1
+DEVICE_BLOCK = 1 << 26  # entries of τ per block on a GPU (a multiple of MAX_CHUNK); on the CPU a block is one chunk
 
 
 def side_files(directory: Path) -> list[Path]:
@@ -79,19 +82,77 @@ def plan_tensors(ft: Checkpoint, base: Checkpoint) -> tuple[list[DeltaRecord], l
     return records, carried
 
 
-def residual(ft: Checkpoint, base: Checkpoint, name: str, device: torch.device) -> tuple[torch.Tensor, str]:
-    """τ of one tensor (float32, flat, on device) and the sha256 of the base tensor's bytes."""
-    b = base.get(name)
-    digest = hashlib.sha256(tensor_bytes(b)).hexdigest()
-    tau = ft.get(name).to(device=device, dtype=torch.float32).reshape(-1) - b.to(device=device, dtype=torch.float32).reshape(-1)
-    if not bool(torch.isfinite(tau).all()):
-        raise AdapterFormatError(f"{ft.directory}: tensor {name} gives a NaN or Inf residual")
-    return tau, digest
+def tensor_sha256(raw: np.ndarray) -> str:
+    """sha256 of a tensor's bytes (hashlib releases the GIL: this runs beside the numeric work)."""
+    h = hashlib.sha256()
+    view = memoryview(raw)
+    for start in range(0, len(view), 64 << 20):
+        h.update(view[start : start + (64 << 20)])
+    return h.hexdigest()
+
+
+def file_states(*checkpoints: Checkpoint) -> dict[Path, tuple[int, int, int]]:
+    """(size, mtime, inode) of every shard: a model rewritten during the passes is refused."""
+    return {f: (s.st_size, s.st_mtime_ns, s.st_ino) for c in checkpoints for f in c.files() for s in [f.stat()]}
+
+
+class Residual:
+    """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
+    are written into the same three buffers every time (a block is used before the next is read): fresh ones
+    would cost a page-fault storm per block."""
+
+    def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
+        self.ft, self.base, self.device = ft, base, device
+        self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
+        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(3)] if device.type == "cpu" else None
+
+    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None) -> torch.Tensor:
+        raw_all = ckpt.raw(name)
+        dtype, _ = ckpt.meta(name)
+        size = dtype.itemsize
+        raw = torch.from_numpy(raw_all[a * size : b * size])
+        if out is None:
+            return as_float32(raw.to(self.device), dtype)
+        return out[: b - a].copy_(raw.view(dtype))
+
+    def blocks(self, rec: DeltaRecord):
+        """(start, τ block) over the record, blocks aligned to golomb chunks."""
+        ft32, base32, tau = self.buffers or (None, None, None)
+        for a in range(0, rec.numel, self.block):
+            b = min(rec.numel, a + self.block)
+            x, y = self._values(self.ft, rec.name, a, b, ft32), self._values(self.base, rec.name, a, b, base32)
+            yield a, x - y if tau is None else torch.sub(x, y, out=tau[: b - a])
+
+
+class Spill:
+    """Each chunk's candidates (position in the chunk, |τ| bit pattern, sign), appended to three files in chunk order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.paths = [directory / f"candidates-{n}" for n in ("pos", "key", "neg")]
+        self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in arrays
+        self.counts: list[int] = []
+
+    def add(self, length: int, pos: torch.Tensor, key: torch.Tensor, negative: torch.Tensor) -> None:
+        """One block's candidates (positions relative to the block, which starts a chunk)."""
+        chunks = -(-length // MAX_CHUNK)
+        pos, key, negative = pos.cpu(), key.cpu(), negative.cpu()
+        self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
+        self.files[0].write((pos & (MAX_CHUNK - 1)).numpy().astype(np.uint32).tobytes())
+        self.files[1].write(key.numpy().astype(np.uint32).tobytes())
+        self.files[2].write(negative.numpy().tobytes())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(positions, keys, signs, chunk offsets), the first three mapped from the files."""
+        for f in self.files:
+            f.close()
+        maps = [np.memmap(p, dtype=t, mode="r") if p.stat().st_size else np.zeros(0, t)
+                for p, t in zip(self.paths, (np.uint32, np.uint32, np.bool_))]
+        return (*maps, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]))
 
 
 def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
                   overwrite: bool, progress: bool) -> ArtifactInfo:
-    """Compress a fine-tuned model directory against its base into an artifact directory."""
+    """Compress a fine-tuned model directory against its base into an artifact directory, in bounded memory."""
     density, alpha, codec = config.density, config.alpha, get_codec(config.codec)
     ft, base = Checkpoint(src), Checkpoint(base_dir)
     if not (src / CONFIG).is_file():
@@ -100,59 +161,88 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
     if not records:
         raise AdapterFormatError(f"{src}: no floating tensor shares a name and shape with {base_dir}")
     d = records[-1].offset + records[-1].numel
-    m = kept_count(density, d)
+    states = file_states(ft, base)
+    residual = Residual(ft, base, device)
+    hashing = ThreadPoolExecutor(2)
+    try:
+        base_hashes = {r.name: hashing.submit(tensor_sha256, base.raw(r.name)) for r in records}
+        file_hashes = {p.name: hashing.submit(sha256_file, p) for p in [src / CONFIG, *ft.files()]}
+        stats = Pass1()
+        bar = Progress("pass 1/2 (σ, histogram)", len(records), progress)
+        for rec in records:
+            for _, tau in residual.blocks(rec):
+                if not stats.add(tau):
+                    raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
+            bar.step()
+        sigma = stats.sigma()
+        m = kept_count(density, d)
+        with tempfile.TemporaryDirectory(prefix=f".{dst.name}.spill-", dir=_spill_parent(dst)) as tmp:
+            select = Pass2(stats.floor(m), m)
+            while True:
+                spill = Spill(Path(tmp))
+                bar = Progress("pass 2/2 (candidates)", len(records), progress)
+                for rec in records:
+                    for _, tau in residual.blocks(rec):
+                        spill.add(tau.numel(), *select.block(tau))
+                    bar.step()
+                if select.enough():
+                    break
+                spill.arrays()  # closes its files; the next Spill writes them anew
+                select = Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry is a candidate
+            if file_states(ft, base) != states:
+                raise AdapterFormatError(f"{src} or {base_dir} changed while being compressed")
+            payload, kept, t_bits = _encode(codec, d, records, spill, select, Path(tmp), progress)
+            base_sha256 = {name: f.result() for name, f in base_hashes.items()}
+            files = {name: f.result() for name, f in file_hashes.items()}
+            sigma32, scale = scale_of(alpha, sigma)
+            carried = {}
+            for name in carried_names:
+                dtype, shape = ft.meta(name)
+                carried[name] = StreamedTensor(dtype, shape, (ft.raw(name),))
+            config_json = read_config(src / CONFIG)
+            document = Document(
+                kind="full", codec=codec.id, density=density, alpha=alpha, sigma=sigma32, scale=scale,
+                threshold=bits_to_float(t_bits), d=d, kept=kept,
+                carried=tuple(CarriedRecord(n, tuple(t.shape), DTYPE_NAMES[t.dtype]) for n, t in carried.items()),
+                source={"files": files, "peft_type": "FULL", "base_model": config_json.get("_name_or_path") or base_dir.name,
+                        "bytes": ft.bytes()},
+                package_version=__version__, base_sha256=base_sha256,
+                weight_map={name: file.name for name, file in ft.weight_map.items()} if (src / INDEX).is_file() else None,
+            )
+            return write_streamed_artifact(dst, document, payload, carried, tuple(records),
+                                           {p.name: p for p in side_files(src)}, src.resolve().name, overwrite=overwrite)
+    finally:
+        hashing.shutdown(cancel_futures=True)
 
-    moments, hist = Moments(), MagnitudeHistogram(device)
-    base_hashes: dict[str, str] = {}
-    bar = Progress("pass 1/2 (σ, histogram)", len(records), progress)
-    for rec in records:
-        tau, base_hashes[rec.name] = residual(ft, base, rec.name, device)
-        moments.add(tau)
-        hist.add(magnitude_bits(tau))
+
+def _spill_parent(dst: Path) -> Path:
+    """Spill files go beside the destination (same disk as the artifact, removed when compress ends)."""
+    parent = dst.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
+            progress: bool) -> tuple[StreamedTensor, int, int]:
+    """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
+    pos, key, neg, offsets = spill.arrays()
+    t_bits = select.threshold_bits(key)
+    lengths = chunk_lengths(d, [r.numel for r in records])
+    if len(lengths) != len(offsets) - 1:
+        raise AssertionError(f"spill has {len(offsets) - 1} chunks, the chunking {len(lengths)}")  # a bug, not input
+    encoder = codec.stream_encoder(d, [r.numel for r in records], directory)
+    kept = 0
+    bar = Progress("encoding", len(lengths), progress)
+    for i, length in enumerate(lengths):
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        keep = key[a:b] >= max(t_bits, 1)  # zeros are never kept, even when t = 0
+        positions = pos[a:b][keep].astype(np.int64)
+        kept += positions.size
+        encoder.add(length, positions, neg[a:b][keep])
         bar.step()
-    sigma = moments.std()
-    bin_index, rank = hist.locate(m)
-    del hist
-
-    signs = torch.zeros(d, dtype=torch.int8, device=device)
-    pending_at, pending_low, pending_sign = [], [], []
-    bar = Progress("pass 2/2 (ternarize)", len(records), progress)
-    for rec in records:
-        tau, digest = residual(ft, base, rec.name, device)
-        if digest != base_hashes[rec.name]:
-            raise AdapterFormatError(f"{base_dir}: tensor {rec.name} changed between the two passes")
-        bits = magnitude_bits(tau)
-        high = bits >> LOW_BITS
-        seg = signs[rec.offset : rec.offset + rec.numel]
-        seg.copy_(torch.where(high > bin_index, torch.sign(tau), torch.zeros((), device=device)).to(torch.int8))
-        boundary = torch.nonzero(high == bin_index).reshape(-1)
-        pending_at.append(boundary + rec.offset)
-        pending_low.append(bits[boundary] & (LOW_BINS - 1))
-        pending_sign.append(torch.sign(tau[boundary]).to(torch.int8))
-        bar.step()
-    at, low, sign = torch.cat(pending_at), torch.cat(pending_low), torch.cat(pending_sign)
-    cut = select_in_bin(low, rank)
-    keep = low >= cut
-    signs[at[keep]] = sign[keep]
-    threshold = bits_to_float((bin_index << LOW_BITS) | cut)
-    kept = int(torch.count_nonzero(signs).item())
-
-    sigma32, scale = scale_of(alpha, sigma)
-    payload = codec.encode(signs, [r.numel for r in records])
-    del signs
-    carried = {name: ft.get(name) for name in carried_names}
-    files = {p.name: sha256_file(p) for p in [src / CONFIG, *ft.files()]}
-    config_json = read_config(src / CONFIG)
-    document = Document(
-        kind="full", codec=codec.id, density=density, alpha=alpha, sigma=sigma32, scale=scale, threshold=threshold,
-        d=d, kept=kept, carried=tuple(CarriedRecord(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in carried.items()),
-        source={"files": files, "peft_type": "FULL", "base_model": config_json.get("_name_or_path") or base_dir.name,
-                "bytes": ft.bytes()},
-        package_version=__version__, base_sha256=base_hashes,
-        weight_map={name: file.name for name, file in ft.weight_map.items()} if (src / INDEX).is_file() else None,
-    )
-    return write_artifact(dst, document, payload, carried, tuple(records), {p.name: p for p in side_files(src)},
-                          src.resolve().name, overwrite=overwrite)
+    parts = encoder.finish()
+    size = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)
+    return StreamedTensor(torch.uint8, (size,), tuple(parts)), kept, t_bits
 
 
 def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[tuple[str, list[str]]]:
@@ -182,9 +272,8 @@ def source_shards(weight_map: dict | None, names: list[str]) -> list[tuple[str, 
 
 def decompress_full(artifact: Artifact, base_dir: Path, dst: Path, *, device: torch.device, overwrite: bool,
                     progress: bool, shard_bytes: int = SHARD_BYTES) -> Path:
-    """Write base + s·t as a full sharded model directory (side files copied from the artifact)."""
-    from safetensors.torch import save_file
-
+    """Write base + s·t as a full sharded model directory (side files copied from the artifact), one shard at a
+    time and each tensor a chunk at a time: memory does not grow with the model."""
     container, document, base = artifact.container, artifact.document, Checkpoint(base_dir)
     expected = document.base_sha256 or {}
     base_names = set(base.names())
@@ -192,16 +281,16 @@ def decompress_full(artifact: Artifact, base_dir: Path, dst: Path, *, device: to
     missing = [name for name in by_name if name not in base_names]
     if missing:
         raise ContainerError(f"{base_dir}: base lacks tensor {missing[0]} that the residual was computed against")
+    codec = get_codec(document.codec)
     with named_payload_errors(container.path):
-        ternary = get_codec(document.codec).decode(container.payload, document.d, device)
-    sizes = {}
+        plan = codec.prepare(container.payload, document.d)
+    meta: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
     for name in sorted([*by_name, *container.carried]):
         if name in by_name:
-            rec = by_name[name]
-            sizes[name] = rec.numel * torch.empty((), dtype=DTYPES_BY_NAME[rec.dtype]).element_size()
+            meta[name] = (DTYPES_BY_NAME[by_name[name].dtype], tuple(by_name[name].shape))
         else:
-            t = container.carried[name]
-            sizes[name] = t.numel() * t.element_size()
+            meta[name] = (container.carried[name].dtype, tuple(container.carried[name].shape))
+    sizes = {name: int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for name, (dtype, shape) in meta.items()}
     shards = source_shards(document.weight_map, list(sizes)) or plan_shards(sizes, shard_bytes)
     weight_map: dict[str, str] = {}
     bar = Progress("writing model", len(sizes), progress)
@@ -209,21 +298,39 @@ def decompress_full(artifact: Artifact, base_dir: Path, dst: Path, *, device: to
         for p in side_files(container.path.parent):
             shutil.copyfile(p, tmp / p.name)
         for file, names in shards:
-            tensors = {}
+            header, offset = {"__metadata__": {"format": "pt"}}, 0
             for name in names:
-                if name in by_name:
-                    rec = by_name[name]
-                    b = base.get(name)
-                    if expected and hashlib.sha256(tensor_bytes(b)).hexdigest() != expected.get(name):
-                        raise ContainerError(f"{base_dir}: tensor {name} differs from the base the residual was made against")
-                    value = reconstruct(ternary[rec.offset : rec.offset + rec.numel], document.scale, b, DTYPES_BY_NAME[rec.dtype])
-                    tensors[name] = value.reshape(rec.shape).cpu().contiguous()
-                else:
-                    tensors[name] = container.carried[name].contiguous()
-                weight_map[name] = file
-                bar.step()
-            save_file(tensors, str(tmp / file), metadata={"format": "pt"})
-        if len(shards) > 1:
+                dtype, shape = meta[name]
+                header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + sizes[name]]}
+                offset += sizes[name]
+            with open(tmp / file, "wb") as f:
+                f.write(encode_header(header))
+                for name in names:
+                    if name in by_name:
+                        _write_reconstructed(f, by_name[name], base, base_dir, expected.get(name) if expected else None,
+                                             codec, plan, container, document.scale, device)
+                    else:
+                        f.write(memoryview(container.carried[name].contiguous().reshape(-1).view(torch.uint8).numpy()))
+                    weight_map[name] = file
+                    bar.step()
+        if len(shards) > 1 or shards[0][0] != WEIGHTS:  # one shard under another name needs its index too
             (tmp / INDEX).write_text(index_document(weight_map, sum(sizes.values())), encoding="utf-8")
     return dst
+
+
+def _write_reconstructed(f, rec: DeltaRecord, base: Checkpoint, base_dir: Path, expected: str | None, codec, plan,
+                         container, scale: float, device: torch.device) -> None:
+    """θ_base + s·t of one record, written a golomb chunk at a time (the base tensor checked against its hash first)."""
+    raw = base.raw(rec.name)
+    if expected is not None and tensor_sha256(raw) != expected:
+        raise ContainerError(f"{base_dir}: tensor {rec.name} differs from the base the residual was made against")
+    base_dtype, _ = base.meta(rec.name)
+    dtype, size = DTYPES_BY_NAME[rec.dtype], base_dtype.itemsize
+    for a in range(0, rec.numel, MAX_CHUNK):
+        b = min(rec.numel, a + MAX_CHUNK)
+        with named_payload_errors(container.path):
+            ternary = codec.decode_span(plan, container.payload, rec.offset + a, rec.offset + b)
+        theta = torch.from_numpy(raw[a * size : b * size]).view(base_dtype)
+        value = reconstruct(ternary.to(device), scale, theta.to(device), dtype).cpu()
+        f.write(memoryview(value.view(torch.uint8).numpy()))
 

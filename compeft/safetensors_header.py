@@ -102,3 +102,11 @@ def layout(header: Mapping, data_len: int, where, error: type[CompeftError] = Co
     if position != data_len:
         raise error(f"{where}: data section is {data_len} bytes, tensors cover {position} (truncated or padded)")
     return tensors
+
+
+def encode_header(header: Mapping) -> bytes:
+    """The length prefix and JSON header of a safetensors file (sorted keys, compact, space padded so that the data
+    section starts at a multiple of 8): what the writers put before the data."""
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    return struct.pack("<Q", len(raw)) + raw

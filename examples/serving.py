@@ -48,8 +48,8 @@ def fill_registry(workdir: Path):
     store = open_store(workdir / "store")
     config = CompressionConfig(density=0.5, alpha=2.0, device="cpu")
     for ref in open_source(str(CATALOG)).iter_adapters():
-        if not isinstance(ref, AdapterRef):
-            continue  # the base model and the full fine-tune are not adapters
+        if not isinstance(ref, AdapterRef) or ref.peft_type == "FULL":
+            continue  # the base model and the full fine-tune are not adapters (sources list them since issue 17)
         adapter = catalog.register_adapter(registry, Path(ref.uri), ref)
         info = api.compress(ref.uri, workdir / "artifacts" / ref.name, config)
         stored = store.put(Path(info.path))

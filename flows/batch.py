@@ -31,10 +31,24 @@ from flows.secrets import load_secrets
 from storage import catalog
 from storage.catalog import AdapterOutcome, ExistingWork
 from storage.config import ServiceConfig
+from storage.fullmodels import FULL, NO_BASE, resolve_full_base
 from storage.values import AdapterRef
 
 GPU_TAGS = ["compeft", "gpu"]
 quiet.install()
+
+
+class BaseDirs:
+    """Full fine-tunes' base model directories, each fetched once per batch (an object, so that the task runs of
+    one batch share it)."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, Path] = {}
+
+    def get(self, base: str) -> Path:
+        if base not in self.dirs:
+            self.dirs[base] = tasks.fetch_base(base)
+        return self.dirs[base]
 
 
 def publish_existing(ref: AdapterRef, existing: ExistingWork, config, service: ServiceConfig, work: Path) -> str | None:
@@ -56,9 +70,11 @@ def from_existing(ref: AdapterRef, existing: ExistingWork, config, service: Serv
 
 @task(name="compress-adapter", task_run_name="{ref.name}", cache_policy=NO_CACHE)
 def process_adapter(ref: AdapterRef, options: CompressionOptions, service: ServiceConfig, force: bool, work: Path,
-                    sessions: BaseSessions | None = None) -> AdapterOutcome:
+                    sessions: BaseSessions | None = None, bases: BaseDirs | None = None) -> AdapterOutcome:
     """fetch → compress or calibrate → store → register → publish, for one adapter (calibrated on the
-    base that ``sessions`` keeps loaded for the batch)."""
+    base that ``sessions`` keeps loaded for the batch; a full fine-tune against its base, fetched once per batch
+    into ``bases``)."""
+    bases = BaseDirs() if bases is None else bases
     config = options.config_for(ref.name)
     calibrating = isinstance(config, CalibrationConfig)
     existing = None if force else tasks.known_work(service, ref, config.key())
@@ -71,7 +87,18 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
         return from_existing(ref, existing, config, service, work)
     out_dir = work / "artifact"
     calibration = None
-    if calibrating:
+    if ref.peft_type == FULL:  # a full fine-tune: its residual against the base it names (issue 17)
+        if calibrating:
+            raise InputError(f"{ref.name}: calibrating a full fine-tune is not supported; compress it at a fixed (k, α)")
+        base = resolve_full_base(ref.name, ref.base_model, options.base_for, ref.uri)
+        if base is None:
+            raise InputError(f"{ref.name}: {NO_BASE}")
+        try:
+            base_dir = bases.get(base)
+        except InputError as err:
+            return catalog.outcome(ref, "skipped", reason=f"its base cannot be had: {one_line(err)}")
+        info = tasks.compress_adapter(adapter_dir, out_dir, config, base=base_dir)
+    elif calibrating:
         base = resolve_base(ref, config.base)
         if base is None:
             raise InputError(f"{ref.name}: no base model to calibrate against (adapter records none; pass base)")
@@ -118,11 +145,12 @@ def compress_batch(adapters: Sequence[AdapterRef], options: CompressionOptions, 
     outcomes: list[AdapterOutcome] = []
     root = Path(tempfile.mkdtemp(prefix="compeft-batch-"))
     sessions = BaseSessions(options.device)  # the base model, loaded once on first calibration
+    bases = BaseDirs()  # full fine-tunes' bases, fetched once per batch
     try:
         for index, ref in enumerate(adapters):
             work = root / str(index)
             try:
-                outcome = process_adapter(ref, options, service, force, work, sessions)
+                outcome = process_adapter(ref, options, service, force, work, sessions, bases)
             except Exception as err:  # noqa: BLE001 - one bad adapter fails alone, with its reason
                 reason = one_line(err).replace(str(work / "adapter"), ref.uri)  # name the adapter, not the work dir
                 logger.error("%s: failed: %s", ref.name, reason)

@@ -39,6 +39,7 @@ from flows.secrets import load_secrets
 from storage import catalog, census
 from storage.catalog import AdapterOutcome
 from storage.config import ServiceConfig
+from storage.fullmodels import FULL, NO_BASE, resolve_full_base
 from storage.models import form_field
 from storage.values import AdapterRef
 
@@ -54,6 +55,8 @@ def group_batches(refs: list[AdapterRef], options: CompressionOptions, batch_siz
     for ref in refs:
         config = options.config_for(ref.name)
         key = resolve_base(ref, config.base if isinstance(config, CalibrationConfig) else None)
+        if ref.peft_type == FULL:
+            key = resolve_full_base(ref.name, ref.base_model, options.base_for, ref.uri)
         groups[key or ""].append(ref)
     batches = []
     for key in sorted(groups):
@@ -71,6 +74,9 @@ def plan(refs: list[AdapterRef], options: CompressionOptions, service: ServiceCo
     known = [None] * len(refs) if force or not refs else tasks.plan_work(service, [(r, c.key()) for r, c in zip(refs, configs)])
     done, todo = [], []
     for ref, config, existing in zip(refs, configs, known):
+        if ref.peft_type == FULL and resolve_full_base(ref.name, ref.base_model, options.base_for, ref.uri) is None:
+            done.append(catalog.outcome(ref, "skipped", reason=NO_BASE))
+            continue
         if existing is not None and existing.done(isinstance(config, CalibrationConfig), service.publish_to):
             done.append(catalog.outcome(ref, "existing", existing.artifact, calibration=existing.calibration,
                                         published_uri=existing.publications.get(service.publish_to or "")))

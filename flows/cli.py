@@ -37,6 +37,9 @@ def build_parser() -> Parser:
                         "REPO/SUBFOLDER, as the run names it) "
                         "(repeatable)")
     calibration = add_config_arguments(p, CalibrationConfig, skip=CALIBRATION_SKIPPED)
+    p.add_argument("--base-for", action="append", default=[], metavar="NAME=BASE",
+                   help="the base model (directory or Hub id) of the full fine-tune NAME, over what its card or "
+                        "config names (repeatable)")
     service = add_config_arguments(p, ServiceConfig, skip=("database_url",))
     p.add_argument("--database-url", default=None, metavar="URL", help="registry database (default COMPEFT_DATABASE_URL "
                    "or SQLite in COMPEFT_HOME)")
@@ -73,6 +76,12 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("compeft catalog: --task TASK given twice (use ADAPTER=TASK for per-adapter tasks)")
     if task is not None and args.alpha is not None:
         raise UsageError("compeft catalog: --alpha and a catalog-wide --task exclude each other (calibration chooses α)")
+    base_for: dict[str, str] = {}
+    for entry in args.base_for:
+        name, sep, base = entry.partition("=")
+        if not (sep and name and base):
+            raise UsageError(f"compeft catalog: --base-for {entry!r} must be NAME=BASE")
+        base_for[name] = base
     parse_address(args.source, s3_endpoint=args.s3_endpoint, hf_endpoint=args.hf_endpoint)
     if args.publish_to:
         parse_address(args.publish_to, s3_endpoint=args.s3_endpoint, hf_endpoint=args.hf_endpoint)
@@ -83,7 +92,7 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
     if task is not None or tasks:
         config_from_args(CalibrationConfig, args, args.calibration_fields, task=task or next(iter(tasks.values())))
     try:
-        options = CompressionOptions(**compression.to_json(), task=task, tasks=tasks, **values)
+        options = CompressionOptions(**compression.to_json(), task=task, tasks=tasks, base_for=base_for, **values)
     except ValidationError as err:
         first = err.errors()[0]
         raise OptionError(f"--{'-'.join(str(x) for x in first['loc'])}: {first['msg']}") from None

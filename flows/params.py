@@ -52,11 +52,17 @@ _TASKS = {
     "tasks": FormField(dict[str, str], None, "Per-adapter validation tasks, adapter name -> task; overrides the "
                        "validation task for those adapters.", "Validation task per adapter", False, dict),
 }
+_FULL = {  # issue 17: full fine-tunes in a catalog
+    "base_for": FormField(dict[str, str], None, "Full fine-tunes: the base model (directory or Hub id) of each, "
+                          "fine-tune name -> base; overrides what its model card or config names.",
+                          "Base model per full fine-tune", True, dict),
+}
 CompressionOptions = create_model(
     "CompressionOptions",
     __base__=_Options,
     __doc__="How each adapter is compressed: a fixed (density, α), or α chosen on a validation task.",
-    **in_form_order(form_fields(CompressionConfig), _TASKS, form_fields(CalibrationConfig, skip=CALIBRATION_SKIPPED)),
+    **in_form_order(form_fields(CompressionConfig), _TASKS, form_fields(CalibrationConfig, skip=CALIBRATION_SKIPPED),
+                    _FULL),
 )
 
 

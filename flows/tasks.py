@@ -58,11 +58,18 @@ def find_existing(service: ServiceConfig, content_sha256: str, key: str) -> Exis
     return catalog.existing_work(service.registry(), content_sha256, key)
 
 
-def compress_adapter(adapter_dir: Path, out_dir: Path, config: CompressionConfig) -> ArtifactInfo:
-    """Compress one adapter at a fixed (k, α) into an artifact directory."""
+def compress_adapter(adapter_dir: Path, out_dir: Path, config: CompressionConfig, base: Path | None = None) -> ArtifactInfo:
+    """Compress one adapter at a fixed (k, α) into an artifact directory (a full fine-tune against ``base``)."""
     from compeft.api import compress
 
-    return compress(adapter_dir, out_dir, config)
+    return compress(adapter_dir, out_dir, config, base=base)
+
+
+def fetch_base(base: str) -> Path:
+    """A full fine-tune's base model as a local directory (a Hub id is fetched into the Hub cache once)."""
+    from compeft.calibrate.model import local_base_dir
+
+    return local_base_dir(base)
 
 
 def calibrate_adapter(adapter_dir: Path, out_dir: Path, config: CalibrationConfig, session=None):

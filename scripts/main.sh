@@ -3,7 +3,9 @@
 # and (IA)3 adapters and validation tasks, made locally by examples/catalog_builder.py), then run the
 # compress_catalog flow over it in-process (Prefect's ephemeral API, no server) with an SQLite
 # registry, a local artifact store and a local publish directory, and print the registry table.
-# One adapter (lora-plus) gets α calibrated on its validation task; the others use k=0.1, α=1.
+# One adapter (lora-plus) gets α calibrated on its validation task; the others use k=0.1, α=1; the full
+# fine-tune full-color is compressed as a residual against tiny-llama (--base-for; tiny-llama itself names no
+# base and is skipped with that reason).
 # Output lands in ${COMPEFT_MAIN_DIR:-.compeft/main}; running it again does no new work. COMPEFT_SETUP=skip
 # reuses an existing .venv (the tests do).
 set -euo pipefail
@@ -34,6 +36,7 @@ step "compeft catalog $CATALOG  (progress below; Prefect's ephemeral API starts 
 .venv/bin/compeft catalog "$CATALOG" \
   --density 0.1 --alpha 1 \
   --task "lora-plus=$CATALOG/tasks/plus.yaml" --base "$CATALOG/tiny-llama" \
+  --base-for "full-color=$CATALOG/tiny-llama" \
   --densities 0.1,0.3 --alphas 1,2,3,4 --limit 100 \
   --publish-to "$OUT/published"
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from compeft.version import __version__
 from storage.adapter_facts import adapter_record
 from storage.addresses import hub_uri
+from storage.fullmodels import FULL, full_record
 from storage.hashing import content_hash
 from storage.registry import (
     AdapterRow,
@@ -176,7 +177,11 @@ def register_adapter(registry: Registry, adapter_dir: Path, ref: AdapterRef, bas
     """Record the source and the fetched adapter (hashes, type, rank, ...; its base model named by
     ``base_model_name``, ``base`` when the adapter names none); idempotent."""
     source = registry.get_or_create_source(ref.source_uri, source_kind(ref.source_uri))
-    record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, subfolder=ref.subfolder)
+    if ref.peft_type == FULL:
+        record = full_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, base_model=ref.base_model,
+                             subfolder=ref.subfolder)
+    else:
+        record = adapter_record(adapter_dir, uri=ref.uri, repo=ref.repo, revision=ref.revision, subfolder=ref.subfolder)
     record = replace(record, base_model=base_model_name(ref, record.base_model or base))
     return registry.get_or_create_adapter(record, source_id=source.id)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 
 TERNARY_VALUES = (-1, 0, 1)
@@ -20,6 +22,16 @@ TERNARY_VALUES = (-1, 0, 1)
 def ternary_values() -> torch.Tensor:
     """The value table of the int8 ternary τ itself."""
     return torch.tensor(TERNARY_VALUES, dtype=torch.int8)
+
+
+class StreamEncoder(Protocol):
+    """Encodes τ chunk by chunk, in order, into spill files (full fine-tunes: the payload is never held whole)."""
+
+    def add(self, length: int, positions: np.ndarray, negative: np.ndarray) -> None:
+        """The next chunk of τ (``length`` entries; its non-zero ``positions``, increasing, and their sign bits)."""
+
+    def finish(self) -> tuple[bytes | Path, ...]:
+        """The payload, as pieces (bytes and spill files) whose concatenation is what ``encode`` writes."""
 
 
 class Codec(ABC):
@@ -51,3 +63,12 @@ class Codec(ABC):
         out = torch.empty(d, dtype=values.dtype, device=device)
         self.decode_into(plan, payload, out, values)()
         return out
+
+    def stream_encoder(self, d: int, segments: Sequence[int], spill: Path) -> StreamEncoder:
+        """An encoder fed chunk by chunk (chunks: ``golomb.format.chunk_lengths(d, segments)``), writing its
+        spill files under the directory ``spill``; its payload equals ``encode`` of the whole τ."""
+        raise NotImplementedError(f"codec {self.id} has no streaming encoder")
+
+    def decode_span(self, plan: Any, payload: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """τ[start:stop] as int8 on the CPU, decoding only what covers the span (``plan``: from ``prepare``)."""
+        raise NotImplementedError(f"codec {self.id} cannot decode a span")

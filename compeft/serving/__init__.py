@@ -7,7 +7,14 @@ an adapter is bound).
 from __future__ import annotations
 
 from compeft.serving.pool import AdapterPool
+from compeft.serving.residual import (
+    AppliedResidual,
+    ResidentResidual,
+    apply_residual,
+    revert_residual,
+)
 from compeft.serving.slot import Slot
 from compeft.serving.swap import hotswap
 
-__all__: list[str] = ["AdapterPool", "Slot", "hotswap"]
+__all__: list[str] = ["AdapterPool", "AppliedResidual", "ResidentResidual", "Slot", "apply_residual", "hotswap",
+                      "revert_residual"]

@@ -15,6 +15,7 @@ from compeft.adapters import MAX_CONFIG_BYTES, PICKLE_SUFFIXES, Layout
 from compeft.atomic import atomic_directory
 from compeft.hashing import sha256_file
 from storage.errors import HashMismatchError, SourceError, ValidationError
+from storage.fullmodels import FULL_LAYOUT, FullFolder, full_folder, model_files
 from storage.validation import check_size
 from storage.values import CHECKPOINT_CHOICES, AdapterRef, RemoteFile
 
@@ -92,9 +93,9 @@ def _checkpoint(directory: str) -> tuple[str, int] | None:
     return None
 
 
-def survey(listing: Mapping[str, RemoteFile], checkpoints: str = "final") -> list[Found | Passed]:
+def survey(listing: Mapping[str, RemoteFile], checkpoints: str = "final") -> list[Found | Passed | FullFolder]:
     """Every folder of ``listing`` (a file's path below the root -> the file as listed) that holds an adapter,
-    and every folder skipped with its reason, by folder.
+    and every folder skipped with its reason, by folder; a folder holding a full model is a FullFolder.
 
     ``checkpoint-N/`` folders: with ``checkpoints="final"`` a checkpoint beside a final adapter (the folder
     holding ``checkpoint-N/`` holds an adapter too) is skipped, and without one only the highest N is taken;
@@ -109,6 +110,9 @@ def survey(listing: Mapping[str, RemoteFile], checkpoints: str = "final") -> lis
     entries: dict[str, Found | Passed] = {}
     for directory in sorted(folders):
         files = folders[directory]
+        if (full := full_folder(directory, files)) is not None:  # a full fine-tune (issue 17)
+            entries[directory] = full
+            continue
         what = recognise(files)
         if isinstance(what, Layout):
             listed = tuple(RemoteFile(name=n, size=files[n].size, etag=files[n].etag, sha256=files[n].sha256)
@@ -155,6 +159,10 @@ def check_sizes(files: Iterable[RemoteFile], max_file_bytes: int) -> None:
 
 def check_fetchable(ref: AdapterRef, remote: RemoteFile) -> None:
     """Refuse to fetch a file that is not one of the ref's layout's files (never optimizer states or pickles)."""
+    if ref.layout == FULL_LAYOUT:
+        if remote.name not in model_files([remote.name]):
+            raise ValidationError(f"{ref.uri}: refusing to download {remote.name!r} (not a model file)")
+        return
     if remote.name not in layout_named(ref.layout).files:
         raise ValidationError(f"{ref.uri}: refusing to download {remote.name!r} (not a file of its {ref.layout} layout)")
 

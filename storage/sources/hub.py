@@ -24,6 +24,7 @@ from storage.addresses import (
     parse_address,
 )
 from storage.errors import AddressError, SourceError, TransientError, ValidationError
+from storage.fullmodels import CARD, CONFIG, FULL, FULL_LAYOUT, FullFolder, declared_base, read_card, read_json
 from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.sources.common import Found, Passed, check_sizes, fetch_into, not_an_adapter, survey
@@ -77,7 +78,7 @@ class HubSource:
             uri = hub_uri(repo_id, revision)
             if names is not None:  # the listing's file names show whether the repo holds an adapter: if not, no request
                 entries = survey({n: RemoteFile(name=n.rpartition("/")[2]) for n in names}, self.checkpoints)
-                if not any(isinstance(e, Found) for e in entries):
+                if not any(isinstance(e, (Found, FullFolder)) for e in entries):
                     yield from self._no_adapter(repo_id, revision, entries)
                     continue
             try:
@@ -112,11 +113,17 @@ class HubSource:
             for f in self.hub.list_files(repo_id, sha, self.subfolder)
         }
         entries = survey(listing, self.checkpoints)
-        if not any(isinstance(e, Found) for e in entries):
+        if not any(isinstance(e, (Found, FullFolder)) for e in entries):
             yield from self._no_adapter(repo_id, sha, entries)
             return
         for entry in entries:
             uri = hub_uri(repo_id, sha, entry.directory)
+            if isinstance(entry, FullFolder):  # a full fine-tune: compressed against the base it names (issue 17)
+                try:
+                    yield self._full_ref(repo_id, sha, entry)
+                except (ValidationError, SourceError) as err:
+                    yield Skipped(uri=uri, reason=str(err))
+                continue
             if isinstance(entry, Passed):
                 if entry.reason != not_an_adapter():  # model folders inside an adapter repo are not worth a line
                     yield Skipped(uri=uri, reason=entry.reason)
@@ -150,6 +157,23 @@ class HubSource:
             subfolder=directory,
             layout=layout.name,
         )
+
+    def _full_ref(self, repo_id: str, sha: str, entry: FullFolder) -> AdapterRef:
+        """A full fine-tune's reference: its model files, and the base its card or config names."""
+        directory = entry.directory
+        if directory:
+            validate_subfolder(directory)
+        uri = hub_uri(repo_id, sha, directory)
+        check_sizes(entry.files, self.max_file_bytes)
+        names = {f.name for f in entry.files}
+        with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
+            for name in (CONFIG, CARD):
+                if name in names:
+                    self.hub.download(repo_id, f"{directory}/{name}" if directory else name, sha, Path(tmp) / name)
+            config, card = read_json(Path(tmp) / CONFIG, uri), read_card(Path(tmp) / CARD)
+        return AdapterRef(uri=uri, source_uri=self.uri, name=adapter_name(repo_id.split("/", 1)[1], directory), revision=sha,
+                          files=entry.files, peft_type=FULL, base_model=declared_base(config, card), config=config,
+                          subfolder=directory, layout=FULL_LAYOUT)
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
         try:

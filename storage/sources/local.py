@@ -11,6 +11,7 @@ from compeft.adapters import adapter_kind, parse_config
 from compeft.errors import AdapterFormatError
 from storage.adapter_facts import header_facts
 from storage.errors import SourceError, ValidationError
+from storage.fullmodels import FULL, FullFolder, local_full_ref
 from storage.hashing import content_hash, file_hashes
 from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
 from storage.validation import MAX_WEIGHTS_BYTES
@@ -44,6 +45,14 @@ class LocalSource:
         root_repo = root_is_repo(entries)
         for entry in entries:
             directory = self.root / entry.directory if entry.directory else self.root
+            if isinstance(entry, FullFolder):  # a full fine-tune: compressed against the base it names (issue 17)
+                repo, subfolder = repo_split(entry.directory, root_repo)
+                name = adapter_name((self.root / repo).name if repo else self.root.name, subfolder)
+                try:
+                    yield local_full_ref(directory, self.uri, name, subfolder)
+                except (SourceError, OSError) as err:
+                    yield Skipped(uri=str(directory), reason=str(err))
+                continue
             if not isinstance(entry, Found):
                 yield Skipped(uri=str(directory), reason=entry.reason)
                 continue
@@ -84,5 +93,7 @@ class LocalSource:
         source = Path(ref.uri)
         if self.root not in (source, *source.parents):
             raise SourceError(f"{ref.uri}: not inside source {self.root}")
+        if ref.peft_type == FULL and any((source / f.name).is_symlink() for f in ref.files):
+            raise SourceError(f"{ref.uri}: model files must not be symlinks")
         return fetch_into(ref, Path(dest_dir), lambda remote, target: shutil.copyfile(source / remote.name, target),
                           self.max_file_bytes)

@@ -8,6 +8,7 @@ is an error, not a silent mix of versions.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from compeft.config import canonical_json
 from compeft.errors import AdapterFormatError
 from storage.addresses import S3Address
 from storage.errors import HashMismatchError, SourceError, ValidationError
+from storage.fullmodels import CARD, CONFIG, FULL, FULL_LAYOUT, FullFolder, declared_base, read_card, read_json
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
 from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
@@ -68,6 +70,12 @@ class S3Source:
         root_repo = root_is_repo(entries)
         for entry in entries:
             uri = self._uri(entry.directory)
+            if isinstance(entry, FullFolder):  # a full fine-tune: compressed against the base it names (issue 17)
+                try:
+                    yield self._full_ref(entry, uri, root_repo)
+                except (SourceError, ValidationError) as err:
+                    yield Skipped(uri=uri, reason=str(err))
+                continue
             if not isinstance(entry, Found):
                 yield Skipped(uri=uri, reason=entry.reason)
                 continue
@@ -106,6 +114,29 @@ class S3Source:
             subfolder=subfolder,
             layout=layout.name,
         )
+
+    def _full_ref(self, entry: FullFolder, uri: str, root_repo: bool) -> AdapterRef:
+        """A full fine-tune's reference: its model files (revision: their ETags), the base its card or config names."""
+        key_dir = "/".join(p for p in (self.address.prefix, entry.directory) if p)
+        if key_dir:
+            validate_key(key_dir)
+        check_sizes(entry.files, self.max_file_bytes)
+        etags = {f.name: f.etag for f in entry.files}
+        with tempfile.TemporaryDirectory(prefix="compeft-cfg-") as tmp:
+            for name in (CONFIG, CARD):
+                if name in etags:
+                    key = f"{key_dir}/{name}" if key_dir else name
+                    body = self._call(f"{uri}/{name}", lambda key=key, etag=etags[name]: self.client.get_object(
+                        Bucket=self.address.bucket, Key=key, IfMatch=etag)["Body"].read(1 << 20))
+                    (Path(tmp) / name).write_bytes(body)
+            config, card = read_json(Path(tmp) / CONFIG, uri), read_card(Path(tmp) / CARD)
+        repo, subfolder = repo_split(entry.directory, root_repo)
+        top = "/".join(p for p in (self.address.prefix, repo) if p)
+        return AdapterRef(uri=uri, source_uri=self.uri, name=adapter_name(top.rsplit("/", 1)[-1] if top else self.address.bucket,
+                                                                           subfolder),
+                          revision=hashlib.sha256(canonical_json(etags).encode()).hexdigest(), files=entry.files,
+                          peft_type=FULL, base_model=declared_base(config, card), config=config, subfolder=subfolder,
+                          layout=FULL_LAYOUT)
 
     def fetch(self, ref: AdapterRef, dest_dir: Path) -> Path:
         bucket_uri = f"s3://{self.address.bucket}"

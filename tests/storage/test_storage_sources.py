@@ -56,18 +56,23 @@ def test_local_source_finds_adapters_and_records_skips(tmp_path):
 
 
 def test_local_source_skips_model_directories_with_a_reason(tmp_path):
-    """A base or full model lying beside adapters is reported as skipped, not silently ignored."""
+    """A pickle-only model lying beside adapters is reported as skipped, not silently ignored; a safetensors model
+    directory is a full fine-tune candidate (issue 17: the catalog decides on its base)."""
     make_adapter(tmp_path / "src" / "lora")
     model = tmp_path / "src" / "base-model"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"\0" * 16)
+    pickled = tmp_path / "src" / "pickled-model"
+    pickled.mkdir(parents=True)
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"\0" * 16)
     (tmp_path / "src" / "notes").mkdir()
     (tmp_path / "src" / "notes" / "readme.txt").write_text("hello")
     refs, skipped = split(list(open_source(str(tmp_path / "src")).iter_adapters()))
-    assert [r.name for r in refs] == ["lora"]
+    assert [(r.name, r.peft_type) for r in refs] == [("base-model", "FULL"), ("lora", "LORA")]
     reasons = {Path(s.uri).name: s.reason for s in skipped}
-    assert set(reasons) == {"base-model"} and "not a PEFT adapter" in reasons["base-model"]
+    assert set(reasons) == {"pickled-model"} and "not a PEFT adapter" in reasons["pickled-model"]
 
 
 def test_local_source_size_cap_and_missing_root(tmp_path):
@@ -137,7 +142,7 @@ def hub_zoo(hub, tmp_path):
     }
     hub.state.add_repo("bob/pickled", {"adapter_config.json": b'{"peft_type":"LORA"}', "adapter_model.bin": b"\x80"},
                        tags=["peft"])
-    hub.state.add_repo("bob/full-model", {"config.json": b"{}", "model.safetensors": b"x" * 10}, tags=[])
+    hub.state.add_repo("bob/full-model", {"config.json": b"{}", "pytorch_model.bin": b"x" * 10}, tags=[])  # pickles
     hub.state.add_repo("carol/lora-x", adapter_files(a), tags=["peft", "base_model:adapter:meta/llama-tiny"])
     return shas
 

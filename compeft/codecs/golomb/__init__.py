@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from compeft.codecs.base import Codec
 from compeft.codecs.golomb import numpy_backend
-from compeft.codecs.golomb.format import ChunkTable, read_table
+from compeft.codecs.golomb.format import (
+    TABLE_COLUMNS,
+    TABLE_DTYPE,
+    ChunkTable,
+    chunk_lengths,
+    header_bytes,
+    read_table,
+)
 from compeft.codecs.staging import StagedPayload, padded_buffer, side_stream
 
 
@@ -61,6 +69,33 @@ def _done() -> None:
     return None
 
 
+class GolombStreamEncoder:
+    """Chunk bodies appended to one spill file as they come; the header and chunk table are made at the end."""
+
+    def __init__(self, d: int, segments: Sequence[int], spill: Path) -> None:
+        self.d, self.lengths = d, chunk_lengths(d, segments)
+        self.path = spill / "golomb-bodies"
+        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish
+        self.entries: list[tuple[int, ...]] = []
+
+    def add(self, length: int, positions: np.ndarray, negative: np.ndarray) -> None:
+        if len(self.entries) >= len(self.lengths) or length != self.lengths[len(self.entries)]:
+            raise ValueError(f"golomb stream: chunk {len(self.entries)} of length {length} does not follow the chunking")
+        entry, planes = numpy_backend.encode_positions(length, positions, negative)
+        self.entries.append(entry)
+        for plane in planes:
+            self.file.write(plane.tobytes())
+
+    def finish(self) -> tuple[bytes | Path, ...]:
+        self.file.close()
+        if len(self.entries) != len(self.lengths):
+            raise ValueError(f"golomb stream: {len(self.entries)} of {len(self.lengths)} chunks given")
+        table = np.zeros(len(self.entries), dtype=TABLE_DTYPE)
+        for name, col in zip(TABLE_COLUMNS, zip(*self.entries), strict=False):
+            table[name] = col
+        return header_bytes(self.d, table), self.path
+
+
 class GolombCodec(Codec):
     """Near-entropy sparse ternary code, adaptive per chunk, chunks independently decodable."""
 
@@ -73,6 +108,36 @@ class GolombCodec(Codec):
         from compeft.codecs.golomb import torch_backend
 
         return torch_backend.encode(signs, segments)
+
+    def stream_encoder(self, d: int, segments: Sequence[int], spill: Path) -> GolombStreamEncoder:
+        """Chunk by chunk (numpy), bodies spilled to a file: the same payload as ``encode``."""
+        return GolombStreamEncoder(d, segments, spill)
+
+    def decode_span(self, plan: GolombPlan, payload: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """τ[start:stop] as int8 from the chunks that cover it (numpy, one chunk at a time)."""
+        table = plan.table
+        first = int(np.searchsorted(table.start, start, side="right")) - 1
+        last = int(np.searchsorted(table.start, stop, side="left"))
+        a, b = int(table.start[max(first, 0)]), int(table.start[last - 1] + table.length[last - 1]) if last else 0
+        out = np.zeros(max(b - a, 0), dtype=np.int8)
+        buf = payload.reshape(-1).numpy()
+        values = np.array([-1, 0, 1], dtype=np.int8)
+        for i in range(max(first, 0), last):
+            s = int(table.start[i]) - a
+            numpy_backend.decode_chunk_np(table, i, buf, out[s : s + int(table.length[i])], values)
+        return torch.from_numpy(out[start - a : stop - a])
+
+    def span_plan(self, plan: GolombPlan, start: int, stop: int) -> tuple[GolombPlan, int, int]:
+        """The plan of the chunks that exactly cover τ[start:stop] (both on chunk boundaries: tensor boundaries are)
+        and the byte range of their bodies: decode_into(sub, payload[a:b], out) writes that span alone."""
+        t = plan.table
+        i, j = (int(np.searchsorted(t.start, x)) for x in (start, stop))
+        end = int(t.start[j]) if j < len(t) else int(t.start[-1] + t.length[-1]) if len(t) else 0
+        if i >= len(t) or int(t.start[i]) != start or end != stop:
+            raise ValueError(f"span [{start}, {stop}) does not start and end on golomb chunk boundaries")
+        sub = ChunkTable(t.length[i:j], t.count[i:j], t.m[i:j], t.mode[i:j], t.unary_bytes[i:j], t.extra_bits[i:j], 0)
+        a = int(t.unary_off[i])
+        return GolombPlan(sub, np.flatnonzero(sub.mode == 0), np.flatnonzero(sub.mode == 1)), a, a + sub.end
 
     def prepare(self, payload: torch.Tensor, d: int) -> GolombPlan:
         """Parse and check the header and chunk table against the payload size and d (no decoding)."""

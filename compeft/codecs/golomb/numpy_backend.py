@@ -28,10 +28,29 @@ INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def pack_fields_np(values: np.ndarray, width: int) -> np.ndarray:
-    """bits.pack_fields in numpy: each value's low ``width`` bits (≤ 32), LSB first, packed."""
-    as_bytes = values.astype("<u4").view(np.uint8).reshape(-1, 4)
-    bits = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :width]
-    return np.packbits(bits, bitorder="little")
+    """bits.pack_fields in numpy: each value's low ``width`` bits (≤ 32), LSB first, packed. Fields never overlap,
+    so the 64-bit words are sums of each field's shifted low part and of the spill of the field before it."""
+    n = values.size
+    if not n or not width:
+        return np.zeros(0, np.uint8)
+    v = values.astype(np.uint64) & np.uint64((1 << width) - 1)
+    if width <= 8:  # eight fields make ``width`` whole bytes: one uint64 per eight fields
+        rows = np.zeros((-(-n // 8), 8), dtype=np.uint64)
+        rows.reshape(-1)[:n] = v
+        word = rows[:, 0].copy()
+        for i in range(1, 8):
+            word |= rows[:, i] << np.uint64(i * width)
+        return word.view(np.uint8).reshape(-1, 8)[:, :width].reshape(-1)[: (n * width + 7) // 8].copy()
+    bit = np.arange(n, dtype=np.uint64) * np.uint64(width)
+    word, shift = bit >> np.uint64(6), bit & np.uint64(63)
+    lo = v << shift  # the bits that land in the field's first word (higher ones wrap away)
+    hi = (v >> np.uint64(1)) >> (np.uint64(63) - shift)  # the bits past the word's end (none when shift = 0)
+    first = np.flatnonzero(np.diff(word, prepend=np.uint64(1) if word[0] == 0 else np.uint64(0)))
+    words = np.zeros(int(word[-1]) + 2, dtype=np.uint64)
+    at = word[first].astype(np.int64)
+    words[at] += np.add.reduceat(lo, first)
+    words[at + 1] += np.add.reduceat(hi, first)
+    return words.view(np.uint8)[: (n * width + 7) // 8].copy()
 
 
 def unpack_fields_np(data: np.ndarray, count: int, width: int) -> np.ndarray:
@@ -56,12 +75,22 @@ def _pack(bits: np.ndarray) -> np.ndarray:
 
 def encode_chunk_np(s: np.ndarray) -> tuple[tuple[int, int, int, int, int, int], list[np.ndarray]]:
     """golomb.encode_chunk for one int8 numpy chunk: (table entry fields, four planes)."""
-    length = s.size
-    nonzero = s != 0
-    positions = np.flatnonzero(nonzero)  # flatnonzero is ~5x faster on bool than on int8
+    positions = np.flatnonzero(s != 0)  # flatnonzero is ~5x faster on bool than on int8
+    return encode_positions(s.size, positions, s[positions] < 0)
+
+
+def encode_positions(length: int, positions: np.ndarray,
+                     negative: np.ndarray) -> tuple[tuple[int, int, int, int, int, int], list[np.ndarray]]:
+    """One chunk from its non-zero entries (``positions`` increasing, ``negative`` their sign bits): (table entry
+    fields, four planes), as encode_chunk_np of the int8 chunk they describe."""
     nnz = positions.size
     mode = 0 if 2 * nnz <= length else 1
-    coded = positions if mode == 0 else np.flatnonzero(~nonzero)
+    if mode == 0:
+        coded = positions
+    else:
+        zero = np.ones(length, dtype=bool)
+        zero[positions] = False
+        coded = np.flatnonzero(zero)
     count = coded.size
     m = golomb_parameter(count, length)
     gaps = np.diff(coded, prepend=-1) - 1
@@ -85,7 +114,7 @@ def encode_chunk_np(s: np.ndarray) -> tuple[tuple[int, int, int, int, int, int],
         unary = _pack(unary_bits)
     else:
         unary = np.zeros(0, np.uint8)
-    sign = _pack(s[positions] < 0)
+    sign = _pack(np.asarray(negative, dtype=bool))
     return (length, count, m, mode, unary.size, extra_bits), [unary, low, extra, sign]
 
 

@@ -1,0 +1,189 @@
+"""Full fine-tune residuals at LLM scale (issue 17): peak RssAnon, wall and CPU time of compress and decompress for
+made pairs of growing size, the page-cache read rate beside them, and (on CUDA) apply/revert on a resident base.
+
+    python -m bench.fullmodel_bench --sizes 0.2B,1B,2B --root /tmp/pairs --device cpu --out results.json
+    python -m bench.fullmodel_bench --sizes 7B --root /scratch --device cuda --apply --out results.json
+    python -m bench.fullmodel_bench --tiny ...   (the tiny shape: checks the script itself)
+
+Each compress / decompress runs in a child process that samples its own RssAnon (bench.fullpair.AnonPeak); CPU
+time is the child's user + system time (every thread), so MB/s per core = fine-tuned bytes / CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import json, sys, time, resource
+sys.path.insert(0, {root!r})
+import torch
+import compeft
+from bench.fullpair import AnonPeak
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+with AnonPeak() as peak:
+    base_anon = peak.peak
+    {call}
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"wall": time.perf_counter() - t0, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                  "anon_base": base_anon, "anon_peak": peak.peak}}))
+"""
+
+
+def child(call: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), call=call)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def read_rate(dirs: list[Path]) -> float:
+    """GB/s of reading the models' files once more (they are in the page cache after compress)."""
+    files = [p for d in dirs for p in d.glob("*.safetensors")]
+    buf = bytearray(64 << 20)
+    t, n = time.perf_counter(), 0
+    for p in files:
+        with open(p, "rb", buffering=0) as f:
+            while k := f.readinto(buf):
+                n += k
+    return n / (time.perf_counter() - t) / 1e9
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def exactness(weights: dict, resident, art: Path, base: Path, device: str) -> tuple[bool, bool]:
+    """(apply equals the decompressed fine-tune, revert with the pristine copy equals the base), bit for bit."""
+    import torch
+
+    import compeft
+    from compeft.checkpoint import Checkpoint
+    from compeft.serving import apply_residual, revert_residual
+
+    def equal(d: Path) -> bool:
+        c = Checkpoint(d)
+        return all(torch.equal(weights[n].reshape(-1).view(torch.uint8).cpu(), c.get(n).reshape(-1).view(torch.uint8))
+                   for n in c.names())
+
+    model_dir = art.parent.parent / f"{art.parent.name}-decompressed"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    compeft.decompress(art, model_dir, base=base, device=device)
+    applied = apply_residual(weights, resident)
+    same = equal(model_dir)
+    revert_residual(weights, applied)
+    back = equal(base)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    return same, back
+
+
+def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = True) -> dict:
+    """Median ms of apply_residual / revert_residual with a resident residual on a resident base, and exactness."""
+    from compeft.checkpoint import Checkpoint
+    from compeft.serving import ResidentResidual, apply_residual, revert_residual
+
+    c = Checkpoint(base)
+    weights = {n: c.get(n).to(device) for n in c.names()}
+    t = time.perf_counter()
+    resident = ResidentResidual(art, device)
+    out: dict = {"resident_prepare_ms": (time.perf_counter() - t) * 1e3, "apply_bit_exact": None, "revert_bit_exact": None}
+    if exact:
+        out["apply_bit_exact"], out["revert_bit_exact"] = exactness(weights, resident, art, base, device)
+    for pristine in (True, False):  # without a pristine copy revert drifts: last
+        times_a, times_r = [], []
+        for _ in range(repeats):
+            sync(device)
+            t = time.perf_counter()
+            applied = apply_residual(weights, resident, pristine=pristine)
+            sync(device)
+            times_a.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            revert_residual(weights, applied)
+            sync(device)
+            times_r.append((time.perf_counter() - t) * 1e3)
+        tag = "_pristine" if pristine else ""
+        out[f"apply_ms{tag}"] = sorted(times_a)[len(times_a) // 2]
+        out[f"revert_ms{tag}"] = sorted(times_r)[len(times_r) // 2]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="0.2B,1B,2B")
+    p.add_argument("--tiny", action="store_true", help="the tiny shape only (checks the script)")
+    p.add_argument("--root", default="/tmp/compeft-fullbench")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--density", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
+    p.add_argument("--apply", action="store_true", help="also time apply/revert on a resident base")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--keep", action="store_true", help="keep the made pairs")
+    p.add_argument("--no-decompress", action="store_true", help="skip decompress (its CPU decode takes minutes at 7B)")
+    p.add_argument("--no-exact", action="store_true", help="skip the apply/revert exactness check (needs a decompress)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    from bench.fullpair import MODEL_SHAPES, write_pair
+
+    sizes = ["tiny"] if args.tiny else args.sizes.split(",")
+    root = Path(args.root)
+    rows = []
+    for size in sizes:
+        shape = MODEL_SHAPES[size]
+        t = time.perf_counter()
+        ft, base = write_pair(shape, root, device="cuda" if args.device.startswith("cuda") else "cpu")
+        made = time.perf_counter() - t
+        art, out = root / f"{size}-art", root / f"{size}-out"
+        shutil.rmtree(art, ignore_errors=True)
+        threads = f"torch.set_num_threads({args.threads}); " if args.threads else ""
+        comp = child(f"{threads}compeft.compress({str(ft)!r}, {str(art)!r}, base={str(base)!r}, density={args.density}, "
+                     f"device={args.device!r})")
+        rate = read_rate([ft, base])
+        shutil.rmtree(out, ignore_errors=True)
+        skipped = {"wall": 0.0, "cpu": 0.0, "anon_base": 0, "anon_peak": 0}
+        call = f"{threads}compeft.decompress({str(art)!r}, {str(out)!r}, base={str(base)!r}, device={args.device!r})"
+        dec = skipped if args.no_decompress else child(call)
+        ft_bytes = sum(f.stat().st_size for f in ft.glob("*.safetensors"))
+        shard = max(f.stat().st_size for f in ft.glob("*.safetensors"))
+        row = {"size": size, "params": shape.params, "ft_bytes": ft_bytes, "largest_shard": shard, "make_s": made,
+               "page_cache_read_GBps": rate, "artifact_bytes": (art / "compeft.safetensors").stat().st_size,
+               **{f"compress_{k}": v for k, v in comp.items()}, **{f"decompress_{k}": v for k, v in dec.items()}}
+        row["compress_MBps_per_core"] = ft_bytes / comp["cpu"] / 1e6
+        row["compress_MBps_wall"] = ft_bytes / comp["wall"] / 1e6
+        row["compress_anon_over_base_MB"] = (comp["anon_peak"] - comp["anon_base"]) / 1e6
+        row["decompress_anon_over_base_MB"] = (dec["anon_peak"] - dec["anon_base"]) / 1e6
+        shutil.rmtree(out, ignore_errors=True)
+        if args.apply:
+            row |= apply_bench(base, art / "compeft.safetensors", args.device, args.repeats, not args.no_exact)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            for d in (ft, base, art):
+                shutil.rmtree(d, ignore_errors=True)
+    meta = {"device": args.device, "cpus": os.cpu_count(), "density": args.density,
+            "host_maxrss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            meta["gpu"] = torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    if args.out:
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
