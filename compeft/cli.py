@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from compeft.cliargs import Parser, add_config_arguments, config_from_args
-from compeft.config import CompressionConfig
+from compeft.config import ComposeConfig, CompressionConfig, MergeConfig, SimilarityConfig
 from compeft.errors import CompeftError
 
 # command -> (module, function): loaded only when used, so `compeft compress` never imports
@@ -51,6 +51,22 @@ def build_parser() -> Parser:
     p = sub.add_parser("inspect", help="show an artifact's metadata and figures (checksums and structure verified)")
     p.add_argument("src", help="artifact directory or compeft.safetensors file")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("similar", help="similarity of compressed artifacts from their bit planes (every pair)")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
+    p.set_defaults(config_fields=add_config_arguments(p, SimilarityConfig))
+    p.add_argument("--json", action="store_true", help='print {"pairs": [...]} as JSON')
+
+    for name, config, help_text in (
+        ("merge", MergeConfig, "merge compressed artifacts (task arithmetic or TIES) into a PEFT adapter or an artifact"),
+        ("compose", ComposeConfig, "compose an adapter for a task from compressed experts (LoraHub weights)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
+        p.add_argument("--out", required=True, metavar="DST", help="new output directory")
+        p.set_defaults(config_fields=add_config_arguments(p, config))
+        p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     for name, help_text in (
         ("calibrate", "choose α on a validation task with lm-eval"),
@@ -98,10 +114,48 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_similar(args: argparse.Namespace) -> int:
+    from compeft.ops import similarity
+
+    pairs = similarity(args.artifacts, config_from_args(SimilarityConfig, args, args.config_fields))
+    if args.json:
+        print(json.dumps({"pairs": [p.to_dict() for p in pairs]}, indent=2))
+        return 0
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for p in pairs:
+        print(f"{p.a}  {p.b}  cosine {shown(p.cosine)}  overlap {shown(p.overlap)}  common {p.common:,}  "
+              f"sign agreement {shown(p.sign_agreement)}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from compeft.ops import merge
+
+    result = merge(args.artifacts, args.out, config_from_args(MergeConfig, args, args.config_fields),
+                   overwrite=args.overwrite)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def run_compose(args: argparse.Namespace) -> int:
+    from compeft.ops import compose
+
+    result = compose(args.artifacts, args.out, config_from_args(ComposeConfig, args, args.config_fields),
+                     overwrite=args.overwrite, progress=sys.stderr.isatty())
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compress": run_compress,
     "decompress": run_decompress,
     "inspect": run_inspect,
+    "similar": run_similar,
+    "merge": run_merge,
+    "compose": run_compose,
 }
 
 

@@ -221,3 +221,118 @@ def field_types(cls: type) -> dict[str, Any]:
     """The resolved annotation of every field of a config class (for the generated flags and forms)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# ---------------------------------------------------------------------------------------- operations (issue 14)
+MERGE_METHOD_NAMES = ("task_arithmetic", "ties")
+MERGE_OUTPUTS = ("peft", "compeft")
+
+
+def _finite_numbers(values: Any, name: str) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise OptionError(f"{name} must be a list of numbers, got {values!r}", name)
+    numbers = tuple(_number(v, name) for v in values)
+    if not numbers:
+        raise OptionError(f"{name} needs at least one value", name)
+    return numbers
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"{name} {value!r} must be an integer >= 1", name)
+    return value
+
+
+@dataclass(frozen=True)
+class SimilarityConfig(_Config):
+    """How to compare compressed artifacts: where the popcounts run."""
+
+    MODE: ClassVar[str] = "similarity"
+
+    device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
+
+    def __post_init__(self) -> None:
+        self._set("device", check_device(self.device))
+
+
+@dataclass(frozen=True)
+class MergeConfig(_Config):
+    """How to merge compressed artifacts in parameter space: the method, its weights and λ, and the output form."""
+
+    MODE: ClassVar[str] = "merge"
+
+    method: str = field(metadata=option(
+        "task_arithmetic: λ·Σ w_i τ_i; ties: elect a sign per entry, disjoint mean of the inputs that agree",
+        choices=MERGE_METHOD_NAMES))
+    weights: tuple[float, ...] | None = field(default=None, metadata=option("one weight per input (default 1 each)"))
+    lam: float = field(default=1.0, metadata=option("λ, the scale of the merged task vector"))
+    to: str = field(default="peft", metadata=option(
+        "peft: a standard PEFT adapter directory; compeft: compress the merged task vector again",
+        choices=MERGE_OUTPUTS))
+    density: float | None = field(default=None, metadata=option(
+        "--to compeft: fraction k kept (default: the merge's own support)"))
+    alpha: float | None = field(default=None, metadata=option(
+        "--to compeft: α (default: the one whose scale α·σ is the mean kept magnitude)"))
+    codec: str = field(default=DEFAULT_CODEC, metadata=option("--to compeft: payload codec", choices=CODEC_IDS))
+    device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
+
+    def __post_init__(self) -> None:
+        if self.method not in MERGE_METHOD_NAMES:
+            raise OptionError(f"method {self.method!r} is not one of {', '.join(MERGE_METHOD_NAMES)}", "method")
+        if self.weights is not None:
+            self._set("weights", _finite_numbers(self.weights, "weights"))
+        self._set("lam", _number(self.lam, "lam"))
+        if self.to not in MERGE_OUTPUTS:
+            raise OptionError(f"to {self.to!r} is not one of {', '.join(MERGE_OUTPUTS)}", "to")
+        for name, check in (("density", check_density), ("alpha", check_alpha)):
+            value = getattr(self, name)
+            if value is not None:
+                if self.to != "compeft":
+                    raise OptionError(f"{name} applies to --to compeft only", name)
+                self._set(name, check(value, name))
+        self._set("codec", check_codec(self.codec))
+        self._set("device", check_device(self.device))
+
+
+@dataclass(frozen=True)
+class ComposeConfig(_Config):
+    """How to compose a new adapter for a task from compressed experts (LoraHub): learn one weight per expert
+    with a gradient-free optimizer, scored by lm-eval on a few examples of the task."""
+
+    MODE: ClassVar[str] = "compose"
+
+    task: str = field(metadata=option("lm-eval task name or path to a task YAML (its validation split is used)"))
+    base: str = field(metadata=option("base model directory or Hub id the experts were trained on"))
+    shots: int = field(default=20, metadata=option("examples of the task the weights are learned on"))
+    budget: int = field(default=40, metadata=option("evaluations the optimizer may spend"))
+    metric: str = field(default="acc", metadata=option("metric of the task to maximise"))
+    bound: float = field(default=1.5, metadata=option("each weight is searched in [-bound, bound]", advanced=True))
+    regularization: float = field(default=0.05, metadata=option(
+        "penalty on the mean |weight| (LoraHub's L1 term), subtracted from the score", advanced=True))
+    seed: int = field(default=1234, metadata=option("seed of the optimizer and of lm-eval", advanced=True))
+    batch_size: int = field(default=64, metadata=option("lm-eval batch size", key=False, advanced=True))
+    device: str = field(default="auto", metadata=option("auto, cpu, cuda or cuda:N", key=False))
+
+    def __post_init__(self) -> None:
+        for name in ("task", "base"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+                self._set(name, value)
+            if not isinstance(value, str) or not value.strip():
+                raise OptionError(f"{name} {value!r} must be a non-empty string", name)
+        for name in ("shots", "budget", "batch_size"):
+            _positive_int(getattr(self, name), name)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise OptionError(f"seed {self.seed!r} must be an integer", "seed")
+        if not isinstance(self.metric, str) or not self.metric:
+            raise OptionError(f"metric {self.metric!r} must be a metric name", "metric")
+        bound = _number(self.bound, "bound")
+        if not bound > 0:
+            raise OptionError(f"bound {self.bound!r} must be > 0", "bound")
+        self._set("bound", bound)
+        regularization = _number(self.regularization, "regularization")
+        if regularization < 0:
+            raise OptionError(f"regularization {self.regularization!r} must be >= 0", "regularization")
+        self._set("regularization", regularization)
+        self._set("device", check_device(self.device))

@@ -49,6 +49,7 @@ def render_model_card(info, name: str) -> str:
         f"{info.d:,} parameters, {info.kept:,} kept; {info.bytes_artifact:,} bytes ({ratio}{info.ratio_16bit:.1f}× smaller than 16-bit), "
         f"{info.bits_per_param:.3f} bits/parameter for the signs (entropy bound {info.entropy_bits_per_param:.3f}).",
         "",
+        *_derived_from(info.source),
         "## Load",
         "",
         "```bash",
@@ -67,4 +68,38 @@ def render_model_card(info, name: str) -> str:
         "(format spec: docs/format.md in the compeft repository).",
         "",
     ]
+    return "\n".join(lines)
+
+
+def _derived_from(source) -> list[str]:
+    """The lineage section of an artifact made by a merge or a composition (nothing for compressed adapters)."""
+    lineage = next((source[k] for k in ("merge", "compose") if isinstance(source.get(k), dict)), None)
+    return [*_lineage_lines(lineage), ""] if lineage else []
+
+
+def _lineage_lines(lineage: dict) -> list[str]:
+    """Markdown lines naming how an adapter was derived and from which artifacts."""
+    operation = lineage.get("operation", "merge")
+    head = (f"Made by **{operation}** of {len(lineage.get('inputs', []))} ComPEFT artifacts"
+            + (f" with **{lineage['method']}**" if lineage.get("method") else "")
+            + (f" (λ = {lineage['lam']:g})" if lineage.get("lam") is not None else "")
+            + (f" for task `{lineage['task']}`" if lineage.get("task") else "") + ", in the adapter's parameter "
+            "space (every saved tensor merged entry by entry):")
+    lines = [head, "", "| input | sha256 of compeft.safetensors | weight |", "|---|---|---:|"]
+    lines += [f"| `{i['path']}` | `{i['sha256'][:16]}…` | {i['weight']:.6g} |" for i in lineage.get("inputs", [])]
+    return lines
+
+
+def render_derived_card(name: str, base_model: str | None, lineage: dict) -> str:
+    """Model card of a PEFT adapter made from compressed artifacts (a merge or a composition): front matter for hubs,
+    the inputs with their weights, and how to load it."""
+    operation = lineage.get("operation", "merge")
+    lines = ["---"]
+    if base_model:
+        lines.append(f"base_model: {_yaml_scalar(base_model)}")
+    lines += ["library_name: peft", "tags:", "- compeft", f"- {operation}", "- peft"]
+    lines += ["compeft_lineage: " + json.dumps(lineage, sort_keys=True), "---", "", f"# {name}", ""]
+    lines += _lineage_lines(lineage)
+    lines += ["", "## Load", "", "```python", "from peft import PeftModel",
+              "model = PeftModel.from_pretrained(base_model, \"THIS_DIR\")", "```", ""]
     return "\n".join(lines)

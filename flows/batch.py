@@ -110,6 +110,7 @@ def process_adapter(ref: AdapterRef, options: CompressionOptions, service: Servi
         info = tasks.compress_adapter(adapter_dir, out_dir, config)
     stored = tasks.store_artifact(out_dir, service)
     artifact = tasks.register_artifact(service, adapter, info, stored, config)
+    tasks.mark_near_duplicate(service, artifact, out_dir)
     if calibrating:
         calibration = tasks.register_calibration(service, artifact, result)
         plot = out_dir / "calibration.png"

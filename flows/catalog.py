@@ -231,6 +231,7 @@ def compress_catalog(
         for batch in batches:
             outcomes += compress_batch(batch, options, config, force, on_outcome=advance)
         plots = _local_plots()
+    outcomes = catalog.with_duplicate_marks(config.registry(), outcomes)
     done_text = summary(outcomes)
     ui.census_markdown(census.run_census(refs, skipped, outcomes, config.registry()), source)
     ui.outcome_tables(outcomes, f"{source}: {done_text}")

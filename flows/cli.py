@@ -120,7 +120,9 @@ def format_table(outcomes: list[dict[str, Any]]) -> str:
         rows.append((
             _cell(o.get("artifact_id")), o["name"], o["status"], size, _cell(o.get("ratio"), ".1f"),
             _cell(o.get("bits_per_param"), ".3f"), _cell(o.get("density"), "g"), _cell(o.get("alpha"), "g"),
-            scores, o.get("reason") or o.get("published_uri") or o.get("storage_uri") or "-",
+            scores, (f"near-duplicate of #{o['duplicate_of']} (cosine {o['duplicate_cosine']:.3f}); "
+                     if o.get("duplicate_of") is not None else "")
+            + (o.get("reason") or o.get("published_uri") or o.get("storage_uri") or "-"),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]

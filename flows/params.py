@@ -6,10 +6,11 @@ and ``storage.config``, and every value is checked by building those objects."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
-from compeft.config import CalibrationConfig, CompressionConfig
+from compeft.config import CalibrationConfig, ComposeConfig, CompressionConfig, MergeConfig
 from storage.config import ServiceConfig
 from storage.models import FormField, form_fields, in_form_order
 
@@ -81,3 +82,24 @@ ServiceParameters = create_model("ServiceParameters", __base__=_Service, __doc__
                                  **in_form_order(form_fields(ServiceConfig)))
 DEFAULT_OPTIONS = CompressionOptions()
 DEFAULT_SERVICE = ServiceParameters()
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    CONFIG: ClassVar[type]
+
+    def config(self):
+        """The configuration object these parameters stand for."""
+        return self.CONFIG(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _checked(self):
+        self.config()
+        return self
+
+
+MergeOptions = create_model("MergeOptions", __base__=_Operation, __doc__=MergeConfig.__doc__, **in_form_order(form_fields(MergeConfig)))
+MergeOptions.CONFIG = MergeConfig
+ComposeOptions = create_model("ComposeOptions", __base__=_Operation, __doc__=ComposeConfig.__doc__,
+                              **in_form_order(form_fields(ComposeConfig)))
+ComposeOptions.CONFIG = ComposeConfig

@@ -122,3 +122,19 @@ def start_run(service: ServiceConfig, flow_run_id: str, parameters: dict) -> Non
 def finish_run(service: ServiceConfig, flow_run_id: str, outcomes: list[catalog.AdapterOutcome]) -> None:
     """Record the run's final status, counts and per-adapter failures."""
     service.registry().finish_run(flow_run_id, "completed", catalog.counts(outcomes), catalog.failures(outcomes))
+
+
+def mark_near_duplicate(service: ServiceConfig, artifact: ArtifactRow, out_dir: Path, device: str = "cpu"):
+    """Sign the new artifact for search and mark it when it nearly repeats an earlier one (issue 14)."""
+    import tempfile
+
+    from compeft.ops.planes import open_planes
+    from storage import operations
+
+    planes = open_planes(out_dir, device)
+    registry = service.registry()
+    if service.near_duplicate_cosine is None:
+        return operations.sign(registry, artifact, planes)
+    with tempfile.TemporaryDirectory(prefix="compeft-dup-") as work:
+        return operations.mark_near_duplicate(registry, service.artifact_store(), artifact, planes,
+                                              service.near_duplicate_cosine, Path(work))

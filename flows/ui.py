@@ -62,7 +62,8 @@ def table_row(o: AdapterOutcome) -> dict[str, str]:
         _num(art.density if art else None, "g"),
         _num(art.alpha if art else None, "g"),
         scores,
-        o.reason or o.link or "",
+        (f"near-duplicate of #{o.duplicate_of} (cosine {o.duplicate_cosine:.3f}); " if o.duplicate_of is not None else "")
+        + (o.reason or o.link or ""),
     )
     return dict(zip(COLUMNS, values))
 

@@ -64,6 +64,8 @@ class AdapterOutcome:
     score_original: float | None = None
     score_compressed: float | None = None
     published_uri: str | None = None
+    duplicate_of: int | None = None  # the earlier artifact this one nearly repeats (issue 14)
+    duplicate_cosine: float | None = None
 
     @property
     def link(self) -> str | None:
@@ -80,7 +82,8 @@ class AdapterOutcome:
             "bits_per_param": art.bits_per_param if art else None, "density": art.density if art else None,
             "alpha": art.alpha if art else None, "score_original": self.score_original,
             "score_compressed": self.score_compressed, "storage_uri": art.storage_uri if art else None,
-            "published_uri": self.published_uri,
+            "published_uri": self.published_uri, "duplicate_of": self.duplicate_of,
+            "duplicate_cosine": self.duplicate_cosine,
         }
 
     @classmethod
@@ -89,7 +92,8 @@ class AdapterOutcome:
         artifact = registry.get_artifact(fields["artifact_id"]).artifact if fields.get("artifact_id") else None
         return cls(uri=fields["uri"], name=fields["name"], status=fields["status"], reason=fields.get("reason"),
                    artifact=artifact, score_original=fields.get("score_original"),
-                   score_compressed=fields.get("score_compressed"), published_uri=fields.get("published_uri"))
+                   score_compressed=fields.get("score_compressed"), published_uri=fields.get("published_uri"),
+                   duplicate_of=fields.get("duplicate_of"), duplicate_cosine=fields.get("duplicate_cosine"))
 
 
 def crawl(source) -> tuple[list[AdapterRef], list[Skipped]]:
@@ -244,3 +248,12 @@ def failures(outcomes: list[AdapterOutcome]) -> list[dict[str, Any]]:
     """The failed and skipped adapters with their reasons (the run record's errors)."""
     return [{"uri": o.uri, "name": o.name, "status": o.status, "reason": o.reason}
             for o in outcomes if o.status in ("failed", "skipped")]
+
+
+def with_duplicate_marks(registry: Registry, outcomes: list[AdapterOutcome]) -> list[AdapterOutcome]:
+    """The outcomes with the near-duplicate marks the registry holds for their artifacts (issue 14)."""
+    from dataclasses import replace
+
+    marks = registry.duplicate_marks(sorted({o.artifact.id for o in outcomes if o.artifact is not None}))
+    return [replace(o, duplicate_of=marks[o.artifact.id][0], duplicate_cosine=marks[o.artifact.id][1])
+            if o.artifact is not None and o.artifact.id in marks else o for o in outcomes]

@@ -9,7 +9,7 @@ from typing import Any
 
 from compeft.cliargs import Parser, add_config_arguments, config_from_args
 from storage.errors import RegistryError
-from storage.registry.records import ArtifactQuery
+from storage.registry.records import ArtifactQuery, SimilarQuery
 
 
 def _database_arg(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,8 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
 
 def _registry_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="compeft registry", description="Query the compressed-artifact registry.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,census,serve}", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,census,similar,sign,serve}",
+                                parser_class=Parser)
     listing = sub.add_parser("list", help="list artifacts (newest first)")
     listing.set_defaults(query_fields=add_config_arguments(listing, ArtifactQuery))
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -34,11 +35,55 @@ def _registry_parser() -> argparse.ArgumentParser:
                             "model, bytes before and after, skip reasons of each source's latest run")
     census.add_argument("--json", action="store_true", help="print JSON")
     _database_arg(census)
+    similar = sub.add_parser("similar", help="neighbours of an artifact among those of its layout and base model")
+    similar.add_argument("id", type=int, help="artifact id (from 'registry list')")
+    similar.set_defaults(query_fields=add_config_arguments(similar, SimilarQuery))
+    _operation_args(similar)
+    similar.add_argument("--json", action="store_true", help="print JSON")
+    sign = sub.add_parser("sign", help="sign artifacts registered before signatures existed (for 'similar')")
+    _operation_args(sign)
     serve = sub.add_parser("serve", help="serve the read-only HTTP API (OpenAPI docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     _database_arg(serve)
     return parser
+
+
+def _operation_args(parser: argparse.ArgumentParser) -> None:
+    _database_arg(parser)
+    parser.add_argument("--store", default=None, help="artifact store (default: COMPEFT_STORE, else COMPEFT_HOME/artifacts)")
+    parser.add_argument("--device", default="cpu", help="where the exact comparisons run: cpu, cuda, cuda:N, auto")
+
+
+def _similar(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from compeft.config import check_device
+    from storage import operations
+    from storage.config import ServiceConfig
+    from storage.registry import open_registry
+
+    store = ServiceConfig(store=args.store).artifact_store()
+    device = check_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="compeft-similar-") as work, open_registry(args.database_url) as registry:
+        if args.command == "sign":
+            rows = registry.unsigned_artifacts()
+            for row in rows:
+                operations.sign_stored(registry, store, row, Path(work), device)
+            print(f"signed {len(rows)} artifact(s)")
+            return 0
+        query = config_from_args(SimilarQuery, args, args.query_fields)
+        neighbours = operations.similar(registry, store, args.id, query, Path(work), device)
+    if args.json:
+        json.dump({"artifact_id": args.id, "neighbours": [n.to_dict() for n in neighbours]}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'ID':>6}  {'COSINE':>8}  {'SKETCH':>7}  SOURCE")
+    for n in neighbours:
+        print(f"{n.artifact_id:>6}  {n.cosine:>8.4f}  {n.estimate:>7.3f}  {n.adapter_uri or '-'}")
+    print(f"({len(neighbours)} neighbour(s) of artifact {args.id})")
+    return 0
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -128,6 +173,8 @@ def registry_main(argv: list[str]) -> int:
         else:
             print(census.text())
         return 0
+    if args.command in ("similar", "sign"):
+        return _similar(args)
     return _serve(args)
 
 

@@ -37,6 +37,9 @@ class ServiceConfig:
     checkpoints: str = field(default="final", metadata=option(
         "training checkpoints (checkpoint-N/ folders): final takes the final adapter beside them (else the latest "
         "checkpoint), all takes every checkpoint too", choices=CHECKPOINT_CHOICES, advanced=True, label="Training checkpoints"))
+    near_duplicate_cosine: float | None = field(default=0.95, metadata=option(
+        "mark an artifact as a near-duplicate of an earlier one of its layout when their cosine is at least this "
+        "(null: do not look)", advanced=True, label="Near-duplicate cosine"))
 
     def __post_init__(self) -> None:
         if self.checkpoints not in CHECKPOINT_CHOICES:
@@ -49,6 +52,9 @@ class ServiceConfig:
             if make_url(url).password:  # parameters are shown in the UI and stored by Prefect
                 raise OptionError("database_url must not carry a password: set COMPEFT_DATABASE_URL on the workers "
                                   "or the compeft-database-url Secret block", "database_url")
+        cosine = self.near_duplicate_cosine
+        if cosine is not None and (isinstance(cosine, bool) or not isinstance(cosine, (int, float)) or not -1 <= cosine <= 1):
+            raise OptionError(f"near_duplicate_cosine {cosine!r} must be a number in [-1, 1]", "near_duplicate_cosine")
 
     def store_uri(self) -> str:
         """The artifact store: explicit, else COMPEFT_STORE, else COMPEFT_HOME/artifacts."""

@@ -213,3 +213,94 @@ class ArtifactQuery:
             raise OptionError(f"limit {self.limit!r} must be an integer in 1..{MAX_PAGE}", "limit")
         if isinstance(self.offset, bool) or not isinstance(self.offset, int) or not 0 <= self.offset <= MAX_ROW:
             raise OptionError(f"offset {self.offset!r} must be an integer in 0..{MAX_ROW}", "offset")
+
+
+# ------------------------------------------------------------------------------------ issue 14: signatures, lineage
+@dataclass(frozen=True)
+class SignatureRecord(_ToDict):
+    """An artifact's search signature: record layout, base model ("" unknown), size, support and sketch bytes."""
+
+    layout_sha256: str
+    base_model: str
+    d: int
+    kept: int
+    sketch_version: int
+    sketch: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignatureRow(SignatureRecord):
+    """A stored signature, with the near-duplicate mark (the earlier artifact it repeats, and their cosine)."""
+
+    artifact_id: int
+    duplicate_of: int | None
+    duplicate_cosine: float | None
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.pop("sketch")
+        return data
+
+
+@dataclass(frozen=True)
+class OperationInput(_ToDict):
+    """One input of a merge or composition: the registry artifact (when it is one), its address, sha256, weight."""
+
+    address: str
+    sha256: str
+    weight: float
+    artifact_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OperationRecord(_ToDict):
+    """A merge or composition: method and options, the inputs (lineage), the output and its registered artifact."""
+
+    kind: str
+    method: str
+    options: Mapping[str, Any]
+    output_format: str
+    output_uri: str
+    output_sha256: str
+    inputs: tuple[OperationInput, ...]
+    result: Mapping[str, Any] = field(default_factory=dict)
+    artifact_id: int | None = None
+    flow_run_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperationRow(OperationRecord):
+    id: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Neighbour(_ToDict):
+    """One result of ``registry similar``: an artifact, its exact cosine with the query, and the sketch's estimate."""
+
+    artifact_id: int
+    cosine: float
+    estimate: float
+    adapter_uri: str | None = None
+    storage_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    """Which neighbours of an artifact to return (``registry similar``), checked at the edge."""
+
+    top: int = field(default=10, metadata=option(f"at most this many neighbours (1..{MAX_PAGE})"))
+    min_cosine: float | None = field(default=None, metadata=option("only neighbours with at least this cosine"))
+    shortlist: int = field(default=50, metadata=option(
+        "candidates re-ranked exactly from their bit planes, by the sketch's estimate (>= top)", advanced=True))
+
+    def __post_init__(self) -> None:
+        for name, low in (("top", 1), ("shortlist", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_PAGE * 20:
+                raise OptionError(f"{name} {value!r} must be an integer in {low}..{MAX_PAGE * 20}", name)
+        if self.top > MAX_PAGE:
+            raise OptionError(f"top {self.top!r} must be an integer in 1..{MAX_PAGE}", "top")
+        if self.min_cosine is not None and not (isinstance(self.min_cosine, (int, float)) and -1 <= self.min_cosine <= 1):
+            raise OptionError(f"min_cosine {self.min_cosine!r} must be a number in [-1, 1]", "min_cosine")

@@ -27,8 +27,13 @@ from storage.registry.records import (
     ArtifactSummary,
     CalibrationRecord,
     CalibrationRow,
+    OperationInput,
+    OperationRecord,
+    OperationRow,
     PublicationRow,
     RunRow,
+    SignatureRecord,
+    SignatureRow,
     SourceRow,
     from_mapping,
 )
@@ -36,8 +41,11 @@ from storage.registry.schema import (
     adapters,
     artifacts,
     calibrations,
+    operation_inputs,
+    operations,
     publications,
     runs,
+    signatures,
     sources,
 )
 
@@ -399,6 +407,109 @@ class Registry:
             return from_mapping(RunRow, row)
 
         return self._read(f"run {flow_run_id}", run)
+
+    # -- issue 14: signatures, near-duplicates, operations ---------------------------------------
+    def put_signature(self, artifact_id: int, record: SignatureRecord) -> SignatureRow:
+        """Store an artifact's signature (idempotent: an existing one is kept and returned)."""
+        values = dict(record.to_dict(), sketch=record.sketch, artifact_id=artifact_id, created_at=_now())
+
+        def run(conn):
+            row, _ = self._get_or_create(conn, signatures, {"artifact_id": artifact_id}, values)
+            return from_mapping(SignatureRow, row)
+
+        return self._write(f"signature of artifact {artifact_id}", run)
+
+    def get_signature(self, artifact_id: int) -> SignatureRow | None:
+        """An artifact's signature, or None when it has none yet."""
+        def run(conn):
+            row = conn.execute(select(signatures).where(signatures.c.artifact_id == artifact_id)).mappings().first()
+            return from_mapping(SignatureRow, row) if row else None
+
+        return self._read(f"signature of artifact {artifact_id}", run)
+
+    def signatures_like(self, layout_sha256: str, base_model: str) -> list[SignatureRow]:
+        """The signatures of every artifact with this layout and base model, oldest artifact first."""
+        def run(conn):
+            rows = conn.execute(select(signatures).where(signatures.c.layout_sha256 == layout_sha256,
+                                                         signatures.c.base_model == base_model)
+                                .order_by(signatures.c.artifact_id)).mappings()
+            return [from_mapping(SignatureRow, row) for row in rows]
+
+        return self._read("signatures of a layout", run)
+
+    def unsigned_artifacts(self) -> list[ArtifactRow]:
+        """Artifacts without a signature (registered before signatures existed), oldest first."""
+        def run(conn):
+            query = (select(artifacts).where(~artifacts.c.id.in_(select(signatures.c.artifact_id)))
+                     .order_by(artifacts.c.id))
+            return [from_mapping(ArtifactRow, row) for row in conn.execute(query).mappings()]
+
+        return self._read("unsigned artifacts", run)
+
+    def mark_duplicate(self, artifact_id: int, duplicate_of: int, cosine: float) -> SignatureRow:
+        """Record that an artifact is a near-duplicate of an earlier one (their exact cosine)."""
+        def run(conn):
+            conn.execute(update(signatures).where(signatures.c.artifact_id == artifact_id)
+                         .values(duplicate_of=duplicate_of, duplicate_cosine=cosine))
+            row = conn.execute(select(signatures).where(signatures.c.artifact_id == artifact_id)).mappings().one()
+            return from_mapping(SignatureRow, row)
+
+        return self._write(f"duplicate mark of artifact {artifact_id}", run)
+
+    def duplicate_marks(self, artifact_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
+        """artifact id → (duplicate_of, cosine) for the marked ones among ``artifact_ids``."""
+        def run(conn):
+            rows = conn.execute(select(signatures.c.artifact_id, signatures.c.duplicate_of, signatures.c.duplicate_cosine)
+                                .where(signatures.c.artifact_id.in_(list(artifact_ids)),
+                                       signatures.c.duplicate_of.is_not(None)))
+            return {r.artifact_id: (r.duplicate_of, r.duplicate_cosine) for r in rows}
+
+        return self._read("duplicate marks", run) if artifact_ids else {}
+
+    def add_operation(self, record: OperationRecord) -> OperationRow:
+        """Record a merge or composition with its inputs (lineage)."""
+        values = record.to_dict()
+        inputs = values.pop("inputs")
+        values["created_at"] = _now()
+
+        def run(conn):
+            new_id = conn.execute(operations.insert().values(**values)).inserted_primary_key[0]
+            if inputs:
+                conn.execute(operation_inputs.insert(), [dict(i, operation_id=new_id, position=n)
+                                                         for n, i in enumerate(inputs)])
+            return self._operation(conn, new_id)
+
+        return self._write(f"{record.kind} operation", run)
+
+    def get_operation(self, operation_id: int) -> OperationRow:
+        """One operation with its inputs; NotFoundError if absent."""
+        return self._read(f"operation {operation_id}", lambda conn: self._operation(conn, operation_id))
+
+    def operations_using(self, artifact_id: int) -> list[OperationRow]:
+        """The operations that took this artifact as an input, oldest first."""
+        def run(conn):
+            ids = conn.execute(select(operation_inputs.c.operation_id).distinct()
+                               .where(operation_inputs.c.artifact_id == artifact_id)
+                               .order_by(operation_inputs.c.operation_id)).scalars().all()
+            return [self._operation(conn, i) for i in ids]
+
+        return self._read(f"operations using artifact {artifact_id}", run)
+
+    @staticmethod
+    def _operation(conn: Connection, operation_id: int) -> OperationRow:
+        row = conn.execute(select(operations).where(operations.c.id == operation_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"operation {operation_id} not found in the registry")
+        inputs = conn.execute(select(operation_inputs).where(operation_inputs.c.operation_id == operation_id)
+                              .order_by(operation_inputs.c.position)).mappings()
+        return OperationRow(**{**{k: row[k] for k in ("id", "kind", "method", "options", "output_format", "output_uri",
+                                                      "output_sha256", "artifact_id", "result", "flow_run_id")},
+                               "created_at": _aware(row["created_at"]),
+                               "inputs": tuple(from_mapping(OperationInput, i) for i in inputs)})
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _first_line(err: Exception) -> str:

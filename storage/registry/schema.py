@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -130,4 +131,50 @@ runs = Table(
     Column("errors", JSON, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# issue 14 (migration 0003): the search signature of each artifact and its near-duplicate mark; merges and
+# compositions with their inputs (lineage)
+signatures = Table(
+    "signatures",
+    metadata,
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), primary_key=True),
+    Column("layout_sha256", String(64), nullable=False),
+    Column("base_model", String(512), nullable=False),  # the adapter's base model, "" when unknown
+    Column("d", BigInteger, nullable=False),
+    Column("kept", BigInteger, nullable=False),
+    Column("sketch_version", Integer, nullable=False),
+    Column("sketch", LargeBinary, nullable=False),
+    Column("duplicate_of", Integer, ForeignKey("artifacts.id"), nullable=True),
+    Column("duplicate_cosine", Float, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "layout_sha256", "base_model"),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # merge | compose
+    Column("method", String(64), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("output_format", String(16), nullable=False),  # peft | compeft
+    Column("output_uri", String(2048), nullable=False),
+    Column("output_sha256", String(64), nullable=False),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=True),  # the output, when registered
+    Column("result", JSON, nullable=False),
+    Column("flow_run_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+operation_inputs = Table(
+    "operation_inputs",
+    metadata,
+    Column("operation_id", Integer, ForeignKey("operations.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("artifact_id", Integer, ForeignKey("artifacts.id"), nullable=True),
+    Column("address", String(2048), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("weight", Float, nullable=False),
+    Index(None, "artifact_id"),
 )

@@ -9,8 +9,8 @@ from typing import Any
 
 TOP = ["source", "options", "service", "force", "batch_size", "max_in_flight"]
 OPTIONS = ["density", "alpha", "task", "tasks", "base", "densities", "alphas", "metric",
-           "codec", "device", "limit", "tolerance", "search"]
-SERVICE = ["publish_to", "store", "database_url", "s3_endpoint", "hf_endpoint", "checkpoints"]
+           "codec", "device", "limit", "tolerance", "search", "base_for"]
+SERVICE = ["publish_to", "store", "database_url", "s3_endpoint", "hf_endpoint", "checkpoints", "near_duplicate_cosine"]
 CHOICES = {"codec": ["golomb", "bitmask"], "device": ["auto", "cpu", "cuda"], "search": ["refine", "grid"]}
 
 
