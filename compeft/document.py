@@ -111,6 +111,21 @@ def array(value, key: str) -> list:
     return value
 
 
+def sha256_hex(value, key: str) -> str:
+    """A lowercase hex sha256 digest."""
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise ContainerError(f"{_where(key)} is not a lowercase hex sha256")
+    return value
+
+
+def list_of(item: Callable[[object, str], object]):
+    """A JSON list whose items each pass ``item``."""
+    def check(value, key: str) -> list:
+        return [item(v, f"{key}[{i}]") for i, v in enumerate(array(value, key))]
+
+    return check
+
+
 def obj(fields: Mapping[str, Field]):
     """A nested object checked against its own field table."""
     def check(value, key: str) -> dict:
@@ -144,8 +159,22 @@ def check_fields(raw: Mapping, fields: Mapping[str, Field], version: int | None,
     return {k: f.check(raw[k], prefix + k) for k, f in wanted.items() if k in raw}
 
 
+# A merged artifact's lineage (compeft.ops.merging.MergeResult.lineage): the method, λ and each input's weight.
+MERGE_INPUT_FIELDS: Mapping[str, Field] = {
+    "path": Field(string),
+    "sha256": Field(sha256_hex),
+    "weight": Field(number),
+}
+MERGE_FIELDS: Mapping[str, Field] = {
+    "operation": Field(one_of("merge")),
+    "method": Field(string),
+    "lam": Field(number),
+    "inputs": Field(list_of(obj(MERGE_INPUT_FIELDS))),
+}
+
 # The source adapter or model: its files' hashes and what the registry records about it; for a source that is not
-# a peft directory its layout, weights file and that file's safetensors metadata. New keys go here.
+# a peft directory its layout, weights file and that file's safetensors metadata; for a merge, its lineage. New
+# keys go here.
 SOURCE_FIELDS: Mapping[str, Field] = {
     "files": Field(sha256_map),
     "peft_type": Field(string_or_null, optional=True),
@@ -154,6 +183,7 @@ SOURCE_FIELDS: Mapping[str, Field] = {
     "layout": Field(string, optional=True),
     "weights_file": Field(string, optional=True),
     "weights_metadata": Field(string_map, optional=True),
+    "merge": Field(obj(MERGE_FIELDS), optional=True),
 }
 
 # The document of every format version, defined once (docs/format.md, "The document"). ``records`` and

@@ -102,6 +102,11 @@ DOCUMENT_EDITS = {
     "unknown-source-field": (dict(doc=lambda d: d["source"].update(zz="x")), "'source.zz'"),
     "source-layout-not-a-string": (dict(doc=lambda d: d["source"].update(layout=3)), "'source.layout'"),
     "source-hash-not-hex": (dict(doc=lambda d: d["source"]["files"].update({"adapter_config.json": "x"})), "sha256"),
+    "source-merge-weight-a-string": (dict(doc=lambda d: d["source"].update(merge={
+        "operation": "merge", "method": "ties", "lam": 1.0, "inputs": [{"path": "a", "sha256": "0" * 64, "weight": "1"}]})),
+        "'source.merge.inputs[0].weight'"),
+    "source-merge-unknown-field": (dict(doc=lambda d: d["source"].update(merge={
+        "operation": "merge", "method": "ties", "lam": 1.0, "inputs": [], "zz": 1})), "'source.merge.zz'"),
     "base-on-an-adapter": (dict(doc=lambda d: d.update(base={"tensor_sha256": {}})), "full fine-tune"),
     "non-canonical-spacing": (dict(doc_text=lambda t: t.replace(",", ", ", 1)), "canonical"),
     "non-canonical-escape": (dict(doc_text=lambda t: t.replace('"adapter"', '"\\u0061dapter"')), "canonical"),
