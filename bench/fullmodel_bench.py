@@ -171,6 +171,16 @@ def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = 
         counter = torch.zeros(1, dtype=torch.int64, device=device)
         out["negzero_pass_ms"] = median_ms(lambda: resident.negzeros.find(fast, found, counter), device, repeats)
         out["decode_no_writes_ms"] = median_ms(lambda: resident.inplace.run(fast, CHECK), device, repeats)
+        for block, warps in ((2048, 4), (4096, 8), (8192, 8), (16384, 16)):  # the −0.0 pass's alternatives
+            out[f"negzero_pass_ms_{block}x{warps}"] = median_ms(
+                lambda b=block, w=warps: resident.negzeros.find(fast, found, counter, b, w), device, repeats)
+        from compeft.codecs.golomb.triton_apply import ADD, SUBTRACT
+
+        for warps in (4, 8, 2):  # the last pass's warps: an add and a subtract (the weights come back close)
+            resident.inplace.warps = warps
+            out[f"add_then_subtract_ms_warps{warps}"] = median_ms(
+                lambda: (resident.inplace.run(fast, ADD), resident.inplace.run(fast, SUBTRACT)), device, repeats)
+        resident.inplace.warps = 4
         out["kept_entries"] = int(resident.inplace.cols.n)
         out["pristine_bytes"] = resident.inplace.saved_bytes
         if device.startswith("cuda"):

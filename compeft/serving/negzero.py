@@ -78,13 +78,15 @@ class NegZeros:
             self._addrs = ptrs
         return self.addrs
 
-    def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor) -> None:
+    def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor, block: int = BLOCK,
+             warps: int = 4) -> None:
         """Every −0.0 of ``weights`` set to +0.0, the first ``found.numel()`` of them recorded in ``found`` and all
-        counted in ``counter`` (int64, zeroed; queued on the current stream: past the capacity the rest stay −0.0)."""
+        counted in ``counter`` (int64, zeroed; queued on the current stream: past the capacity the rest stay −0.0).
+        ``block``, ``warps``: the kernel's entries per step and warps (bench.fullmodel_bench compares them)."""
         addrs = self._point(weights)
         for width, (spans, n) in self.spans.items():
             itype, neg = _ITYPES[width]
-            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, NEG=neg, BLOCK=BLOCK)
+            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, NEG=neg, BLOCK=block, num_warps=warps)
 
     def restore(self, weights: list[torch.Tensor], found: torch.Tensor, n: int) -> None:
         """−0.0 written back at the first ``n`` recorded positions (queued)."""

@@ -112,7 +112,7 @@ class InPlace:
         room = (table.count[self.ids] * itemsize[self.span] + 7) // 8 * 8  # aligned for every kind
         self.saved_bytes = int(room.sum())
         self.kinds = sorted(set(kinds[self.span].tolist()))
-        self.device = device
+        self.device, self.warps = device, CODE_WARPS  # the last pass's warps (bench.fullmodel_bench compares them)
         self.cols = plan_columns(table, self.ids, device, values)
         self.plan = Plan(self.cols, device)
         self.buf = padded_buffer(payload, device)
@@ -147,7 +147,7 @@ class InPlace:
             for kind in self.kinds if mode != CHECK else [0]:
                 _apply_pass[(tiles,)](buf, words, plan, K, code_chunk, tile_xoff, tile_roff, err, stops, values, self.dest,
                                       base, t0, ITYPE=_ITYPES[kind], KIND=kind, MODE=mode, BLOCK=CODE_BLOCK,
-                                      num_warps=CODE_WARPS)
+                                      num_warps=self.warps)
 
         if self.cols.K:
             decode_mode0(self.plan, self.buf, None, filled=filled, last=last)
