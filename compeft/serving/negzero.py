@@ -23,22 +23,28 @@ _ITYPES = {2: (tl.int16, -(1 << 15)), 4: (tl.int32, -(1 << 31))}
 
 
 @triton.jit(do_not_specialize=["S", "capacity"])
-def _find(spans, S, addrs, found, counter, capacity, ITYPE: tl.constexpr, NEG: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per span (weight, start, stop) of one width: −0.0s set to +0.0, recorded while room lasts."""
+def _find(spans, S, addrs, found, counter, capacity, ITYPE: tl.constexpr, WIDTH: tl.constexpr, NEG: tl.constexpr,
+          ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per span (weight, start, stop) of one width: −0.0s set to +0.0, recorded while room lasts.
+    ALIGNED: every weight starts on 16 bytes (spans start on multiples of BLOCK), so loads can be vectorized."""
     s = tl.program_id(0)
     w = tl.load(spans + s)
     stop = tl.load(spans + 2 * S + s)
-    at = tl.load(addrs + w).to(tl.pointer_type(ITYPE))
+    first = tl.load(addrs + w)
     for i in range(tl.load(spans + S + s), stop, BLOCK):
+        start = first + i * WIDTH
+        if ALIGNED:
+            start = tl.multiple_of(start, 16)
+        at = start.to(tl.pointer_type(ITYPE)) + tl.arange(0, BLOCK)
         idx = i + tl.arange(0, BLOCK).to(tl.int64)
         inside = idx < stop
-        hit = inside & (tl.load(at + idx, mask=inside, other=0) == NEG)
+        hit = inside & (tl.load(at, mask=inside, other=0) == NEG)
         n = tl.sum(hit.to(tl.int64), 0)
         if n > 0:  # rare
             h = hit.to(tl.int64)
             slot = tl.atomic_add(counter, n) + tl.cumsum(h, 0) - h
             keep = hit & (slot < capacity)
-            tl.store(at + idx, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
+            tl.store(at, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
             tl.store(found + slot, (w.to(tl.int64) << _INDEX_BITS) | idx, mask=keep)
 
 
@@ -79,14 +85,17 @@ class NegZeros:
         return self.addrs
 
     def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor, block: int = BLOCK,
-             warps: int = 4) -> None:
+             warps: int = 4, hint: bool = True) -> None:
         """Every −0.0 of ``weights`` set to +0.0, the first ``found.numel()`` of them recorded in ``found`` and all
         counted in ``counter`` (int64, zeroed; queued on the current stream: past the capacity the rest stay −0.0).
-        ``block``, ``warps``: the kernel's entries per step and warps (bench.fullmodel_bench compares them)."""
+        ``block``, ``warps``, ``hint`` (alignment hints where the weights allow): the kernel's variants
+        (bench.fullmodel_bench compares them)."""
         addrs = self._point(weights)
+        aligned = hint and all(p % 16 == 0 for p in self._addrs or ())
         for width, (spans, n) in self.spans.items():
             itype, neg = _ITYPES[width]
-            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, NEG=neg, BLOCK=block, num_warps=warps)
+            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, WIDTH=width, NEG=neg,
+                        ALIGNED=aligned and SPAN % block == 0, BLOCK=block, num_warps=warps)
 
     def restore(self, weights: list[torch.Tensor], found: torch.Tensor, n: int) -> None:
         """−0.0 written back at the first ``n`` recorded positions (queued)."""
