@@ -23,6 +23,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,8 +227,24 @@ def file_identity(st: os.stat_result) -> tuple[int, ...]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def read_file(path: Path, *, pin: bool = False) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """``read_bytes`` and the file's identity (``file_identity``) when it was opened."""
+READ_PIECE = 2 << 20  # read_file's pieces when it reads with several threads
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read len(view) bytes at ``offset`` into ``view``; the count read (short only at the end of the file)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def read_file(path: Path, *, pin: bool = False, executor: Executor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``read_bytes`` and the file's identity (``file_identity``) when it was opened. With ``executor``, pieces of
+    READ_PIECE bytes are read by its threads at once (file reads release the GIL); it must not be the executor
+    running this call, whose threads could all be waiting here."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -235,9 +252,12 @@ def read_file(path: Path, *, pin: bool = False) -> tuple[torch.Tensor, tuple[int
             n = header_length(f.read(8), size, path)
             layout(parse_json(f.read(n), "header", path, ContainerError), size - 8 - n, path)
             check_allocation(size, f"{path}: reading the container")
-            f.seek(0)
             buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
-            if f.readinto(memoryview(buf.numpy())) != size:
+            view = memoryview(buf.numpy())
+            piece = READ_PIECE if executor is not None else size
+            jobs = [(f.fileno(), view[a : a + piece], a) for a in range(0, size, piece)]
+            reader = executor.map if executor is not None and len(jobs) > 1 else map
+            if sum(reader(_pread_into, *zip(*jobs))) != size:
                 raise ContainerError(f"{path}: changed while being read")
     except FileNotFoundError:
         raise ContainerError(f"{path}: missing") from None

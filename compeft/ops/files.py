@@ -35,18 +35,20 @@ from compeft.ops.planes import TernaryPlanes, artifact_planes, planes_from_terna
 WORKERS = 8
 VERIFIED_FILES = 4096  # files remembered as verified (least recently verified forgotten first)
 
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
 _pool_lock = threading.Lock()
 _verified: OrderedDict[tuple, dict] = OrderedDict()  # (path, file identity) -> the checksums that matched
 _verified_lock = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
+def _executor(role: str) -> ThreadPoolExecutor:
+    """The long-lived pool of ``role``: "files" runs a job per file (read, hash), "pieces" the pieces of a read
+    (leaf jobs: a file job may wait for them, never the other way round)."""
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(2, min(WORKERS, os.cpu_count() or 1)), thread_name_prefix="compeft-files")
-    return _pool
+        if role not in _pools:
+            workers = max(2, min(WORKERS, os.cpu_count() or 1))
+            _pools[role] = ThreadPoolExecutor(workers, thread_name_prefix=f"compeft-{role}")
+        return _pools[role]
 
 
 def forget_verified() -> None:
@@ -77,7 +79,7 @@ class _Read:
 
 
 def _read(path: Path, pin: bool, verify: bool) -> _Read:
-    image, identity = read_file(path, pin=pin)
+    image, identity = read_file(path, pin=pin, executor=_executor("pieces"))
     key = (str(path), identity)
     digests = image_digests(image, path) if verify and not _was_verified(key) else None
     return _Read(image, key, digests)
@@ -168,7 +170,7 @@ def open_many(paths: Sequence[str | Path], device: str | torch.device = "cpu", *
     device = torch.device(device)
     files = [container_path(p) for p in paths]
     cuda = device.type == "cuda"
-    reads = [_executor().submit(_read, f, cuda, verify) for f in files]
+    reads = [_executor("files").submit(_read, f, cuda, verify) for f in files]
     counts = torch.zeros(len(files), dtype=torch.int64, device=device) if cuda else None
     opened: list[_Opened] = []
     with torch.no_grad():

@@ -9,6 +9,7 @@ the CPU kernels view them as uint64.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ def words_for(d: int) -> int:
     return (d + WORD_BITS - 1) // WORD_BITS
 
 
+@functools.lru_cache(maxsize=64)  # adapters of one layout share their records (document.check remembers them)
 def layout_key(records: RecordColumns) -> str:
     """sha256 of the record layout (names, shapes, θ_init in τ order): artifacts with equal keys can be compared
     and merged position by position. Dtypes are left out: a bf16 and an fp32 copy of an adapter share a layout."""

@@ -121,3 +121,18 @@ def test_a_verified_file_is_hashed_again_only_once_changed(artifacts, monkeypatc
     forget_verified()
     open_many([path])
     assert len(calls) == 4
+
+
+def test_reads_in_pieces_give_the_same_bytes(artifacts, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import compeft.container as container
+    from compeft.container import read_bytes, read_file
+
+    [path] = artifacts(SPECS[2])
+    whole = read_bytes(path / FILENAME)
+    monkeypatch.setattr(container, "READ_PIECE", 1000)
+    with ThreadPoolExecutor(3) as pool:
+        image, identity = read_file(path / FILENAME, executor=pool)
+    assert torch.equal(image, whole) and identity == container.file_identity(os.stat(path / FILENAME))
+    assert same_planes(open_many([path])[0], open_planes(path))
