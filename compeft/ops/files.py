@@ -51,6 +51,16 @@ def _executor(role: str) -> ThreadPoolExecutor:
         return _pools[role]
 
 
+def _after_fork() -> None:
+    """A forked child has none of the parent's threads: it makes its own pools (and locks) when it needs them."""
+    global _pool_lock, _verified_lock
+    _pools.clear()
+    _pool_lock, _verified_lock = threading.Lock(), threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def forget_verified() -> None:
     """Forget which files were verified: every file is hashed again on its next open (benchmarks, tests)."""
     with _verified_lock:

@@ -4,6 +4,7 @@ hashed in workers, and a file verified once not hashed again until it changes.""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,14 @@ def outcome(fn, *args, **kwargs):
         return type(err), str(err)
 
 
+def same_error(got, expected: tuple, device: str) -> bool:
+    """The same error as open_planes on the CPU: type and message; on a GPU the type and the file (the device
+    decoder words its codec errors its own way)."""
+    if not isinstance(got, tuple) or got[0] is not expected[0]:
+        return False
+    return got == expected if device == "cpu" else expected[1].split(":")[0] in got[1]
+
+
 def corruptions(path: Path):
     """(offset, byte) edits of the payload that its codec checks catch or not: the table, the end, the middle."""
     start, end = payload_offset(path)
@@ -82,7 +91,7 @@ def test_errors_are_open_planes_errors_in_input_order(artifacts, device):
                 got = outcome(open_many, [path], device, verify=verify)
                 seen.add(expected[0] if isinstance(expected, tuple) else None)
                 if isinstance(expected, tuple):
-                    assert got == expected, (offset, verify)
+                    assert same_error(got, expected, device), (offset, verify)
                 else:
                     assert same_planes(got[0], expected)
             assert outcome(open_many, [path], device)[0] is ChecksumError
@@ -96,7 +105,8 @@ def test_errors_are_open_planes_errors_in_input_order(artifacts, device):
     with pytest.raises(ChecksumError, match="art1.*payload"):
         open_many([paths[1], paths[0]], device)
     expected = outcome(open_planes, paths[1], "cpu", verify=False)
-    assert "art1" in expected[1] and outcome(open_many, [paths[1], paths[0]], device, verify=False) == expected
+    assert "art1" in expected[1] and same_error(outcome(open_many, [paths[1], paths[0]], device, verify=False), expected,
+                                                device)
 
 
 def test_a_verified_file_is_hashed_again_only_once_changed(artifacts, monkeypatch):
@@ -136,3 +146,18 @@ def test_reads_in_pieces_give_the_same_bytes(artifacts, monkeypatch):
         image, identity = read_file(path / FILENAME, executor=pool)
     assert torch.equal(image, whole) and identity == container.file_identity(os.stat(path / FILENAME))
     assert same_planes(open_many([path])[0], open_planes(path))
+
+
+def test_a_forked_child_opens_files_with_pools_of_its_own(artifacts):
+    [path] = artifacts(SPECS[0])
+    open_many([path])  # the parent's pools exist
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when open_many works, within 60 s (a pool without threads hangs)
+        ok = False
+        signal.alarm(60)
+        try:
+            ok = same_planes(open_many([path], verify=False)[0], open_planes(path))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
