@@ -180,6 +180,8 @@ def open_many(paths: Sequence[str | Path], device: str | torch.device = "cpu", *
     device = torch.device(device)
     files = [container_path(p) for p in paths]
     cuda = device.type == "cuda"
+    if cuda and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # the device the decode's streams are kept for
     reads = [_executor("files").submit(_read, f, cuda, verify) for f in files]
     counts = torch.zeros(len(files), dtype=torch.int64, device=device) if cuda else None
     opened: list[_Opened] = []
