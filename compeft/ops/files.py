@@ -85,14 +85,15 @@ def _remember(key: tuple, checksums: dict) -> None:
 class _Read:
     image: torch.Tensor
     key: tuple
-    digests: dict[str, str] | None  # None: not hashed (verify off, or verified earlier)
+    digests: Future | None  # image_digests being made; None: not hashed (verify off, or verified earlier)
 
 
 def _read(path: Path, pin: bool, verify: bool) -> _Read:
+    """Read a file (in pieces) and start hashing it; returns once the bytes are in, not the hashes."""
     image, identity = read_file(path, pin=pin, executor=_executor("pieces"))
     key = (str(path), identity)
-    digests = image_digests(image, path) if verify and not _was_verified(key) else None
-    return _Read(image, key, digests)
+    hashing = verify and not _was_verified(key)
+    return _Read(image, key, _executor("files").submit(image_digests, image, path) if hashing else None)
 
 
 @dataclass
@@ -112,11 +113,10 @@ class _Opened:
         """ChecksumError unless every checksum matched (the hashes from the worker, or made now when the file was
         remembered as verified but lists other checksums)."""
         read, checksums = self.read, self.container.doc["checksums"]
-        if read.digests is None:
-            if _was_verified(read.key, checksums):
-                return
-            read.digests = image_digests(read.image, self.container.path)
-        check_digests(self.container, read.digests)
+        if read.digests is None and _was_verified(read.key, checksums):
+            return
+        digests = read.digests.result() if read.digests is not None else image_digests(read.image, self.container.path)
+        check_digests(self.container, digests)
         _remember(read.key, checksums)
 
 
