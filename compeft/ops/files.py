@@ -28,7 +28,7 @@ from compeft.codecs.base import ternary_values
 from compeft.container import Container, check_digests, container_path, image_digests, named_payload_errors, parse_container, read_file
 from compeft.document import check
 from compeft.errors import CompeftError
-from compeft.fastload import Prefetch
+from compeft.fastload import Prefetch, paused_gc
 from compeft.limits import check_allocation
 from compeft.ops.planes import TernaryPlanes, artifact_planes, planes_from_ternary
 
@@ -185,7 +185,7 @@ def open_many(paths: Sequence[str | Path], device: str | torch.device = "cpu", *
     reads = [_executor("files").submit(_read, f, cuda, verify) for f in files]
     counts = torch.zeros(len(files), dtype=torch.int64, device=device) if cuda else None
     opened: list[_Opened] = []
-    with torch.no_grad():
+    with paused_gc(), torch.no_grad():  # a collection midway would cost milliseconds
         for i, (path, read) in enumerate(zip(files, reads)):
             try:
                 opened.append(_launch(path, read, device, counts[i : i + 1] if cuda else None, verify))
