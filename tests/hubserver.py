@@ -99,6 +99,7 @@ class HubState:
         self.abandoned = 0  # stalled requests whose client gave up (timed out) and asked again
         self.requests: list[RecordedRequest] = []
         self.sent: dict[str, int] = {}  # path → body bytes answered to its requests
+        self.sent_lock = threading.Lock()
         self.lock = threading.Lock()
 
     # -- setup helpers used by tests ---------------------------------------------------------------
@@ -171,7 +172,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head_only and self.command != "HEAD":  # a HEAD answer has no body, errors included
             path = urlsplit(self.path).path
-            with self.state.lock:
+            with self.state.sent_lock:  # not ``lock``: some routes answer while holding it
                 self.state.sent[path] = self.state.sent.get(path, 0) + len(body)
             self.wfile.write(body)
 
