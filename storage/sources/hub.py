@@ -3,7 +3,9 @@ search query.
 
 Every adapter is pinned to the commit sha seen when it was listed; a repo's files come from the Hub's tree
 listing, so adapters in subfolders (peft's multi-adapter saves, per-task folders, training checkpoints) are
-found; only each adapter's own files are downloaded, and their LFS sha256s are verified.
+found; only each adapter's own files are downloaded, and their LFS sha256s are verified. The listing reads each
+adapter's config and its weights' safetensors header (ranged GETs: dtypes, a config-less layout's kind), never
+the weights.
 """
 
 from __future__ import annotations

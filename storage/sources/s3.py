@@ -2,7 +2,8 @@
 is one adapter.
 
 The revision is a hash of the files' ETags; downloads use If-Match so a file changed after listing
-is an error, not a silent mix of versions.
+is an error, not a silent mix of versions. The listing reads each adapter's config and its weights' safetensors
+header (ranged GetObjects: dtypes, a config-less layout's kind), never the weights.
 """
 
 from __future__ import annotations
