@@ -100,6 +100,7 @@ class HubState:
         self.requests: list[RecordedRequest] = []
         self.sent: dict[str, int] = {}  # path → body bytes answered to its requests
         self.sent_lock = threading.Lock()
+        self.ignore_range = False  # answer ranged GETs with the whole file (200), as some servers do
         self.lock = threading.Lock()
 
     # -- setup helpers used by tests ---------------------------------------------------------------
@@ -400,7 +401,7 @@ class HubHandler(BaseHTTPRequestHandler):
         etag = hashlib.sha256(data).hexdigest() if filename.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes"}
         range_header = self.headers.get("Range")
-        if range_header and not head_only:
+        if range_header and not head_only and not self.state.ignore_range:
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
             start = int(match.group(1))
             end = min(int(match.group(2)), len(data) - 1) if match.group(2) else len(data) - 1

@@ -187,6 +187,29 @@ def test_hub_dry_run_reads_dtypes_from_headers_by_range(hub, tmp_path, capsys, m
     assert all(r.header("Range") for r in hub.state.requests if r.path.endswith(".safetensors"))
 
 
+def test_hub_ranged_reads_are_retried_and_survive_a_server_that_ignores_range(hub, tmp_path, fast_retry):
+    """``HubClient.read_range``: a 503 is retried like every Hub call; a server answering 200 with the whole file
+    still gives exactly the bytes asked for; a header read fails over to ``unknown``, never a wrong dtype."""
+    from storage.hub import HubClient
+    from storage.sources import open_source
+
+    remote_adapters(tmp_path / "src")
+    data = (tmp_path / "src" / "big" / "adapter_model.safetensors").read_bytes()
+    sha = hub.state.add_repo("acme/big", {f.name: f.read_bytes() for f in (tmp_path / "src" / "big").iterdir()})
+    client = HubClient(hub.endpoint, token=False, policy=fast_retry)
+    hub.state.fail_next(r"/adapter_model\.safetensors$", 503, count=1)
+    assert client.read_range("acme/big", "adapter_model.safetensors", sha, 1000, 50) == data[1000:1050]
+    assert hub.state.count("GET", r"/adapter_model\.safetensors$") == 2
+    hub.state.ignore_range = True
+    assert client.read_range("acme/big", "adapter_model.safetensors", sha, 1000, 50) == data[1000:1050]
+    (ref,) = open_source("hf://acme/big", hf_endpoint=hub.endpoint, retry_policy=fast_retry).iter_adapters()
+    assert ref.dtype == "BF16"
+    hub.state.ignore_range = False
+    hub.state.add_repo("acme/big", {"adapter_model.safetensors": b"\xff" * 8 + data[8:]})  # a header over the cap
+    (ref,) = open_source("hf://acme/big", hf_endpoint=hub.endpoint, retry_policy=fast_retry).iter_adapters()
+    assert ref.dtype is None and ref.peft_type == "LORA"
+
+
 def test_a_remote_header_is_read_in_at_most_two_ranges_and_capped(tmp_path):
     """``fetch_header``: the first read, then the rest of a longer header; the cap is checked before the second
     read; a reader that comes back short is a truncated file, one line naming it."""
