@@ -36,13 +36,13 @@ from compeft.codecs.golomb.format import MAX_CHUNK, chunk_lengths
 from compeft.config import CompressionConfig
 from compeft.container import FILENAME, StreamedTensor, named_payload_errors
 from compeft.document import CarriedRecord, Document
-from compeft.dtypes import DTYPE_NAMES, DTYPES_BY_NAME, dtype_name
+from compeft.dtypes import DTYPE_NAMES, DTYPES_BY_NAME, INT_OF_SIZE, dtype_name
 from compeft.errors import AdapterFormatError, ContainerError
 from compeft.hashing import sha256_file
 from compeft.progress import Progress
 from compeft.safetensors_header import encode_header
 from compeft.sparsify import bits_to_float, kept_count
-from compeft.sparsify_stream import Pass1, Pass2, as_float32
+from compeft.sparsify_stream import SAMPLE, Moments, Pass1, Pass2
 from compeft.taskvector import DeltaRecord
 from compeft.version import __version__
 
@@ -106,48 +106,77 @@ class Residual:
         self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
         self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(3)] if device.type == "cpu" else None
 
-    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None) -> torch.Tensor:
-        raw_all = ckpt.raw(name)
+    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None, step: int = 1) -> torch.Tensor:
+        """Entries a, a + step, … below b of a tensor as float32 (into ``out`` on the CPU)."""
         dtype, _ = ckpt.meta(name)
         size = dtype.itemsize
-        raw = torch.from_numpy(raw_all[a * size : b * size])
+        typed = ckpt.raw(name)[a * size : b * size].view(INT_OF_SIZE[size])[::step]
+        raw = torch.from_numpy(typed).view(dtype)
         if out is None:
-            return as_float32(raw.to(self.device), dtype)
-        return out[: b - a].copy_(raw.view(dtype))
+            return raw.contiguous().to(self.device).to(torch.float32)
+        return out[: typed.size].copy_(raw)
+
+    def _tau(self, name: str, a: int, b: int, step: int = 1) -> torch.Tensor:
+        ft32, base32, tau = self.buffers or (None, None, None)
+        x, y = self._values(self.ft, name, a, b, ft32, step), self._values(self.base, name, a, b, base32, step)
+        return x - y if tau is None else torch.sub(x, y, out=tau[: x.numel()])
 
     def blocks(self, rec: DeltaRecord):
         """(start, τ block) over the record, blocks aligned to golomb chunks."""
-        ft32, base32, tau = self.buffers or (None, None, None)
         for a in range(0, rec.numel, self.block):
-            b = min(rec.numel, a + self.block)
-            x, y = self._values(self.ft, rec.name, a, b, ft32), self._values(self.base, rec.name, a, b, base32)
-            yield a, x - y if tau is None else torch.sub(x, y, out=tau[: b - a])
+            yield a, self._tau(rec.name, a, min(rec.numel, a + self.block))
+
+    def samples(self, rec: DeltaRecord):
+        """(entries covered, τ at every SAMPLE-th entry of the record) in pieces of MAX_CHUNK sampled entries: pass 1
+        reads 1/SAMPLE of the entries (the same sample on every device)."""
+        span = SAMPLE * MAX_CHUNK
+        for a in range(0, rec.numel, span):
+            b = min(rec.numel, a + span)
+            yield b - a, self._tau(rec.name, a, b, SAMPLE)
 
 
 class Spill:
-    """Each chunk's candidates (position in the chunk, |τ| bit pattern, sign), appended to three files in chunk order."""
+    """Each chunk's candidates (position in the chunk, τ's signed bit pattern), appended to two files in chunk
+    order and read back a chunk at a time into reused buffers."""
 
     def __init__(self, directory: Path) -> None:
-        self.paths = [directory / f"candidates-{n}" for n in ("pos", "key", "neg")]
-        self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in arrays
+        self.paths = [directory / f"candidates-{n}" for n in ("pos", "bits")]
+        self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in close
         self.counts: list[int] = []
 
-    def add(self, length: int, pos: torch.Tensor, key: torch.Tensor, negative: torch.Tensor) -> None:
+    def add(self, length: int, pos: torch.Tensor, signed: torch.Tensor) -> None:
         """One block's candidates (positions relative to the block, which starts a chunk)."""
-        chunks = -(-length // MAX_CHUNK)
-        pos, key, negative = pos.cpu(), key.cpu(), negative.cpu()
-        self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
-        self.files[0].write((pos & (MAX_CHUNK - 1)).numpy().astype(np.uint32).tobytes())
-        self.files[1].write(key.numpy().astype(np.uint32).tobytes())
-        self.files[2].write(negative.numpy().tobytes())
+        pos, signed = pos.cpu(), signed.cpu()
+        if length <= MAX_CHUNK:
+            self.counts.append(pos.numel())
+        else:
+            chunks = -(-length // MAX_CHUNK)
+            self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
+        self.files[0].write(memoryview((pos.numpy() & (MAX_CHUNK - 1) if length > MAX_CHUNK else pos.numpy()).astype(np.int32)))
+        self.files[1].write(memoryview(signed.numpy()))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(positions, keys, signs, chunk offsets), the first three mapped from the files."""
+    def close(self) -> None:
         for f in self.files:
             f.close()
-        maps = [np.memmap(p, dtype=t, mode="r") if p.stat().st_size else np.zeros(0, t)
-                for p, t in zip(self.paths, (np.uint32, np.uint32, np.bool_))]
-        return (*maps, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]))
+
+    def read(self, which: int, counts: list[int]):
+        """Consecutive int32 pieces of one file (0: positions, 1: bit patterns), ``counts`` entries each; every
+        piece is a view of one buffer, valid until the next."""
+        buf = np.empty(max(counts, default=0), np.int32)
+        with open(self.paths[which], "rb", buffering=0) as f:
+            for n in counts:
+                view = memoryview(buf[:n]).cast("B")
+                done = 0
+                while done < len(view) and (got := f.readinto(view[done:])):
+                    done += got
+                if done != len(view):
+                    raise AssertionError(f"spill file {self.paths[which]} is shorter than its counts")  # a bug, not input
+                yield buf[:n]
+
+    def pieces(self, which: int, entries: int = MAX_CHUNK):
+        """One file in pieces of at most ``entries`` (for one pass over it)."""
+        total = sum(self.counts)
+        yield from self.read(which, [min(entries, total - a) for a in range(0, total, entries)])
 
 
 def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
@@ -167,28 +196,30 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
     try:
         base_hashes = {r.name: hashing.submit(tensor_sha256, base.raw(r.name)) for r in records}
         file_hashes = {p.name: hashing.submit(sha256_file, p) for p in [src / CONFIG, *ft.files()]}
-        stats = Pass1()
-        bar = Progress("pass 1/2 (σ, histogram)", len(records), progress)
+        sample = Pass1()
+        bar = Progress("pass 1/2 (sampled histogram)", len(records), progress)
         for rec in records:
-            for _, tau in residual.blocks(rec):
-                if not stats.add(tau):
-                    raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
+            for n, tau in residual.samples(rec):
+                sample.add(tau, n)
             bar.step()
-        sigma = stats.sigma()
         m = kept_count(density, d)
         with tempfile.TemporaryDirectory(prefix=f".{dst.name}.spill-", dir=_spill_parent(dst)) as tmp:
-            select = Pass2(stats.floor(m), m)
+            moments, select = Moments(), Pass2(sample.floor(m), m)
             while True:
                 spill = Spill(Path(tmp))
-                bar = Progress("pass 2/2 (candidates)", len(records), progress)
+                bar = Progress("pass 2/2 (σ, candidates)", len(records), progress)
                 for rec in records:
                     for _, tau in residual.blocks(rec):
+                        if moments is not None and not moments.add(tau):
+                            raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
                         spill.add(tau.numel(), *select.block(tau))
                     bar.step()
+                spill.close()
+                if moments is not None:
+                    sigma = moments.sigma()
                 if select.enough():
                     break
-                spill.arrays()  # closes its files; the next Spill writes them anew
-                select = Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry is a candidate
+                moments, select = None, Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry
             if file_states(ft, base) != states:
                 raise AdapterFormatError(f"{src} or {base_dir} changed while being compressed")
             payload, kept, t_bits = _encode(codec, d, records, spill, select, Path(tmp), progress)
@@ -225,20 +256,19 @@ def _spill_parent(dst: Path) -> Path:
 def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
             progress: bool) -> tuple[StreamedTensor, int, int]:
     """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
-    pos, key, neg, offsets = spill.arrays()
-    t_bits = select.threshold_bits(key)
+    t_bits = select.threshold_bits(spill.pieces(1))
     lengths = chunk_lengths(d, [r.numel for r in records])
-    if len(lengths) != len(offsets) - 1:
-        raise AssertionError(f"spill has {len(offsets) - 1} chunks, the chunking {len(lengths)}")  # a bug, not input
+    if len(lengths) != len(spill.counts):
+        raise AssertionError(f"spill has {len(spill.counts)} chunks, the chunking {len(lengths)}")  # a bug, not input
     encoder = codec.stream_encoder(d, [r.numel for r in records], directory)
     kept = 0
+    floor = np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
     bar = Progress("encoding", len(lengths), progress)
-    for i, length in enumerate(lengths):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        keep = key[a:b] >= max(t_bits, 1)  # zeros are never kept, even when t = 0
-        positions = pos[a:b][keep].astype(np.int64)
+    for length, pos, signed in zip(lengths, spill.read(0, spill.counts), spill.read(1, spill.counts), strict=True):
+        keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
+        positions = np.compress(keep, pos)
         kept += positions.size
-        encoder.add(length, positions, neg[a:b][keep])
+        encoder.add(length, positions, np.compress(keep, signed) < 0)
         bar.step()
     parts = encoder.finish()
     size = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)

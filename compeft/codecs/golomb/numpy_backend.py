@@ -22,9 +22,8 @@ from compeft.codecs.golomb.format import (
     golomb_parameter,
     header_bytes,
 )
+from compeft.dtypes import INT_OF_SIZE
 from compeft.errors import CodecError
-
-INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def pack_fields_np(values: np.ndarray, width: int) -> np.ndarray:
