@@ -112,7 +112,11 @@ class Pass2:
                 np.greater_equal(x.view(np.int32) & 0x7FFFFFFF, self.floor, out=hits)
             pos = np.flatnonzero(hits)
             signed = x.view(np.int32).take(pos)
-            self.hist += np.bincount((signed & 0x7FFFFFFF) >> HIGH_SHIFT, minlength=HIGH_BINS)
+            if pos.size:  # the candidates' bins lie at or above the floor's: count only that range
+                low = self.floor >> HIGH_SHIFT
+                high = ((signed.view(np.uint32) << np.uint32(1)) >> np.uint32(HIGH_SHIFT + 1)).astype(np.intp)
+                counts = np.bincount(high - low)
+                self.hist[low : low + counts.size] += counts
             self.count += pos.size
             return torch.from_numpy(pos), torch.from_numpy(signed)
         pos = torch.nonzero(magnitude(tau) >= self.floor).reshape(-1)

@@ -85,7 +85,7 @@ class GolombStreamEncoder:
         entry, planes = numpy_backend.encode_positions(length, positions, negative)
         self.entries.append(entry)
         for plane in planes:
-            self.file.write(plane.tobytes())
+            self.file.write(memoryview(plane))
 
     def finish(self) -> tuple[bytes | Path, ...]:
         self.file.close()
