@@ -98,13 +98,13 @@ def file_states(*checkpoints: Checkpoint) -> dict[Path, tuple[int, int, int]]:
 
 class Residual:
     """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
-    are written into the same three buffers every time (a block is used before the next is read): fresh ones
+    are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is read): fresh ones
     would cost a page-fault storm per block."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
         self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
-        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(3)] if device.type == "cpu" else None
+        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(2)] if device.type == "cpu" else None
 
     def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None, step: int = 1) -> torch.Tensor:
         """Entries a, a + step, … below b of a tensor as float32 (into ``out`` on the CPU)."""
@@ -117,9 +117,9 @@ class Residual:
         return out[: typed.size].copy_(raw)
 
     def _tau(self, name: str, a: int, b: int, step: int = 1) -> torch.Tensor:
-        ft32, base32, tau = self.buffers or (None, None, None)
+        ft32, base32 = self.buffers or (None, None)
         x, y = self._values(self.ft, name, a, b, ft32, step), self._values(self.base, name, a, b, base32, step)
-        return x - y if tau is None else torch.sub(x, y, out=tau[: x.numel()])
+        return x - y if ft32 is None else torch.sub(x, y, out=x)
 
     def blocks(self, rec: DeltaRecord):
         """(start, τ block) over the record, blocks aligned to golomb chunks."""
