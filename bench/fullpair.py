@@ -107,12 +107,15 @@ class AnonPeak:
 
     def __init__(self, interval: float = 0.002) -> None:
         self.interval, self.peak, self._stop = interval, rss_anon(), threading.Event()
+        self.cpu = 0.0  # the sampler thread's own CPU seconds (reading /proc every few ms), known after exit
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        start = time.thread_time()
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_anon())
             time.sleep(self.interval)
+        self.cpu = time.thread_time() - start
 
     def __enter__(self) -> AnonPeak:
         self._thread.start()

@@ -264,12 +264,16 @@ def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pas
     kept = 0
     floor = np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
     bar = Progress("encoding", len(lengths), progress)
-    for length, pos, signed in zip(lengths, spill.read(0, spill.counts), spill.read(1, spill.counts), strict=True):
-        keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
-        positions = np.compress(keep, pos)
-        kept += positions.size
-        encoder.add(length, positions, np.compress(keep, signed) < 0)
-        bar.step()
+    try:
+        for length, pos, signed in zip(lengths, spill.read(0, spill.counts), spill.read(1, spill.counts), strict=True):
+            keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
+            positions = np.compress(keep, pos)
+            kept += positions.size
+            encoder.add(length, positions, np.compress(keep, signed) < 0)
+            bar.step()
+    except BaseException:
+        encoder.close()
+        raise
     parts = encoder.finish()
     size = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)
     return StreamedTensor(torch.uint8, (size,), tuple(parts)), kept, t_bits
