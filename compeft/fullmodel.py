@@ -50,8 +50,9 @@ CONFIG = "config.json"
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SIDE_FILE_CAP = 64 << 20
 SHARD_BYTES = 2 << 30
-CHUNK_BITS = MAX_CHUNK.bit_length() - 1
 DEVICE_BLOCK = 1 << 26  # entries of τ per block on a GPU (a multiple of MAX_CHUNK); on the CPU a block is one chunk
+PIECE_BITS = 16  # the spill keeps positions' low 16 bits and the candidate count of each 2^16-entry piece
+PIECES = MAX_CHUNK >> PIECE_BITS
 
 
 def side_files(directory: Path) -> list[Path]:
@@ -136,33 +137,40 @@ class Residual:
 
 
 class Spill:
-    """Each chunk's candidates (position in the chunk, τ's signed bit pattern), appended to two files in chunk
-    order and read back a chunk at a time into reused buffers."""
+    """Each chunk's candidates, appended in chunk order to two files: the low 16 bits of their positions (uint16;
+    how many fall in each 2^16-entry piece of the chunk is kept in memory, 16 counts a chunk) and τ's signed
+    float32 bit patterns (int32): 6 bytes a candidate, since writing new file pages is a large part of the CPU cost.
+    Read back a chunk at a time into reused buffers."""
+
+    DTYPES = (np.uint16, np.int32)
 
     def __init__(self, directory: Path) -> None:
         self.paths = [directory / f"candidates-{n}" for n in ("pos", "bits")]
         self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in close
-        self.counts: list[int] = []
+        self.blocks: list[np.ndarray] = []
+        self.pieces = np.zeros((0, PIECES), np.int64)  # per chunk, candidates per 2^16-entry piece (after close)
+        self.counts: list[int] = []  # candidates per chunk (after close)
 
     def add(self, length: int, pos: torch.Tensor, signed: torch.Tensor) -> None:
-        """One block's candidates (positions relative to the block, which starts a chunk)."""
-        pos, signed = pos.cpu(), signed.cpu()
-        if length <= MAX_CHUNK:
-            self.counts.append(pos.numel())
-        else:
-            chunks = -(-length // MAX_CHUNK)
-            self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
-        self.files[0].write(memoryview((pos.numpy() & (MAX_CHUNK - 1) if length > MAX_CHUNK else pos.numpy()).astype(np.int32)))
-        self.files[1].write(memoryview(signed.numpy()))
+        """One block's candidates (increasing positions relative to the block, which starts a chunk)."""
+        pos, signed = pos.cpu().numpy(), signed.cpu().numpy()
+        chunks = -(-length // MAX_CHUNK)
+        edges = np.searchsorted(pos, np.arange(chunks * PIECES + 1, dtype=np.int64) << PIECE_BITS)
+        self.blocks.append(np.diff(edges).reshape(chunks, PIECES))
+        self.files[0].write(memoryview(pos.astype(np.uint16)))  # the low 16 bits
+        self.files[1].write(memoryview(signed))
 
     def close(self) -> None:
         for f in self.files:
             f.close()
+        self.pieces = np.concatenate(self.blocks) if self.blocks else np.zeros((0, PIECES), np.int64)
+        self.counts = self.pieces.sum(axis=1).tolist()
 
     def read(self, which: int, counts: list[int]):
-        """Consecutive int32 pieces of one file (0: positions, 1: bit patterns), ``counts`` entries each; every
-        piece is a view of one buffer, valid until the next."""
-        buf = np.empty(max(counts, default=0), np.int32)
+        """Consecutive pieces of one file (0: positions' low bits, 1: bit patterns), ``counts`` entries each;
+        every piece is a view of one buffer, valid until the next."""
+        dtype = self.DTYPES[which]
+        buf = np.empty(max(counts, default=0), dtype)
         with open(self.paths[which], "rb", buffering=0) as f:
             for n in counts:
                 view = memoryview(buf[:n]).cast("B")
@@ -173,10 +181,18 @@ class Spill:
                     raise AssertionError(f"spill file {self.paths[which]} is shorter than its counts")  # a bug, not input
                 yield buf[:n]
 
-    def pieces(self, which: int, entries: int = MAX_CHUNK):
-        """One file in pieces of at most ``entries`` (for one pass over it)."""
+    def patterns(self, entries: int = MAX_CHUNK):
+        """The bit patterns in pieces of at most ``entries`` (for one pass over them)."""
         total = sum(self.counts)
-        yield from self.read(which, [min(entries, total - a) for a in range(0, total, entries)])
+        yield from self.read(1, [min(entries, total - a) for a in range(0, total, entries)])
+
+    def chunks(self):
+        """(positions in the chunk, bit patterns), both int32, of each chunk's candidates in order."""
+        starts = np.arange(PIECES, dtype=np.int32) << PIECE_BITS
+        for pieces, low, signed in zip(self.pieces, self.read(0, self.counts), self.read(1, self.counts), strict=True):
+            pos = np.repeat(starts, pieces)
+            pos |= low
+            yield pos, signed
 
 
 def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
@@ -256,7 +272,7 @@ def _spill_parent(dst: Path) -> Path:
 def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
             progress: bool) -> tuple[StreamedTensor, int, int]:
     """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
-    t_bits = select.threshold_bits(spill.pieces(1))
+    t_bits = select.threshold_bits(spill.patterns())
     lengths = chunk_lengths(d, [r.numel for r in records])
     if len(lengths) != len(spill.counts):
         raise AssertionError(f"spill has {len(spill.counts)} chunks, the chunking {len(lengths)}")  # a bug, not input
@@ -265,7 +281,7 @@ def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pas
     floor = np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
     bar = Progress("encoding", len(lengths), progress)
     try:
-        for length, pos, signed in zip(lengths, spill.read(0, spill.counts), spill.read(1, spill.counts), strict=True):
+        for length, (pos, signed) in zip(lengths, spill.chunks(), strict=True):
             keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
             positions = np.compress(keep, pos)
             kept += positions.size
