@@ -84,7 +84,8 @@ def plan_tensors(ft: Checkpoint, base: Checkpoint) -> tuple[list[DeltaRecord], l
 
 
 def tensor_sha256(raw: np.ndarray) -> str:
-    """sha256 of a tensor's bytes (hashlib releases the GIL: this runs beside the numeric work)."""
+    """sha256 of mapped bytes: a tensor's or a whole shard's (hashlib releases the GIL: this runs beside the numeric
+    work)."""
     h = hashlib.sha256()
     view = memoryview(raw)
     for start in range(0, len(view), 64 << 20):
@@ -211,7 +212,8 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
     hashing = ThreadPoolExecutor(2)
     try:
         base_hashes = {r.name: hashing.submit(tensor_sha256, base.raw(r.name)) for r in records}
-        file_hashes = {p.name: hashing.submit(sha256_file, p) for p in [src / CONFIG, *ft.files()]}
+        file_hashes = {CONFIG: hashing.submit(sha256_file, src / CONFIG)}
+        file_hashes |= {p.name: hashing.submit(tensor_sha256, ft.mapped_file(p)) for p in ft.files()}  # no read copies
         sample = Pass1()
         bar = Progress("pass 1/2 (sampled histogram)", len(records), progress)
         for rec in records:
