@@ -27,11 +27,6 @@ NORMAL = 0x00800000  # the smallest normal float32's bit pattern
 SAMPLE = 16  # pass 1 histograms every SAMPLE-th entry of τ
 
 
-def as_float32(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A block of a tensor's little-endian bytes (uint8) as float32 values."""
-    return raw.view(dtype).to(torch.float32)
-
-
 def magnitude(tau: torch.Tensor) -> torch.Tensor:
     """|τ|'s float32 bit patterns (int32), ordered as the magnitudes are."""
     return tau.view(torch.int32) & 0x7FFFFFFF
