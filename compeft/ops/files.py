@@ -1,7 +1,8 @@
 """The planes of several artifact files at once, pipelined (a pair from files in a few ms on a GPU).
 
-Each file is read by a worker thread (into page-locked memory when the planes go to a GPU) and, when checksums
-are verified, hashed there right after its read (file reads and hashlib release the GIL). The calling thread
+Each file is read by worker threads in pieces (into page-locked memory when the planes go to a GPU) and, when
+checksums are verified, hashed by another worker as soon as it is in (file reads and hashlib release the GIL),
+beside the decodes. The calling thread
 parses and checks each container as soon as its bytes are in, and queues its payload's copy, decode, packing and
 count on the device without waiting, so the device decodes one artifact while the host parses the next; one
 synchronization at the end reads every decode's error flags and support count. Results and errors are
