@@ -161,7 +161,7 @@ class HubClient:
 
 def _translate(what: str, fn: Callable[[], T], error: type[CompeftError]) -> T:
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
         return fn()
@@ -176,6 +176,8 @@ def _translate(what: str, fn: Callable[[], T], error: type[CompeftError]) -> T:
         raise RetryableError(f"{what}: network error: {type(err).__name__}: {_one_line(None, err)}") from err
     except OfflineModeIsEnabled as err:
         raise error(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from err
+    except LocalEntryNotFoundError as err:  # a download's network failure, after huggingface_hub's own retries
+        raise error(f"{what}: cannot reach the Hub ({type(err).__name__})") from err
 
 
 def _retry_after(response) -> float | None:
