@@ -5,8 +5,9 @@ made pairs of growing size, the page-cache read rate beside them, and (on CUDA) 
     python -m bench.fullmodel_bench --sizes 7B --root /scratch --device cuda --apply --out results.json
     python -m bench.fullmodel_bench --tiny ...   (the tiny shape: checks the script itself)
 
-Each compress / decompress runs in a child process that samples its own RssAnon (bench.fullpair.AnonPeak); CPU
-time is the child's user + system time (every thread), so MB/s per core = fine-tuned bytes / CPU seconds.
+Each compress / decompress runs in a child process whose RssAnon this process samples every 2 ms from outside
+(bench.fullpair.AnonPeak on the child's pid: no sampler thread, and so no GIL switches, inside the timed process);
+CPU time is the child's user + system time (every thread), so MB/s per core = fine-tuned bytes / CPU seconds.
 """
 
 from __future__ import annotations
@@ -28,22 +29,33 @@ import json, sys, time, resource
 sys.path.insert(0, {root!r})
 import torch
 import compeft
-from bench.fullpair import AnonPeak
+from bench.fullpair import rss_anon
+print(json.dumps({{"anon_base": rss_anon()}}), flush=True)
+sys.stdin.readline()  # the parent samples this process's RssAnon from now on
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-with AnonPeak() as peak:
-    base_anon = peak.peak
-    {call}
+{call}
 r1 = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"wall": time.perf_counter() - t0, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
-                  "anon_base": base_anon, "anon_peak": peak.peak}}))
+print(json.dumps({{"wall": time.perf_counter() - t0, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime}}))
 """
 
 
 def child(call: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), call=call)], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run ``call`` in a fresh interpreter after its imports: wall and CPU time (its own, every thread), and its
+    RssAnon after the imports and at peak, sampled from this process (no sampler thread inside the child)."""
+    from bench.fullpair import AnonPeak
+
+    code = CHILD.format(root=str(ROOT), call=call)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    if not first:
+        proc.wait()
+        raise RuntimeError(proc.stderr.read()[-3000:])
+    with AnonPeak(pid=proc.pid) as peak:
+        out, err = proc.communicate("go\n")
+    if proc.returncode:
+        raise RuntimeError(err[-3000:])
+    return {**json.loads(first), **json.loads(out.strip().splitlines()[-1]), "anon_peak": peak.peak}
 
 
 def read_rate(dirs: list[Path]) -> float:
@@ -217,6 +229,7 @@ def main() -> None:
         t = time.perf_counter()
         ft, base = write_pair(shape, root, device="cuda" if args.device.startswith("cuda") else "cpu")
         made = time.perf_counter() - t
+        os.sync()  # the just-written pair's writeback would otherwise run on these cores during the timed compress
         art, out = root / f"{size}-art", root / f"{size}-out"
         shutil.rmtree(art, ignore_errors=True)
         threads = f"torch.set_num_threads({args.threads}); " if args.threads else ""

@@ -68,7 +68,7 @@ def lut_counts(qs, qn, cs, cn, lut) -> tuple[int, int]:
 def pair_section(a_path: Path, b_path: Path, device: torch.device, repeats: int) -> dict:
     from compeft.ops.planes import open_planes
     from compeft.ops.popcount import pair_counts
-    from compeft.ops.similar import measures, similarity
+    from compeft.ops.similar import measures, pair_similarity
 
     pa, pb = open_planes(a_path, device), open_planes(b_path, device)
     out: dict = {"d": pa.d, "kept": [pa.kept, pb.kept], "plane_bytes": 2 * 8 * pa.support.numel()}
@@ -85,14 +85,70 @@ def pair_section(a_path: Path, b_path: Path, device: torch.device, repeats: int)
     assert (common, disagree) == lut_result, "popcount paths disagree"
     cosine = measures(pa.kept, pb.kept, common, disagree)[0]
     out["cosine"], out["dense_cosine_bf16"] = cosine, dense
-    name = str(device.type if device.type == "cpu" else device)
-    out["files_verified_ms"], _ = timed(lambda: similarity([a_path, b_path], device=name), device, repeats)
-    out["files_unverified_ms"], _ = timed(
-        lambda: pair_counts(*(lambda x, y: (x.support, x.negative, y.support, y.negative))(
-            open_planes(a_path, device, verify=False), open_planes(b_path, device, verify=False))), device, repeats)
+    out.update(files_section(a_path, b_path, device, repeats, pair_similarity(pa, pb), (common, disagree)))
     out["from_memory_ms"] = from_memory(a_path, b_path, device, repeats)
     out["dense_cosine_check"] = abs(cosine - dense) < 2e-2
     return {k: v * 1000 if k.endswith("_ms") else v for k, v in out.items()}
+
+
+def files_section(a_path: Path, b_path: Path, device: torch.device, repeats: int, expected, counts: tuple[int, int]) -> dict:
+    """A pair from its files (in the page cache), decode included: the pipelined ``open_many`` (reads and hashes
+    in worker threads, decodes queued without waiting) with checksums off, with every checksum hashed on each
+    call, and with the files verified earlier in the process (``compeft.ops.similarity``'s steady state); the
+    previous path (``open_planes`` one after the other) for comparison; and the pieces: both files' reads, one
+    payload's sha256, and a profile of the pipelined calls."""
+    import cProfile
+    import hashlib
+    import io
+    import pstats
+
+    from compeft.container import container_path, read_file
+    from compeft.ops.files import _executor, forget_verified, open_many
+    from compeft.ops.planes import open_planes
+    from compeft.ops.popcount import pair_counts
+    from compeft.ops.similar import pair_similarity, similarity
+
+    name = str(device.type if device.type == "cpu" else device)
+    paths = [a_path, b_path]
+    out: dict = {}
+
+    def unverified():
+        return pair_similarity(*open_many(paths, device, verify=False))
+
+    def verified_cold():
+        forget_verified()
+        return similarity(paths, device=name)[0]
+
+    def sequential():
+        x, y = (open_planes(p, device, verify=False) for p in paths)
+        return pair_counts(x.support, x.negative, y.support, y.negative)
+
+    out["files_unverified_ms"], result = timed(unverified, device, repeats)
+    out["files_verified_cold_ms"], cold = timed(verified_cold, device, repeats)
+    out["files_verified_ms"], warm = timed(lambda: similarity(paths, device=name)[0], device, repeats)
+    assert result == cold == warm == expected, "the from-files paths disagree with the resident planes"
+    out["files_sequential_unverified_ms"], seq = timed(sequential, device, repeats)
+    assert seq == counts, "the sequential path disagrees"
+    pin = device.type == "cuda"
+    out["read_both_ms"], _ = timed(lambda: [f.result() for f in [_executor("files").submit(
+        read_file, container_path(p), pin=pin, executor=_executor("pieces")) for p in paths]], device, repeats)
+    payload = read_file(container_path(a_path))[0].numpy()
+    clock = time.process_time()
+    for _ in range(3):
+        hashlib.sha256(payload).hexdigest()
+    out["sha256_one_file_cpu_ms"] = (time.process_time() - clock) / 3
+    profiles = {}
+    for label, fn in (("checksums_off", unverified), ("checksums_every_call", verified_cold)):
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(5):
+            fn()
+        prof.disable()
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(18)
+        profiles[label] = text.getvalue()
+    out["profile"] = profiles
+    return out
 
 
 def from_memory(a_path: Path, b_path: Path, device: torch.device, repeats: int) -> float:
@@ -250,9 +306,18 @@ def to_markdown(results: dict) -> str:
                   f"| anchor: naive byte-LUT popcount over the planes | {p['lut_ms']:.3f} |",
                   f"| **planes resident: hardware popcount** | **{p['resident_ms']:.3f}** |",
                   f"| container bytes in memory → decode → planes → counts | {p['from_memory_ms']:.3f} |",
-                  f"| from the files, checksums off | {p['files_unverified_ms']:.3f} |",
-                  f"| from the files, every checksum (`compeft.ops.similarity`) | {p['files_verified_ms']:.3f} |",
+                  "| from the files, one after the other (`open_planes(verify=False)` ×2: the previous path) | "
+                  f"{p['files_sequential_unverified_ms']:.3f} |",
+                  f"| **from the files, pipelined, checksums off** (`open_many(verify=False)`) | **{p['files_unverified_ms']:.3f}** |",
+                  "| from the files, pipelined, every checksum hashed on each call (hashes in worker threads) | "
+                  f"{p['files_verified_cold_ms']:.3f} |",
+                  "| **from the files, every checksum, files verified earlier in this process** (`compeft.ops.similarity`) "
+                  f"| **{p['files_verified_ms']:.3f}** |",
+                  f"| (piece) both files read into pinned memory, in worker threads | {p['read_both_ms']:.3f} |",
+                  f"| (piece) sha256 of one file, one core (CPU time) | {p['sha256_one_file_cpu_ms']:.3f} |",
                   "", f"cosine {p['cosine']:.6f} (dense bf16 anchor {p['dense_cosine_bf16']:.6f})", ""]
+        for label, text in p.get("profile", {}).items():
+            lines += [f"Profile, 5 pipelined calls, {label}:", "", "```", text.strip(), "```", ""]
     for t in results.get("top", []):
         lines += [f"Top-10 among {t['n']:,} resident ({t['bank_gb']:.1f} GB of planes): **{t['top10_ms']:.2f} ms**", ""]
     s = results.get("search")

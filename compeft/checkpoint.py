@@ -25,7 +25,7 @@ class Checkpoint:
         if not self.directory.is_dir():
             raise AdapterFormatError(f"{self.directory}: not a directory")
         self._handles: dict[Path, object] = {}
-        self._maps: dict[Path, tuple[np.ndarray, dict]] = {}
+        self._maps: dict[Path, tuple[np.ndarray, dict, np.ndarray | None]] = {}
 
     @cached_property
     def weight_map(self) -> dict[str, Path]:
@@ -87,19 +87,31 @@ class Checkpoint:
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes as a uint8 view of its memory-mapped shard (copy-on-write, never written): file pages, never copied, so
         reading a model this way costs no anonymous memory however large it is."""
-        from compeft.safetensors_header import layout, read_header
-
         file = self.weight_map[name]
-        if file not in self._maps:
-            header, start, size = read_header(file, AdapterFormatError)
-            tensors = layout(header, size - start, file, AdapterFormatError)
-            data = np.memmap(file, dtype=np.uint8, mode="c") if size > start else np.zeros(start, np.uint8)
-            self._maps[file] = (np.asarray(data)[start:], tensors)  # a plain view: slicing a memmap costs ~0.1 ms
-        data, tensors = self._maps[file]
+        data, tensors, _ = self._map(file)
         if name not in tensors:
             raise AdapterFormatError(f"{file}: has no tensor {name}")
         _, _, a, b = tensors[name]
         return data[a:b]
+
+    def _map(self, file: Path) -> tuple[np.ndarray, dict, np.ndarray | None]:
+        """A shard's tensor bytes (a uint8 view of its mapping, header skipped), its tensor layout, and the whole
+        mapped file (None for a shard without tensor bytes, which is not mapped)."""
+        from compeft.safetensors_header import layout, read_header
+
+        if file not in self._maps:
+            header, start, size = read_header(file, AdapterFormatError)
+            tensors = layout(header, size - start, file, AdapterFormatError)
+            whole = np.asarray(np.memmap(file, dtype=np.uint8, mode="c")) if size > start else None
+            data = whole[start:] if whole is not None else np.zeros(0, np.uint8)  # plain views: slicing a memmap costs ~0.1 ms
+            self._maps[file] = (data, tensors, whole)
+        return self._maps[file]
+
+    def mapped_file(self, file: Path) -> np.ndarray:
+        """A shard file's whole bytes, header included, through the mapping its tensors are read from (hashing it
+        this way copies nothing); a shard without tensor bytes is read."""
+        whole = self._map(file)[2]
+        return whole if whole is not None else np.fromfile(file, dtype=np.uint8)
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files())

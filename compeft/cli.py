@@ -10,8 +10,11 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from compeft.cliargs import Parser, add_config_arguments, config_from_args
 from compeft.config import ComposeConfig, CompressionConfig, MergeConfig, SimilarityConfig
@@ -25,6 +28,8 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "db": ("storage.cli", "db_main"),
     "catalog": ("flows.cli", "catalog_main"),
 }
+INPUTS_HELP = ("artifact directories or addresses (s3://BUCKET/PREFIX/DIR, hf://ORG/REPO[@REV][/SUB/DIR]; endpoints "
+               "and credentials from the environment), one record layout")
 
 
 def build_parser() -> Parser:
@@ -53,7 +58,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("similar", help="similarity of compressed artifacts from their bit planes (every pair)")
-    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=INPUTS_HELP)
     p.set_defaults(config_fields=add_config_arguments(p, SimilarityConfig))
     p.add_argument("--json", action="store_true", help='print {"pairs": [...]} as JSON')
 
@@ -62,7 +67,7 @@ def build_parser() -> Parser:
         ("compose", ComposeConfig, "compose an adapter for a task from compressed experts (LoraHub weights)"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories (one record layout)")
+        p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=INPUTS_HELP)
         p.add_argument("--out", required=True, metavar="DST", help="new output directory")
         p.set_defaults(config_fields=add_config_arguments(p, config))
         p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
@@ -114,10 +119,43 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def delegated(module_name: str, what: str):
+    """A module of storage or flows, imported when a command first needs it (the library never imports them);
+    one line naming what to install when it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise CompeftError(f"{what} needs extra packages ({err.name} missing): pip install 'compeft[all]'") from err
+
+
+@contextmanager
+def operation_inputs(inputs: Sequence[str], device: str):
+    """The inputs as compeft.ops takes them, for the block: paths as given; artifact addresses (s3://BUCKET/PREFIX/DIR,
+    hf://ORG/REPO@REV/SUB/DIR) fetched by storage's resolver into a temporary directory and opened as planes
+    labelled with their address (so results and lineage name the address)."""
+    if not any("://" in text for text in inputs):
+        yield list(inputs)
+        return
+    from dataclasses import replace
+
+    from compeft.devices import resolve_device
+    from compeft.ops.files import planes_of
+
+    remote = [text for text in inputs if "://" in text]
+    with tempfile.TemporaryDirectory(prefix="compeft-inputs-") as work:
+        fetched = delegated("storage.serving", "an input given as an address").fetch_inputs(remote, Path(work))
+        opened = iter([replace(p, label=a) for p, a in zip(planes_of(fetched, resolve_device(device)), remote)])
+        yield [next(opened) if "://" in text else text for text in inputs]
+
+
 def run_similar(args: argparse.Namespace) -> int:
     from compeft.ops import similarity
 
-    pairs = similarity(args.artifacts, config_from_args(SimilarityConfig, args, args.config_fields))
+    config = config_from_args(SimilarityConfig, args, args.config_fields)
+    with operation_inputs(args.artifacts, config.device) as inputs:
+        pairs = similarity(inputs, config)
     if args.json:
         print(json.dumps({"pairs": [p.to_dict() for p in pairs]}, indent=2))
         return 0
@@ -134,8 +172,9 @@ def run_similar(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from compeft.ops import merge
 
-    result = merge(args.artifacts, args.out, config_from_args(MergeConfig, args, args.config_fields),
-                   overwrite=args.overwrite)
+    config = config_from_args(MergeConfig, args, args.config_fields)
+    with operation_inputs(args.artifacts, config.device) as inputs:
+        result = merge(inputs, args.out, config, overwrite=args.overwrite)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 
@@ -143,8 +182,9 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_compose(args: argparse.Namespace) -> int:
     from compeft.ops import compose
 
-    result = compose(args.artifacts, args.out, config_from_args(ComposeConfig, args, args.config_fields),
-                     overwrite=args.overwrite, progress=sys.stderr.isatty())
+    config = config_from_args(ComposeConfig, args, args.config_fields)
+    with operation_inputs(args.artifacts, config.device) as inputs:
+        result = compose(inputs, args.out, config, overwrite=args.overwrite, progress=sys.stderr.isatty())
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0
 
@@ -162,14 +202,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def dispatch(argv: list[str]) -> int:
     if argv and argv[0] in DELEGATED:
         module_name, func_name = DELEGATED[argv[0]]
-        import importlib
-
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise CompeftError(
-                f"'compeft {argv[0]}' needs extra packages ({err.name} missing): pip install 'compeft[all]'"
-            ) from err
+        module = delegated(module_name, f"'compeft {argv[0]}'")
         return int(getattr(module, func_name)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     if args.version:

@@ -23,6 +23,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,8 +173,8 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True,
     views = {}
     for name, (dtype, shape, a, b) in tensors.items():
         # the record columns are part of the document: always checked, as its hash is
-        if (verify or name.startswith(RECORDS_PREFIX)) and hashlib.sha256(raw[start + a : start + b]).hexdigest() != checksums[name]:
-            raise ChecksumError(f"{path}: checksum mismatch in tensor {name!r}")
+        if verify or name.startswith(RECORDS_PREFIX):
+            _match(path, name, hashlib.sha256(raw[start + a : start + b]).hexdigest(), checksums[name])
         views[name] = flat[start + a : start + b].view(dtype).reshape(shape)
     carried = {n[len(CARRIED_PREFIX) :]: t for n, t in views.items() if n.startswith(CARRIED_PREFIX)}
     records = {n[len(RECORDS_PREFIX) :]: t for n, t in views.items() if n.startswith(RECORDS_PREFIX)}
@@ -182,6 +183,30 @@ def parse_container(data: torch.Tensor, path: Path, *, verify: bool = True,
     if doc["format_version"] >= 2 and len(carried) + len(records) + 1 != len(views):
         raise ContainerError(f"{path}: holds tensors other than {PAYLOAD!r}, {CARRIED_PREFIX}* and {RECORDS_PREFIX}*")
     return Container(path, doc, views[PAYLOAD].reshape(-1), carried, len(raw), records)
+
+
+def _match(path: Path, name: str, digest: str, expected: str) -> None:
+    if digest != expected:
+        raise ChecksumError(f"{path}: checksum mismatch in tensor {name!r}")
+
+
+def image_digests(data: torch.Tensor, path: Path) -> dict[str, str]:
+    """The sha256 of every tensor of a container image that ``parse_container(verify=False)`` leaves unchecked
+    (all but the record columns), in file-header order: ``verify``'s work done apart, e.g. in a worker thread
+    while the payload decodes (hashlib releases the GIL); ``check_digests`` compares them."""
+    raw = memoryview(data.reshape(-1).numpy())
+    header, start = parse_header(raw, path)
+    tensors = layout(header, len(raw) - start, path)
+    return {name: hashlib.sha256(raw[start + a : start + b]).hexdigest()
+            for name, (_, _, a, b) in tensors.items() if not name.startswith(RECORDS_PREFIX)}
+
+
+def check_digests(container: Container, digests: Mapping[str, str]) -> None:
+    """ChecksumError (as ``parse_container(verify=True)`` raises it) unless ``digests`` (image_digests of the
+    container's image) match every checksum its document lists."""
+    checksums = container.doc["checksums"]
+    for name, digest in digests.items():
+        _match(container.path, name, digest, checksums.get(name))
 
 
 def container_path(path: str | Path) -> Path:
@@ -194,21 +219,51 @@ def read_bytes(path: Path, *, pin: bool = False) -> torch.Tensor:
     """A container file's bytes as a uint8 tensor (page-locked when ``pin`` and CUDA is present). Only the
     header is read first: its length against the cap and the file size, then its tensors against the rest of
     the file (they must cover it exactly), then the file's size against the memory limit; then the file."""
+    return read_file(path, pin=pin)[0]
+
+
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes may have: device, inode, size, mtime and ctime (ns)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+READ_PIECE = 2 << 20  # read_file's pieces when it reads with several threads
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read len(view) bytes at ``offset`` into ``view``; the count read (short only at the end of the file)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def read_file(path: Path, *, pin: bool = False, executor: Executor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``read_bytes`` and the file's identity (``file_identity``) when it was opened. With ``executor``, pieces of
+    READ_PIECE bytes are read by its threads at once (file reads release the GIL); it must not be the executor
+    running this call, whose threads could all be waiting here."""
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
             n = header_length(f.read(8), size, path)
             layout(parse_json(f.read(n), "header", path, ContainerError), size - 8 - n, path)
             check_allocation(size, f"{path}: reading the container")
-            f.seek(0)
             buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin and torch.cuda.is_available())
-            if f.readinto(memoryview(buf.numpy())) != size:
+            view = memoryview(buf.numpy())
+            piece = READ_PIECE if executor is not None else size
+            jobs = [(f.fileno(), view[a : a + piece], a) for a in range(0, size, piece)]
+            reader = executor.map if executor is not None and len(jobs) > 1 else map
+            if sum(reader(_pread_into, *zip(*jobs))) != size:
                 raise ContainerError(f"{path}: changed while being read")
     except FileNotFoundError:
         raise ContainerError(f"{path}: missing") from None
     except OSError as err:
         raise ContainerError(f"{path}: cannot be read ({err.strerror})") from err
-    return buf
+    return buf, file_identity(st)
 
 
 def read_container(path: str | Path, *, verify: bool = True, pin: bool = False) -> Container:

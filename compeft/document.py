@@ -13,6 +13,7 @@ Offsets into τ are implicit (consecutive, in record order) in versions 2 and 3.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -448,7 +449,14 @@ def _columns_v3(container: Container) -> RecordColumns:
     t = container.records.get(TABLE)
     if set(container.records) != {TABLE} or t is None or t.dtype != torch.uint8 or t.dim() != 1:
         raise ContainerError(f"the records must be one uint8 tensor {RECORDS_PREFIX}{TABLE}")
-    names, kinds, kind_of = decode_table(t.numpy().tobytes(), n, len(dtypes), MAX_NDIM)
+    return _table_columns(t.numpy().tobytes(), n, tuple(dtypes))
+
+
+@functools.lru_cache(maxsize=64)
+def _table_columns(table: bytes, n: int, dtypes: tuple[str, ...]) -> RecordColumns:
+    """The checked columns of a record table (a pure function of its bytes, remembered: adapters of one layout
+    share their table, so a catalog or a pair decodes it once)."""
+    names, kinds, kind_of = decode_table(table, n, len(dtypes), MAX_NDIM)
     if {dtype for dtype, _, _ in kinds} != set(range(len(dtypes))):
         raise ContainerError("document field 'record_dtypes' lists a dtype no record uses")
     sizes = [math.prod(shape) for _, _, shape in kinds]

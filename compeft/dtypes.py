@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from compeft.errors import AdapterFormatError
@@ -21,6 +22,8 @@ DTYPE_NAMES: Mapping[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 DTYPES_BY_NAME: Mapping[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
+# numpy integers by byte size: views of any tensor's raw bytes, one integer per element
+INT_OF_SIZE: Mapping[int, type] = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

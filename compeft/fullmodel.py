@@ -1,10 +1,11 @@
 """Full fine-tune residuals: τ = θ_ft − θ_base, streamed in blocks, in memory that does not grow with the model.
 
 Both models are read through memory maps (file pages, not anonymous memory), a block of τ at a time, on the
-CPU or a GPU. Pass 1 accumulates σ and the coarse magnitude histogram (sparsify_stream) while the base tensors
-are hashed; pass 2 writes each golomb chunk's candidates (about k·d entries: position, low bits, sign) to a spill
-file; once the exact threshold is known, each chunk's kept entries go to the codec's stream encoder, whose
-spill files become the payload, and the container is written from pieces (container.write_container_streamed).
+CPU or a GPU. Pass 1 histograms a 1/16 sample of |τ| (sparsify_stream) while the base tensors and the fine-tune's
+shards are hashed through the same maps; pass 2 accumulates σ and writes each golomb chunk's candidates (about
+1.3·k·d entries: position's low 16 bits, τ's signed bit pattern) to spill files; once the exact threshold is
+known, each chunk's kept entries go to the codec's stream encoder, whose spill files become the payload, and the
+container is written from pieces (container.write_container_streamed).
 The artifact's bytes are those of the in-memory writer. Decompress maps the artifact and writes each output
 shard tensor by tensor, a chunk at a time: base + s·t through artifact.reconstruct.
 """
@@ -36,13 +37,13 @@ from compeft.codecs.golomb.format import MAX_CHUNK, chunk_lengths
 from compeft.config import CompressionConfig
 from compeft.container import FILENAME, StreamedTensor, named_payload_errors
 from compeft.document import CarriedRecord, Document
-from compeft.dtypes import DTYPE_NAMES, DTYPES_BY_NAME, dtype_name
+from compeft.dtypes import DTYPE_NAMES, DTYPES_BY_NAME, INT_OF_SIZE, dtype_name
 from compeft.errors import AdapterFormatError, ContainerError
 from compeft.hashing import sha256_file
 from compeft.progress import Progress
 from compeft.safetensors_header import encode_header
 from compeft.sparsify import bits_to_float, kept_count
-from compeft.sparsify_stream import Pass1, Pass2, as_float32
+from compeft.sparsify_stream import SAMPLE, Moments, Pass1, Pass2
 from compeft.taskvector import DeltaRecord
 from compeft.version import __version__
 
@@ -50,8 +51,9 @@ CONFIG = "config.json"
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SIDE_FILE_CAP = 64 << 20
 SHARD_BYTES = 2 << 30
-CHUNK_BITS = MAX_CHUNK.bit_length() - 1
 DEVICE_BLOCK = 1 << 26  # entries of τ per block on a GPU (a multiple of MAX_CHUNK); on the CPU a block is one chunk
+PIECE_BITS = 16  # the spill keeps positions' low 16 bits and the candidate count of each 2^16-entry piece
+PIECES = MAX_CHUNK >> PIECE_BITS
 
 
 def side_files(directory: Path) -> list[Path]:
@@ -83,7 +85,8 @@ def plan_tensors(ft: Checkpoint, base: Checkpoint) -> tuple[list[DeltaRecord], l
 
 
 def tensor_sha256(raw: np.ndarray) -> str:
-    """sha256 of a tensor's bytes (hashlib releases the GIL: this runs beside the numeric work)."""
+    """sha256 of mapped bytes: a tensor's or a whole shard's (hashlib releases the GIL: this runs beside the numeric
+    work)."""
     h = hashlib.sha256()
     view = memoryview(raw)
     for start in range(0, len(view), 64 << 20):
@@ -98,56 +101,100 @@ def file_states(*checkpoints: Checkpoint) -> dict[Path, tuple[int, int, int]]:
 
 class Residual:
     """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
-    are written into the same three buffers every time (a block is used before the next is read): fresh ones
+    are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is read): fresh ones
     would cost a page-fault storm per block."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
         self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
-        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(3)] if device.type == "cpu" else None
+        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(2)] if device.type == "cpu" else None
 
-    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None) -> torch.Tensor:
-        raw_all = ckpt.raw(name)
+    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None, step: int = 1) -> torch.Tensor:
+        """Entries a, a + step, … below b of a tensor as float32 (into ``out`` on the CPU)."""
         dtype, _ = ckpt.meta(name)
         size = dtype.itemsize
-        raw = torch.from_numpy(raw_all[a * size : b * size])
+        typed = ckpt.raw(name)[a * size : b * size].view(INT_OF_SIZE[size])[::step]
+        raw = torch.from_numpy(typed).view(dtype)
         if out is None:
-            return as_float32(raw.to(self.device), dtype)
-        return out[: b - a].copy_(raw.view(dtype))
+            return raw.contiguous().to(self.device).to(torch.float32)
+        return out[: typed.size].copy_(raw)
+
+    def _tau(self, name: str, a: int, b: int, step: int = 1) -> torch.Tensor:
+        ft32, base32 = self.buffers or (None, None)
+        x, y = self._values(self.ft, name, a, b, ft32, step), self._values(self.base, name, a, b, base32, step)
+        return x - y if ft32 is None else torch.sub(x, y, out=x)
 
     def blocks(self, rec: DeltaRecord):
         """(start, τ block) over the record, blocks aligned to golomb chunks."""
-        ft32, base32, tau = self.buffers or (None, None, None)
         for a in range(0, rec.numel, self.block):
-            b = min(rec.numel, a + self.block)
-            x, y = self._values(self.ft, rec.name, a, b, ft32), self._values(self.base, rec.name, a, b, base32)
-            yield a, x - y if tau is None else torch.sub(x, y, out=tau[: b - a])
+            yield a, self._tau(rec.name, a, min(rec.numel, a + self.block))
+
+    def samples(self, rec: DeltaRecord):
+        """(entries covered, τ at every SAMPLE-th entry of the record) in pieces of MAX_CHUNK sampled entries: pass 1
+        reads 1/SAMPLE of the entries (the same sample on every device)."""
+        span = SAMPLE * MAX_CHUNK
+        for a in range(0, rec.numel, span):
+            b = min(rec.numel, a + span)
+            yield b - a, self._tau(rec.name, a, b, SAMPLE)
 
 
 class Spill:
-    """Each chunk's candidates (position in the chunk, |τ| bit pattern, sign), appended to three files in chunk order."""
+    """Each chunk's candidates, appended in chunk order to two files: the low 16 bits of their positions (uint16;
+    how many fall in each 2^16-entry piece of the chunk is kept in memory, 16 counts a chunk) and τ's signed
+    float32 bit patterns (int32): 6 bytes a candidate, since writing new file pages is a large part of the CPU cost.
+    Read back a chunk at a time into reused buffers."""
+
+    DTYPES = (np.uint16, np.int32)
 
     def __init__(self, directory: Path) -> None:
-        self.paths = [directory / f"candidates-{n}" for n in ("pos", "key", "neg")]
-        self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in arrays
-        self.counts: list[int] = []
+        self.paths = [directory / f"candidates-{n}" for n in ("pos", "bits")]
+        self.files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in close
+        self.blocks: list[np.ndarray] = []
+        self.pieces = np.zeros((0, PIECES), np.int64)  # per chunk, candidates per 2^16-entry piece (after close)
+        self.counts: list[int] = []  # candidates per chunk (after close)
 
-    def add(self, length: int, pos: torch.Tensor, key: torch.Tensor, negative: torch.Tensor) -> None:
-        """One block's candidates (positions relative to the block, which starts a chunk)."""
+    def add(self, length: int, pos: torch.Tensor, signed: torch.Tensor) -> None:
+        """One block's candidates (increasing positions relative to the block, which starts a chunk)."""
+        pos, signed = pos.cpu().numpy(), signed.cpu().numpy()
         chunks = -(-length // MAX_CHUNK)
-        pos, key, negative = pos.cpu(), key.cpu(), negative.cpu()
-        self.counts += torch.bincount(pos >> CHUNK_BITS, minlength=chunks).tolist() if pos.numel() else [0] * chunks
-        self.files[0].write((pos & (MAX_CHUNK - 1)).numpy().astype(np.uint32).tobytes())
-        self.files[1].write(key.numpy().astype(np.uint32).tobytes())
-        self.files[2].write(negative.numpy().tobytes())
+        edges = np.searchsorted(pos, np.arange(chunks * PIECES + 1, dtype=np.int64) << PIECE_BITS)
+        self.blocks.append(np.diff(edges).reshape(chunks, PIECES))
+        self.files[0].write(memoryview(pos.astype(np.uint16)))  # the low 16 bits
+        self.files[1].write(memoryview(signed))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(positions, keys, signs, chunk offsets), the first three mapped from the files."""
+    def close(self) -> None:
         for f in self.files:
             f.close()
-        maps = [np.memmap(p, dtype=t, mode="r") if p.stat().st_size else np.zeros(0, t)
-                for p, t in zip(self.paths, (np.uint32, np.uint32, np.bool_))]
-        return (*maps, np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)]))
+        self.pieces = np.concatenate(self.blocks) if self.blocks else np.zeros((0, PIECES), np.int64)
+        self.counts = self.pieces.sum(axis=1).tolist()
+
+    def read(self, which: int, counts: list[int]):
+        """Consecutive pieces of one file (0: positions' low bits, 1: bit patterns), ``counts`` entries each;
+        every piece is a view of one buffer, valid until the next."""
+        dtype = self.DTYPES[which]
+        buf = np.empty(max(counts, default=0), dtype)
+        with open(self.paths[which], "rb", buffering=0) as f:
+            for n in counts:
+                view = memoryview(buf[:n]).cast("B")
+                done = 0
+                while done < len(view) and (got := f.readinto(view[done:])):
+                    done += got
+                if done != len(view):
+                    raise AssertionError(f"spill file {self.paths[which]} is shorter than its counts")  # a bug, not input
+                yield buf[:n]
+
+    def patterns(self, entries: int = MAX_CHUNK):
+        """The bit patterns in pieces of at most ``entries`` (for one pass over them)."""
+        total = sum(self.counts)
+        yield from self.read(1, [min(entries, total - a) for a in range(0, total, entries)])
+
+    def chunks(self):
+        """(positions in the chunk, bit patterns), both int32, of each chunk's candidates in order."""
+        starts = np.arange(PIECES, dtype=np.int32) << PIECE_BITS
+        for pieces, low, signed in zip(self.pieces, self.read(0, self.counts), self.read(1, self.counts), strict=True):
+            pos = np.repeat(starts, pieces)
+            pos |= low
+            yield pos, signed
 
 
 def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
@@ -166,29 +213,32 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
     hashing = ThreadPoolExecutor(2)
     try:
         base_hashes = {r.name: hashing.submit(tensor_sha256, base.raw(r.name)) for r in records}
-        file_hashes = {p.name: hashing.submit(sha256_file, p) for p in [src / CONFIG, *ft.files()]}
-        stats = Pass1()
-        bar = Progress("pass 1/2 (σ, histogram)", len(records), progress)
+        file_hashes = {CONFIG: hashing.submit(sha256_file, src / CONFIG)}
+        file_hashes |= {p.name: hashing.submit(tensor_sha256, ft.mapped_file(p)) for p in ft.files()}  # no read copies
+        sample = Pass1()
+        bar = Progress("pass 1/2 (sampled histogram)", len(records), progress)
         for rec in records:
-            for _, tau in residual.blocks(rec):
-                if not stats.add(tau):
-                    raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
+            for n, tau in residual.samples(rec):
+                sample.add(tau, n)
             bar.step()
-        sigma = stats.sigma()
         m = kept_count(density, d)
         with tempfile.TemporaryDirectory(prefix=f".{dst.name}.spill-", dir=_spill_parent(dst)) as tmp:
-            select = Pass2(stats.floor(m), m)
+            moments, select = Moments(), Pass2(sample.floor(m), m)
             while True:
                 spill = Spill(Path(tmp))
-                bar = Progress("pass 2/2 (candidates)", len(records), progress)
+                bar = Progress("pass 2/2 (σ, candidates)", len(records), progress)
                 for rec in records:
                     for _, tau in residual.blocks(rec):
+                        if moments is not None and not moments.add(tau):
+                            raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
                         spill.add(tau.numel(), *select.block(tau))
                     bar.step()
+                spill.close()
+                if moments is not None:
+                    sigma = moments.sigma()
                 if select.enough():
                     break
-                spill.arrays()  # closes its files; the next Spill writes them anew
-                select = Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry is a candidate
+                moments, select = None, Pass2(1, m)  # the sample's floor was too high (rare): every non-zero entry
             if file_states(ft, base) != states:
                 raise AdapterFormatError(f"{src} or {base_dir} changed while being compressed")
             payload, kept, t_bits = _encode(codec, d, records, spill, select, Path(tmp), progress)
@@ -225,21 +275,24 @@ def _spill_parent(dst: Path) -> Path:
 def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
             progress: bool) -> tuple[StreamedTensor, int, int]:
     """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
-    pos, key, neg, offsets = spill.arrays()
-    t_bits = select.threshold_bits(key)
+    t_bits = select.threshold_bits(spill.patterns())
     lengths = chunk_lengths(d, [r.numel for r in records])
-    if len(lengths) != len(offsets) - 1:
-        raise AssertionError(f"spill has {len(offsets) - 1} chunks, the chunking {len(lengths)}")  # a bug, not input
+    if len(lengths) != len(spill.counts):
+        raise AssertionError(f"spill has {len(spill.counts)} chunks, the chunking {len(lengths)}")  # a bug, not input
     encoder = codec.stream_encoder(d, [r.numel for r in records], directory)
     kept = 0
+    floor = np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
     bar = Progress("encoding", len(lengths), progress)
-    for i, length in enumerate(lengths):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        keep = key[a:b] >= max(t_bits, 1)  # zeros are never kept, even when t = 0
-        positions = pos[a:b][keep].astype(np.int64)
-        kept += positions.size
-        encoder.add(length, positions, neg[a:b][keep])
-        bar.step()
+    try:
+        for length, (pos, signed) in zip(lengths, spill.chunks(), strict=True):
+            keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
+            positions = np.compress(keep, pos)
+            kept += positions.size
+            encoder.add(length, positions, np.compress(keep, signed) < 0)
+            bar.step()
+    except BaseException:
+        encoder.close()
+        raise
     parts = encoder.finish()
     size = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)
     return StreamedTensor(torch.uint8, (size,), tuple(parts)), kept, t_bits

@@ -11,7 +11,8 @@ CHUNK = 1 << 22
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
+    buf = memoryview(bytearray(CHUNK))  # one buffer: a fresh 4 MB block per read would be page-faulted in each time
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(buf[:n])
     return digest.hexdigest()

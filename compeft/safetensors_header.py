@@ -1,4 +1,5 @@
-"""The one safetensors header parser (containers, adapter weights, the registry's adapter facts):
+"""The one safetensors header parser (containers, adapter weights, the registry's adapter facts, remote headers
+read by byte ranges):
 
     u64 N (little-endian) | N bytes of JSON header | data section
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import CompeftError, ContainerError
 
 MAX_HEADER_BYTES = 64 << 20
+FIRST_READ = 100_000  # a remote header's first range: most headers fit (huggingface_hub reads as much)
 METADATA = "__metadata__"
 
 Layout = dict[str, tuple[torch.dtype, tuple[int, ...], int, int]]  # name → (dtype, shape, start, end) in the data
@@ -68,11 +70,25 @@ def read_header(path: Path, error: type[CompeftError] = ContainerError) -> tuple
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            n = header_length(f.read(8), size, path, error)
-            raw = f.read(n)
+            header, start = fetch_header(lambda at, n: (f.seek(at), f.read(n))[1], size, path, error, first=8)
     except OSError as err:
         raise error(f"{path}: cannot be read ({err.strerror or err})") from err
-    return parse_json(raw, "header", path, error), 8 + n, size
+    return header, start, size
+
+
+def fetch_header(read: Callable[[int, int], bytes], size: int, where, error: type[CompeftError] = ContainerError,
+                 first: int = FIRST_READ) -> tuple[dict, int]:
+    """(header, offset of the data section) of a safetensors file of ``size`` bytes that ``read(start, length)``
+    reads a byte range of (a file, an HTTP range request): the first ``first`` bytes, then the rest of the header
+    when it is longer — never more of the data section than the first read holds."""
+    head = read(0, min(size, max(first, 8))) if size >= 8 else b""
+    n = header_length(head[:8], size, where, error)
+    raw = head[8 : 8 + n]
+    if len(raw) < n:
+        raw += read(8 + len(raw), n - len(raw))
+    if len(raw) != n:
+        raise error(f"{where}: truncated (read {len(raw)} of the header's {n} bytes)")
+    return parse_json(raw, "header", where, error), 8 + n
 
 
 def layout(header: Mapping, data_len: int, where, error: type[CompeftError] = ContainerError) -> Layout:

@@ -50,7 +50,8 @@ def build_parser() -> Parser:
                    help="inline (default): here, one batch after another; deployment: submit batches to the "
                         "gpu work pool of the server in PREFECT_API_URL")
     p.add_argument("--dry-run", action="store_true", help="only list what the source holds and print its census "
-                   "(reads listings and small configs, never weights; compresses and records nothing)")
+                   "(reads listings, small configs and weights headers by range, never weights; compresses and records "
+                   "nothing)")
     p.add_argument("--json", action="store_true", help="print the run's outcomes as JSON")
     p.add_argument("--verbose", action="store_true", help="also log every task run")
     p.set_defaults(compression_fields=compression, calibration_fields=calibration, service_fields=service)

@@ -1,5 +1,6 @@
 """``merge_artifacts`` and ``compose_artifacts``: operations on compressed artifacts as Prefect flows (issue 14),
-with on-demand deployments (deployments/prefect.yaml). Inputs are registry artifact ids or artifact directories;
+with on-demand deployments (deployments/prefect.yaml). Inputs are registry artifact ids, artifact addresses
+(s3://, hf://) or artifact directories;
 each result is recorded in the registry with its lineage (which artifacts, the method, the weights), and a merge
 compressed again is stored, registered and signed like any artifact.
 """
@@ -27,8 +28,9 @@ step = task(cache_policy=NO_CACHE)
 
 @step
 def resolve_inputs(service: ServiceConfig, inputs: list[str], work: Path) -> list[operations.ResolvedInput]:
-    """Registry ids and artifact directories made local (stored artifacts fetched, hash-checked)."""
-    return operations.resolve_inputs(service.registry(), service.artifact_store(), inputs, work)
+    """Registry ids, artifact addresses and artifact directories made local (fetched artifacts hash-checked)."""
+    return operations.resolve_inputs(service.registry(), service.artifact_store(), inputs, work,
+                                     s3_endpoint=service.s3_endpoint, hf_endpoint=service.hf_endpoint)
 
 
 @step
@@ -100,7 +102,8 @@ def merge_artifacts(inputs: list[str], options: MergeOptions, out: str | None = 
     """Merge compressed artifacts of one layout (task arithmetic or TIES, in parameter space).
 
     Args:
-        inputs: Registry artifact ids (12 or #12) or artifact directories, one record layout.
+        inputs: Registry artifact ids (12 or #12), artifact addresses (s3://BUCKET/PREFIX/DIR,
+            hf://ORG/REPO@REV/SUB/DIR) or artifact directories, one record layout.
         options: Method, weights, λ and output form (PEFT adapter, or compressed again).
         out: Directory to write the result to (required for a PEFT adapter; a compressed merge is always put in
             the artifact store and registered, and copied here too when given).
@@ -133,7 +136,8 @@ def compose_artifacts(inputs: list[str], options: ComposeOptions, out: str,
     """Compose an adapter for a task from compressed experts (LoraHub weights learned with nevergrad).
 
     Args:
-        inputs: Expert artifacts: registry ids (12 or #12) or artifact directories, one record layout.
+        inputs: Expert artifacts: registry ids (12 or #12), artifact addresses (s3://BUCKET/PREFIX/DIR,
+            hf://ORG/REPO@REV/SUB/DIR) or artifact directories, one record layout.
         options: Task, base model, shots, budget and the search's settings.
         out: Directory the composed PEFT adapter (and compose.json with the weights) is written to.
         service: Registry database and artifact store.

@@ -7,11 +7,12 @@ Reads only the layout's config (when it has one) and the safetensors header (no 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from compeft.adapters import Layout, adapter_kind, base_model_of, find_layout, parse_config
-from compeft.safetensors_header import METADATA, read_header
+from compeft.safetensors_header import METADATA, fetch_header, read_header
 from storage.errors import SourceError
 from storage.hashing import content_hash, file_hashes
 from storage.registry.records import AdapterRecord
@@ -30,12 +31,24 @@ class HeaderFacts:
 def header_facts(path: Path) -> HeaderFacts:
     """The facts of a safetensors file, from its header only."""
     header, _, _ = read_header(path, SourceError)
+    return facts_of_header(header, path)
+
+
+def remote_header_facts(read: Callable[[int, int], bytes], size: int, where: str) -> HeaderFacts:
+    """The facts of a remote safetensors file of ``size`` bytes, from its header read by byte ranges through
+    ``read(start, length)`` (an S3 ranged GetObject, a Hub ranged GET): its weights are not downloaded."""
+    header, _ = fetch_header(read, size, where, SourceError)
+    return facts_of_header(header, where)
+
+
+def facts_of_header(header: Mapping, where) -> HeaderFacts:
+    """The facts a parsed safetensors header tells."""
     try:
         entries = {name: entry for name, entry in header.items() if name != METADATA}
         count = sum(math.prod(int(d) for d in entry["shape"]) for entry in entries.values())
         dtypes = sorted({str(entry["dtype"]) for entry in entries.values()})
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise SourceError(f"{path}: safetensors header has a malformed shape or dtype") from err
+        raise SourceError(f"{where}: safetensors header has a malformed shape or dtype") from err
     return HeaderFacts(tuple(entries), count, "+".join(dtypes) or "none")
 
 

@@ -133,10 +133,35 @@ class HubClient:
 
         return self.call(f"hf://{repo_id}@{revision}/{filename}", fetch)
 
+    def read_range(self, repo_id: str, filename: str, revision: str, start: int, length: int) -> bytes:
+        """Bytes ``start`` .. ``start + length - 1`` of one file of a repo at ``revision``: a GET of its resolve URL
+        with a Range header (redirects followed, as downloads do); never more than ``length`` bytes are read."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
+        headers = {**build_hf_headers(token=self._token, library_name="compeft"),
+                   "Range": f"bytes={start}-{start + length - 1}"}
+
+        def fetch() -> bytes:
+            with get_session().stream("GET", url, headers=headers, timeout=hub_timeout()) as response:
+                if response.status_code >= 400:
+                    response.read()  # the error's message is in the body
+                    hf_raise_for_status(response)
+                skip = start if response.status_code == 200 else 0  # a server that ignores Range sends the whole file
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) >= skip + length:
+                        break
+            return bytes(data[skip : skip + length])
+
+        return self.call(f"hf://{repo_id}@{revision}/{filename} (bytes {start}-{start + length - 1})", fetch)
+
 
 def _translate(what: str, fn: Callable[[], T], error: type[CompeftError]) -> T:
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
         return fn()
@@ -151,6 +176,8 @@ def _translate(what: str, fn: Callable[[], T], error: type[CompeftError]) -> T:
         raise RetryableError(f"{what}: network error: {type(err).__name__}: {_one_line(None, err)}") from err
     except OfflineModeIsEnabled as err:
         raise error(f"{what}: HF_HUB_OFFLINE is set, cannot reach the Hub") from err
+    except LocalEntryNotFoundError as err:  # a download's network failure, after huggingface_hub's own retries
+        raise error(f"{what}: cannot reach the Hub ({type(err).__name__})") from err
 
 
 def _retry_after(response) -> float | None:

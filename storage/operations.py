@@ -1,6 +1,6 @@
 """The service's rules for operations on compressed artifacts (issue 14), without Prefect: sign an artifact for
-search, mark near-duplicates, find an artifact's neighbours, resolve operation inputs (registry ids or artifact
-directories), and register merges and compositions with their lineage.
+search, mark near-duplicates, find an artifact's neighbours, resolve operation inputs (registry ids, artifact
+addresses or directories), and register merges and compositions with their lineage.
 
 The signature (choice and why). Each artifact gets a 4 KB signed count sketch of its ternary pattern in the database
 (``compeft.ops.sketch``) beside its layout key and base model; the exact bit planes stay in the artifact store. A
@@ -154,11 +154,16 @@ class ResolvedInput:
     artifact: ArtifactRow | None
 
 
-def resolve_inputs(registry: Registry, store, specs: Sequence[str], work: Path) -> list[ResolvedInput]:
-    """Operation inputs given as registry ids (``12`` or ``#12``) or artifact directories, made local; a directory
-    whose container is registered is linked to its row (by sha256)."""
+def resolve_inputs(registry: Registry, store, specs: Sequence[str], work: Path, *, s3_endpoint: str | None = None,
+                   hf_endpoint: str | None = None) -> list[ResolvedInput]:
+    """Operation inputs given as registry ids (``12`` or ``#12``), artifact addresses (``s3://BUCKET/PREFIX/DIR``,
+    ``hf://ORG/REPO[@REV][/SUB/DIR]``, ``registry:ID``, ``sha256:HEX``: what ``storage.serving.ArtifactResolver``
+    resolves, fetched into ``work``) or artifact directories, made local; an input whose container is registered
+    is linked to its row (by sha256)."""
     from compeft.hashing import sha256_file
+    from storage.serving import ArtifactResolver, fetch_input
 
+    resolver = ArtifactResolver(registry=registry, store=store, s3_endpoint=s3_endpoint, hf_endpoint=hf_endpoint)
     resolved = []
     for spec in specs:
         spec = str(spec).strip()
@@ -166,9 +171,7 @@ def resolve_inputs(registry: Registry, store, specs: Sequence[str], work: Path) 
             row = registry.get_artifact(int(match.group(1))).artifact
             resolved.append(ResolvedInput(spec, artifact_directory(store, row, work), row))
             continue
-        if "://" in spec:
-            raise InputError(f"input {spec!r}: give a registry artifact id or a local artifact directory")
-        path = Path(spec).expanduser()
+        path = fetch_input(resolver, spec, work)
         container = path / FILENAME if path.is_dir() else path
         if not container.is_file():
             raise InputError(f"input {spec!r}: not a registry id and no {FILENAME} there")

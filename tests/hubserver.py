@@ -5,13 +5,14 @@ It answers the endpoints the real ``huggingface_hub`` client calls for:
 - ``GET /api/models`` (author, search, filter (repeatable), limit, full/expand; pages via a Link header);
 - ``GET /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}`` (sha, siblings, ``blobs=1`` sizes/LFS);
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]`` (``recursive``, paged by a Link header, 404 for a missing folder);
-- ``HEAD|GET /{repo}/resolve/{rev}/{file}`` (ETag, X-Repo-Commit, Content-Length, X-Linked-*);
+- ``HEAD|GET /{repo}/resolve/{rev}/{file}`` (ETag, X-Repo-Commit, Content-Length, X-Linked-*; ``Range: bytes=A-[B]``
+  answered 206 with that part);
 - ``POST /api/repos/create``, ``POST /api/validate-yaml``;
 - ``POST /api/models/{repo}/preupload/{rev}`` and ``/commit/{rev}`` (files sent inline, base64 ndjson).
 
 Repos are in memory, every commit gets a sha1; ``fail_next`` makes chosen requests answer 429/5xx/4xx,
 ``stall_next`` makes them wait (longer than a client's timeout) before answering, and ``requests`` records what
-the client sent (method, path, headers) for assertions.
+the client sent (method, path, headers) for assertions, ``sent`` the body bytes answered per path.
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ class HubState:
         self.stalled: dict[str, threading.Event] = {}  # path → set when the stalled request's client asks again
         self.abandoned = 0  # stalled requests whose client gave up (timed out) and asked again
         self.requests: list[RecordedRequest] = []
+        self.sent: dict[str, int] = {}  # path → body bytes answered to its requests
+        self.sent_lock = threading.Lock()
+        self.ignore_range = False  # answer ranged GETs with the whole file (200), as some servers do
         self.lock = threading.Lock()
 
     # -- setup helpers used by tests ---------------------------------------------------------------
@@ -168,6 +172,9 @@ class HubHandler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if not head_only and self.command != "HEAD":  # a HEAD answer has no body, errors included
+            path = urlsplit(self.path).path
+            with self.state.sent_lock:  # not ``lock``: some routes answer while holding it
+                self.state.sent[path] = self.state.sent.get(path, 0) + len(body)
             self.wfile.write(body)
 
     def _json(self, status: int, value, headers: dict[str, str] | None = None) -> None:
@@ -394,10 +401,14 @@ class HubHandler(BaseHTTPRequestHandler):
         etag = hashlib.sha256(data).hexdigest() if filename.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": commit.sha, "Accept-Ranges": "bytes"}
         range_header = self.headers.get("Range")
-        if range_header and not head_only:
-            start = int(re.match(r"bytes=(\d+)-", range_header).group(1))
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-            return self._send(206, data[start:], headers, "application/octet-stream")
+        if range_header and not head_only and not self.state.ignore_range:
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
+            start = int(match.group(1))
+            end = min(int(match.group(2)), len(data) - 1) if match.group(2) else len(data) - 1
+            if start > end:
+                return self._error(416, "Requested Range Not Satisfiable")
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            return self._send(206, data[start:end + 1], headers, "application/octet-stream")
         self._send(200, data, headers, "application/octet-stream", head_only=head_only)
 
     def _create_repo(self, payload: dict) -> None:

@@ -35,6 +35,9 @@ class StreamEncoder(Protocol):
     def finish(self) -> tuple[bytes | Path, ...]:
         """The payload, as pieces (bytes and spill files) whose concatenation is what ``encode`` writes."""
 
+    def close(self) -> None:
+        """Release files and threads without finishing (after an error; finish releases them itself)."""
+
 
 class Codec(ABC):
     """A bitstream for the ternary τ; its ``id`` names that bitstream forever."""

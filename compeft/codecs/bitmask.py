@@ -60,6 +60,10 @@ class BitmaskStreamEncoder:
             raise ValueError(f"bitmask stream: {self.seen} of {self.d} entries given")
         return self.pos.finish(), self.neg.finish()
 
+    def close(self) -> None:
+        self.pos.file.close()
+        self.neg.file.close()
+
 
 class BitmaskCodec(Codec):
     """Two uncompressed bit planes: 2 bits per parameter."""

@@ -34,7 +34,8 @@ from compeft.document import CarriedRecord, Document
 from compeft.dtypes import DTYPES_BY_NAME, dtype_name
 from compeft.errors import InputError, OptionError
 from compeft.hashing import sha256_file
-from compeft.ops.planes import WORD_BITS, TernaryPlanes, check_same_layout, open_planes, pack_words, unpack_words
+from compeft.ops.files import planes_of
+from compeft.ops.planes import WORD_BITS, TernaryPlanes, check_same_layout, pack_words, unpack_words
 from compeft.sparsify import ternarize
 from compeft.version import __version__
 
@@ -163,7 +164,7 @@ def open_inputs(artifacts: Sequence[str | Path | TernaryPlanes], device: torch.d
     """The inputs' planes on ``device``: adapter artifacts of one record layout carrying identical tensors."""
     if len(artifacts) < 1:
         raise InputError(f"{what} needs at least one artifact")
-    planes = [p.to(device) if isinstance(p, TernaryPlanes) else open_planes(p, device) for p in artifacts]
+    planes = planes_of(artifacts, device)
     for p in planes:
         if p.kind != "adapter":
             raise InputError(f"{p.label}: a full fine-tune residual cannot be {what}d here (adapter artifacts only)")

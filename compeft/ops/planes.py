@@ -9,6 +9,7 @@ the CPU kernels view them as uint64.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ def words_for(d: int) -> int:
     return (d + WORD_BITS - 1) // WORD_BITS
 
 
+@functools.lru_cache(maxsize=64)  # adapters of one layout share their records (document.check remembers them)
 def layout_key(records: RecordColumns) -> str:
     """sha256 of the record layout (names, shapes, θ_init in τ order): artifacts with equal keys can be compared
     and merged position by position. Dtypes are left out: a bf16 and an fp32 copy of an adapter share a layout."""
@@ -130,18 +132,25 @@ def planes_from_ternary(signs: torch.Tensor, *, scale: float, records: RecordCol
 
 def open_planes(path: str | Path | Artifact, device: str | torch.device = "cpu", *, verify: bool = True) -> TernaryPlanes:
     """The planes of an artifact (directory, container file or an opened ``Artifact``): its payload decoded on
-    ``device`` with every codec check, then packed."""
+    ``device`` with every codec check, then packed. Several files at once: ``compeft.ops.files.open_many``."""
     artifact = path if isinstance(path, Artifact) else open_artifact(path, verify=verify)
-    document, records = artifact.document, artifact.records
+    document = artifact.document
     device = torch.device(device)
     with named_payload_errors(artifact.path):
         signs = get_codec(document.codec).decode(artifact.container.payload, document.d, device)
-    planes = planes_from_ternary(signs, scale=document.scale, records=records, label=str(artifact.path.parent),
-                                 kind=document.kind, source=document.source, carried=artifact.container.carried,
-                                 directory=artifact.path.parent)
-    if planes.kept != document.kept:
-        raise InputError(f"{artifact.path}: the payload keeps {planes.kept} entries, the document says {document.kept}")
-    return planes
+    planes = planes_from_ternary(signs, scale=document.scale, records=artifact.records, label="")
+    return artifact_planes(artifact, planes.support, planes.negative, planes.kept)
+
+
+def artifact_planes(artifact: Artifact, support: torch.Tensor, negative: torch.Tensor, kept: int) -> TernaryPlanes:
+    """An artifact's planes from its decoded payload's packed words and their count, which must be the kept
+    count its document records (InputError naming the file)."""
+    document = artifact.document
+    if kept != document.kept:
+        raise InputError(f"{artifact.path}: the payload keeps {kept} entries, the document says {document.kept}")
+    directory = artifact.path.parent
+    return TernaryPlanes(support, negative, document.d, float(document.scale), kept, artifact.records, str(directory),
+                         document.kind, dict(document.source or {}), dict(artifact.container.carried), directory)
 
 
 def check_same_layout(planes: list[TernaryPlanes]) -> None:

@@ -18,7 +18,8 @@ import torch
 from compeft.config import SimilarityConfig
 from compeft.devices import resolve_device
 from compeft.errors import InputError, OptionError
-from compeft.ops.planes import TernaryPlanes, check_same_layout, open_planes
+from compeft.ops.files import planes_of
+from compeft.ops.planes import TernaryPlanes, check_same_layout
 from compeft.ops.popcount import many_counts, pair_counts
 
 
@@ -73,7 +74,7 @@ def similarity(artifacts: Sequence[str | Path | TernaryPlanes], config: Similari
     if len(artifacts) < 2:
         raise InputError("similarity needs at least two artifacts")
     device = resolve_device(config.device)
-    planes = [p.to(device) if isinstance(p, TernaryPlanes) else open_planes(p, device) for p in artifacts]
+    planes = planes_of(artifacts, device)
     check_same_layout(planes)
     return [pair_similarity(planes[i], planes[j]) for i in range(len(planes)) for j in range(i + 1, len(planes))]
 

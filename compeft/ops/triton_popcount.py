@@ -97,10 +97,15 @@ def candidate_counts(q_support: torch.Tensor, q_negative: torch.Tensor, c_suppor
     return out[:, 0], out[:, 1]
 
 
-def plane_count(words: torch.Tensor) -> int:
-    """Set bits of one plane (synchronizes)."""
+def count_into(words: torch.Tensor, out: torch.Tensor) -> None:
+    """Add the set bits of one plane to the int64 scalar ``out`` on its device (no synchronization)."""
     words = words.contiguous()
-    out = torch.zeros(1, dtype=torch.int64, device=words.device)
     _count_kernel[(triton.cdiv(words.numel(), BLOCK),)](words, out, words.numel(), BLOCK=BLOCK, HW=_HARDWARE,
                                                          num_warps=8)
+
+
+def plane_count(words: torch.Tensor) -> int:
+    """Set bits of one plane (synchronizes)."""
+    out = torch.zeros(1, dtype=torch.int64, device=words.device)
+    count_into(words, out)
     return int(out.item())

@@ -9,11 +9,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from compeft import adapters
-from compeft.adapters import MAX_CONFIG_BYTES, PICKLE_SUFFIXES, Layout
+from compeft.adapters import MAX_CONFIG_BYTES, PICKLE_SUFFIXES, Layout, adapter_kind
 from compeft.atomic import atomic_directory
 from compeft.hashing import sha256_file
+from storage.adapter_facts import HeaderFacts, remote_header_facts
 from storage.errors import HashMismatchError, SourceError, ValidationError
 from storage.fullmodels import FULL_LAYOUT, FullFolder, full_folder, model_files
 from storage.validation import check_size
@@ -149,6 +151,26 @@ def repo_split(directory: str, root_repo: bool) -> tuple[str, str]:
         return "", directory
     head, _, rest = directory.partition("/")
     return head, rest
+
+
+def listed_facts(read: Callable[[int, int], bytes], weights: RemoteFile, where: str) -> HeaderFacts | None:
+    """What a listed adapter's weights header tells (dtypes, tensor names), read through ``read(start, length)`` by
+    byte ranges, the weights never downloaded; None when the listing gave no size or the header is malformed (its
+    faults are reported when the adapter is read; the listing goes on). Network failures are raised."""
+    if weights.size is None:
+        return None
+    try:
+        return remote_header_facts(read, weights.size, where)
+    except SourceError:
+        return None
+
+
+def listed_kind(layout: Layout, config: Mapping[str, Any], facts: HeaderFacts | None) -> str | None:
+    """A listed adapter's kind: its config's peft type, or for a layout without a config what its header's tensor
+    names say; None when neither was read."""
+    if layout.config is None and facts is None:
+        return None
+    return adapter_kind(layout, config, facts.names if facts else ())
 
 
 def check_sizes(files: Iterable[RemoteFile], max_file_bytes: int) -> None:

@@ -3,7 +3,9 @@ search query.
 
 Every adapter is pinned to the commit sha seen when it was listed; a repo's files come from the Hub's tree
 listing, so adapters in subfolders (peft's multi-adapter saves, per-task folders, training checkpoints) are
-found; only each adapter's own files are downloaded, and their LFS sha256s are verified.
+found; only each adapter's own files are downloaded, and their LFS sha256s are verified. The listing reads each
+adapter's config and its weights' safetensors header (ranged GETs: dtypes, a config-less layout's kind), never
+the weights.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compeft.adapters import base_model_of, detect_peft_type, parse_config
+from compeft.adapters import base_model_of, parse_config
 from compeft.errors import AdapterFormatError
 from storage.addresses import (
     HubAddress,
@@ -27,7 +29,16 @@ from storage.errors import AddressError, SourceError, TransientError, Validation
 from storage.fullmodels import CARD, CONFIG, FULL, FULL_LAYOUT, FullFolder, declared_base, read_card, read_json
 from storage.hub import HubClient
 from storage.retry import DEFAULT_POLICY, RetryPolicy
-from storage.sources.common import Found, Passed, check_sizes, fetch_into, not_an_adapter, survey
+from storage.sources.common import (
+    Found,
+    Passed,
+    check_sizes,
+    fetch_into,
+    listed_facts,
+    listed_kind,
+    not_an_adapter,
+    survey,
+)
 from storage.validation import (
     MAX_WEIGHTS_BYTES,
     validate_repo_id,
@@ -145,17 +156,22 @@ class HubSource:
                 target = Path(tmp) / layout.config
                 self.hub.download(repo_id, f"{directory}/{layout.config}" if directory else layout.config, sha, target)
                 config = parse_config(target.read_bytes(), f"{uri}/{layout.config}")
+        weights = next(f for f in entry.files if f.name == layout.weights)
+        path = f"{directory}/{weights.name}" if directory else weights.name
+        facts = listed_facts(lambda start, length: self.hub.read_range(repo_id, path, sha, start, length), weights,
+                             f"{uri}/{weights.name}")
         return AdapterRef(
             uri=uri,
             source_uri=self.uri,
             name=adapter_name(repo_id.split("/", 1)[1], directory),
             revision=sha,
             files=entry.files,
-            peft_type=detect_peft_type(config) if layout.config else None,
+            peft_type=listed_kind(layout, config, facts),
             base_model=base_model_of(config),
             config=config,
             subfolder=directory,
             layout=layout.name,
+            dtype=facts.dtype if facts else None,
         )
 
     def _full_ref(self, repo_id: str, sha: str, entry: FullFolder) -> AdapterRef:

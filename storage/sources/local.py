@@ -7,13 +7,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from compeft.adapters import adapter_kind, base_model_of, parse_config
+from compeft.adapters import base_model_of, parse_config
 from compeft.errors import AdapterFormatError
 from storage.adapter_facts import header_facts
 from storage.errors import SourceError, ValidationError
 from storage.fullmodels import FULL, FullFolder, local_full_ref
 from storage.hashing import content_hash, file_hashes
-from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
+from storage.sources.common import Found, check_sizes, fetch_into, listed_kind, repo_split, root_is_repo, survey
 from storage.validation import MAX_WEIGHTS_BYTES
 from storage.values import AdapterRef, RemoteFile, Skipped, adapter_name
 
@@ -81,7 +81,7 @@ class LocalSource:
             name=adapter_name((self.root / repo).name if repo else self.root.name, subfolder),
             revision=content_hash(hashes),
             files=files,
-            peft_type=adapter_kind(layout, config, facts.names if facts else ()) if facts or layout.config else None,
+            peft_type=listed_kind(layout, config, facts),
             base_model=base_model_of(config),
             config=config,
             subfolder=subfolder,

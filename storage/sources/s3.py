@@ -2,19 +2,20 @@
 is one adapter.
 
 The revision is a hash of the files' ETags; downloads use If-Match so a file changed after listing
-is an error, not a silent mix of versions.
+is an error, not a silent mix of versions. The listing reads each adapter's config and its weights' safetensors
+header (ranged GetObjects: dtypes, a config-less layout's kind), never the weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from compeft.adapters import base_model_of, detect_peft_type, parse_config
+from compeft.adapters import base_model_of, parse_config
 from compeft.config import canonical_json
 from compeft.errors import AdapterFormatError
 from storage.addresses import S3Address
@@ -22,7 +23,16 @@ from storage.errors import HashMismatchError, SourceError, ValidationError
 from storage.fullmodels import CARD, CONFIG, FULL, FULL_LAYOUT, FullFolder, declared_base, read_card, read_json
 from storage.retry import DEFAULT_POLICY, RetryPolicy
 from storage.s3client import call, error_code, make_s3_client
-from storage.sources.common import Found, check_sizes, fetch_into, repo_split, root_is_repo, survey
+from storage.sources.common import (
+    Found,
+    check_sizes,
+    fetch_into,
+    listed_facts,
+    listed_kind,
+    repo_split,
+    root_is_repo,
+    survey,
+)
 from storage.validation import MAX_WEIGHTS_BYTES, validate_key
 from storage.values import AdapterRef, RemoteFile, Skipped, adapter_name
 
@@ -99,6 +109,9 @@ class S3Source:
                 lambda: self.client.get_object(Bucket=self.address.bucket, Key=key, IfMatch=etag)["Body"].read(),
             )
             config = parse_config(body, f"{uri}/{layout.config}")
+        weights = next(f for f in files if f.name == layout.weights)
+        facts = listed_facts(self._range_reader(f"{key_dir}/{weights.name}" if key_dir else weights.name, weights.etag),
+                             weights, f"{uri}/{weights.name}")
         revision = hashlib.sha256(canonical_json({f.name: f.etag for f in files}).encode()).hexdigest()
         repo, subfolder = repo_split(entry.directory, root_repo)
         top = "/".join(p for p in (self.address.prefix, repo) if p)
@@ -108,12 +121,32 @@ class S3Source:
             name=adapter_name(top.rsplit("/", 1)[-1] if top else self.address.bucket, subfolder),
             revision=revision,
             files=files,
-            peft_type=detect_peft_type(config) if layout.config else None,
+            peft_type=listed_kind(layout, config, facts),
             base_model=base_model_of(config),
             config=config,
             subfolder=subfolder,
             layout=layout.name,
+            dtype=facts.dtype if facts else None,
         )
+
+    def _range_reader(self, key: str, etag: str | None) -> Callable[[int, int], bytes]:
+        """``read(start, length)``: that byte range of one object (a ranged GetObject, If-Match its listed ETag)."""
+        def read(start: int, length: int) -> bytes:
+            def run() -> bytes:
+                extra = {"IfMatch": etag} if etag else {}
+                response = self.client.get_object(Bucket=self.address.bucket, Key=key,
+                                                  Range=f"bytes={start}-{start + length - 1}", **extra)
+                body = response["Body"]
+                try:
+                    if "ContentRange" not in response:  # a store that ignores Range sends the whole object
+                        body.read(start)
+                    return body.read(length)  # and only ``length`` bytes of it are read
+                finally:
+                    body.close()
+
+            return self._call(f"s3://{self.address.bucket}/{key} (bytes {start}-{start + length - 1})", run)
+
+        return read
 
     def _full_ref(self, entry: FullFolder, uri: str, root_repo: bool) -> AdapterRef:
         """A full fine-tune's reference: its model files (revision: their ETags), the base its card or config names."""

@@ -23,7 +23,8 @@ pytest.importorskip("diffusers")
 
 DENSITY = 0.3
 WEIGHTS = "pytorch_lora_weights.safetensors"
-FACTORS = ("lora_A", "lora_B", "lora_down", "lora_up", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w2")
+FACTORS = ("lora_A", "lora_B", "lora_down", "lora_up", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w2",
+           "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b")
 
 
 def theta(key: str) -> float | None:
@@ -179,6 +180,66 @@ def test_lycoris_loha_lokr_dora_keep_keys_and_carry_scales(tmp_path):
     carried = [k for k in source if theta(k) is None]
     assert sorted(carried) == sorted(k for k in tensors if k.endswith((".alpha", ".dora_scale")) or "conv_in" in k)
     assert compeft.inspect(tmp_path / "art").peft_type == "LOHA"
+
+
+def zimage_transformer():
+    """A tiny Z-Image transformer from a config (seeded, no downloads): diffusers loads LoKr files into it."""
+    from diffusers import ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=1,
+                                    n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16, axes_dims=[4, 6, 6],
+                                    axes_lens=[64, 64, 64])
+
+
+def zimage_outputs(model) -> torch.Tensor:
+    latents = [torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(1))]
+    captions = [torch.randn(3, 16, generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        return model(latents, torch.tensor([0.5]), captions, return_dict=False)[0][0]
+
+
+def zimage_loaded(path: Path) -> torch.Tensor:
+    """The tiny transformer's output with the LoKr file at ``path`` loaded as ``ZImagePipeline.load_lora_weights``
+    does (``ZImageLoraLoaderMixin.lora_state_dict`` converts the keys and bakes ``alpha``, then peft's LoKr layers)."""
+    from diffusers.loaders import ZImageLoraLoaderMixin
+
+    model = zimage_transformer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state_dict, meta = ZImageLoraLoaderMixin.lora_state_dict(str(path), return_lora_metadata=True)
+        ZImageLoraLoaderMixin.load_lora_into_transformer(state_dict, transformer=model, metadata=meta)
+    assert any(type(m).__name__ == "Linear" and hasattr(m, "lokr_w1") for m in model.modules())  # peft's LoKr layers
+    return zimage_outputs(model)
+
+
+def test_lokr_file_loads_in_diffusers(tmp_path):
+    """A LoKr file as ai-toolkit writes it for Z-Image (``diffusion_model.<module>.lokr_w1`` full, ``lokr_w2_a/_b``
+    rank-decomposed or ``lokr_w2`` full, ``.alpha``; non-zero factors): compressed, decompressed, and loaded by
+    diffusers, it gives exactly the output of the reference reconstruction (θ_init 0 + s·t, alpha carried) loaded
+    the same way, and not the original's. (diffusers 0.42.1 has no LoHa loader: LoHa files are only round-tripped.)"""
+    gen = torch.Generator().manual_seed(5)
+    tensors = {}
+    for block in ("layers.0", "noise_refiner.0"):
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            module = f"diffusion_model.{block}.attention.{proj}"  # 32 × 32 = kron(4 × 4, 8 × 8)
+            tensors[f"{module}.lokr_w1"] = torch.randn(4, 4, generator=gen)
+            if proj == "to_out.0":
+                tensors[f"{module}.lokr_w2"] = torch.randn(8, 8, generator=gen)
+            else:
+                tensors[f"{module}.lokr_w2_a"] = torch.randn(8, 2, generator=gen)
+                tensors[f"{module}.lokr_w2_b"] = torch.randn(2, 8, generator=gen)
+                tensors[f"{module}.alpha"] = torch.tensor(1.0)
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(tensors, str(src / "zimage_lokr.safetensors"))
+    source, dec, _ = round_trip(src / "zimage_lokr.safetensors", tmp_path, "zimage_lokr.safetensors")
+    assert sorted(k for k in source if theta(k) is None) == sorted(k for k in tensors if k.endswith(".alpha"))
+    assert compeft.inspect(tmp_path / "art").peft_type == "LOKR"
+    got = zimage_loaded(tmp_path / "dec" / "zimage_lokr.safetensors")
+    torch.testing.assert_close(got, zimage_loaded(tmp_path / "ref" / "zimage_lokr.safetensors"), rtol=0, atol=0)
+    assert not torch.equal(got, zimage_loaded(src / "zimage_lokr.safetensors"))  # the compression is what is loaded
+    assert not torch.equal(got, zimage_outputs(zimage_transformer()))  # the LoKr took effect
 
 
 def test_diffusers_file_without_factors_is_one_line_error(tmp_path, capsys):

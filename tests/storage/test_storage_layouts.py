@@ -29,9 +29,9 @@ class Catalog:
             self.address, self.prefix = str(root), str(root) + "/"
         elif kind == "s3":
             self.client, bucket = request.getfixturevalue("s3_client"), request.getfixturevalue("bucket")
-            self.reads: list[str] = []
+            self.reads: list[tuple[str, str | None]] = []
             self.client.meta.events.register("before-parameter-build.s3.GetObject",
-                                             lambda params, **_: self.reads.append(params["Key"]))
+                                             lambda params, **_: self.reads.append((params["Key"], params.get("Range"))))
             for path in sorted(root.rglob("*")):
                 if path.is_file():
                     self.client.put_object(Bucket=bucket, Key=f"zoo/{path.relative_to(root).as_posix()}",
@@ -59,11 +59,13 @@ class Catalog:
         return text
 
     def fetched_files(self) -> set[str]:
-        """Names of the adapter files read from the server (configs during listing, weights when fetched)."""
+        """Names of the adapter files read whole from the server (configs during listing, weights when fetched);
+        a listing's ranged reads of the weights' headers are not fetches."""
         if self.kind == "s3":
-            return {key.rsplit("/", 1)[-1] for key in self.reads}
+            return {key.rsplit("/", 1)[-1] for key, byte_range in self.reads if byte_range is None}
         if self.kind == "hf":
-            return {r.path.rsplit("/", 1)[-1] for r in self.hub.state.requests if "/resolve/" in r.path}
+            return {r.path.rsplit("/", 1)[-1] for r in self.hub.state.requests
+                    if "/resolve/" in r.path and r.header("Range") is None}
         return set()
 
 
@@ -90,7 +92,8 @@ def test_adapters_below_the_root_multi_adapter_repos_and_checkpoints(catalog, tm
     assert set(reasons) == set(SKIPPED_FINAL)
     for name, words in SKIPPED_FINAL.items():
         assert words in reasons[name], (name, reasons[name])
-    # the listing read the adapters' configs and nothing else: no weights, no trainer state, no pickle
+    # the listing read the adapters' configs and their weights' headers (by range), nothing else: no weights, no
+    # trainer state, no pickle
     assert catalog.fetched_files() <= {"adapter_config.json"}
     # a fetch of a training checkpoint reads its adapter files only, never the optimizer or scheduler
     refs_all, _ = crawl(catalog.source(checkpoints="all"))
@@ -123,9 +126,8 @@ def test_a_layout_without_a_config_flows_through_sources_hashing_and_registry(mo
         found = {catalog.where(uri): ref for uri, ref in refs.items()}
         assert set(found) == {"mixed", "mixed/style"}, kind
         ref = found["mixed/style"]
-        # a config-less layout's kind comes from its tensor names: read from the header locally, else when fetched
-        assert (ref.layout, ref.peft_type, ref.config, ref.subfolder) == ("diffusers", "LORA" if kind == "local" else None,
-                                                                          {}, "style")
+        # a config-less layout's kind comes from its tensor names, read from its header (remote: by byte ranges)
+        assert (ref.layout, ref.peft_type, ref.dtype, ref.config, ref.subfolder) == ("diffusers", "LORA", "F16", {}, "style")
         assert [f.name for f in ref.files] == [DIFFUSERS.weights]
         reasons = {catalog.where(uri): reason for uri, reason in skipped.items()}
         assert "pickle" in reasons["legacy"] and DIFFUSERS.weights in reasons["legacy"], kind

@@ -8,7 +8,9 @@ and raises on the same payloads.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,30 +73,55 @@ def _done() -> None:
 
 
 class GolombStreamEncoder:
-    """Chunk bodies appended to one spill file as they come; the header and chunk table are made at the end."""
+    """Chunk bodies appended to one spill file in chunk order; the header and chunk table are made at the end.
+    With ``threads`` > 1 the chunks are encoded in a thread pool (numpy releases the GIL), a bounded window of
+    them in flight, and written in order as they complete."""
 
-    def __init__(self, d: int, segments: Sequence[int], spill: Path) -> None:
+    def __init__(self, d: int, segments: Sequence[int], spill: Path, threads: int = 1) -> None:
         self.d, self.lengths = d, chunk_lengths(d, segments)
         self.path = spill / "golomb-bodies"
         self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish
         self.entries: list[tuple[int, ...]] = []
+        self.added = 0
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self.window, self.pending = 2 * threads, deque()
 
     def add(self, length: int, positions: np.ndarray, negative: np.ndarray) -> None:
-        if len(self.entries) >= len(self.lengths) or length != self.lengths[len(self.entries)]:
-            raise ValueError(f"golomb stream: chunk {len(self.entries)} of length {length} does not follow the chunking")
-        entry, planes = numpy_backend.encode_positions(length, positions, negative)
+        """The next chunk's non-zero entries (arrays the encoder may keep until the chunk is written)."""
+        if self.added >= len(self.lengths) or length != self.lengths[self.added]:
+            raise ValueError(f"golomb stream: chunk {self.added} of length {length} does not follow the chunking")
+        self.added += 1
+        if self.pool is None:
+            self._write(numpy_backend.encode_positions(length, positions, negative))
+            return
+        self.pending.append(self.pool.submit(numpy_backend.encode_positions, length, positions, negative))
+        while len(self.pending) > self.window:
+            self._write(self.pending.popleft().result())
+
+    def _write(self, encoded: tuple[tuple[int, ...], list[np.ndarray]]) -> None:
+        entry, planes = encoded
         self.entries.append(entry)
         for plane in planes:
-            self.file.write(plane.tobytes())
+            self.file.write(memoryview(plane))
 
     def finish(self) -> tuple[bytes | Path, ...]:
-        self.file.close()
+        try:
+            while self.pending:
+                self._write(self.pending.popleft().result())
+        finally:
+            self.close()
         if len(self.entries) != len(self.lengths):
             raise ValueError(f"golomb stream: {len(self.entries)} of {len(self.lengths)} chunks given")
         table = np.zeros(len(self.entries), dtype=TABLE_DTYPE)
         for name, col in zip(TABLE_COLUMNS, zip(*self.entries), strict=False):
             table[name] = col
         return header_bytes(self.d, table), self.path
+
+    def close(self) -> None:
+        """Stop the pool (chunks in flight are dropped) and close the spill file; finish calls it."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        self.file.close()
 
 
 class GolombCodec(Codec):
@@ -110,9 +137,10 @@ class GolombCodec(Codec):
 
         return torch_backend.encode(signs, segments)
 
-    def stream_encoder(self, d: int, segments: Sequence[int], spill: Path) -> GolombStreamEncoder:
-        """Chunk by chunk (numpy), bodies spilled to a file: the same payload as ``encode``."""
-        return GolombStreamEncoder(d, segments, spill)
+    def stream_encoder(self, d: int, segments: Sequence[int], spill: Path, threads: int | None = None) -> GolombStreamEncoder:
+        """Chunk by chunk (numpy, ``threads`` chunks at a time: torch's thread count by default), bodies spilled to a
+        file: the same payload as ``encode``."""
+        return GolombStreamEncoder(d, segments, spill, threads or torch.get_num_threads())
 
     def decode_span(self, plan: GolombPlan, payload: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """τ[start:stop] as int8 from the chunks that cover it (numpy, one chunk at a time)."""

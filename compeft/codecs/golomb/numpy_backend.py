@@ -22,35 +22,28 @@ from compeft.codecs.golomb.format import (
     golomb_parameter,
     header_bytes,
 )
+from compeft.dtypes import INT_OF_SIZE
 from compeft.errors import CodecError
-
-INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def pack_fields_np(values: np.ndarray, width: int) -> np.ndarray:
-    """bits.pack_fields in numpy: each value's low ``width`` bits (≤ 32), LSB first, packed. Fields never overlap,
-    so the 64-bit words are sums of each field's shifted low part and of the spill of the field before it."""
+    """bits.pack_fields in numpy: each value's low ``width`` bits (≤ 32), LSB first, packed. Widths dividing 8 pack
+    8/width fields per byte with shifts; others go through a (fields × width) bit matrix and packbits."""
     n = values.size
     if not n or not width:
         return np.zeros(0, np.uint8)
-    v = values.astype(np.uint64) & np.uint64((1 << width) - 1)
-    if width <= 8:  # eight fields make ``width`` whole bytes: one uint64 per eight fields
-        rows = np.zeros((-(-n // 8), 8), dtype=np.uint64)
-        rows.reshape(-1)[:n] = v
-        word = rows[:, 0].copy()
-        for i in range(1, 8):
-            word |= rows[:, i] << np.uint64(i * width)
-        return word.view(np.uint8).reshape(-1, 8)[:, :width].reshape(-1)[: (n * width + 7) // 8].copy()
-    bit = np.arange(n, dtype=np.uint64) * np.uint64(width)
-    word, shift = bit >> np.uint64(6), bit & np.uint64(63)
-    lo = v << shift  # the bits that land in the field's first word (higher ones wrap away)
-    hi = (v >> np.uint64(1)) >> (np.uint64(63) - shift)  # the bits past the word's end (none when shift = 0)
-    first = np.flatnonzero(np.diff(word, prepend=np.uint64(1) if word[0] == 0 else np.uint64(0)))
-    words = np.zeros(int(word[-1]) + 2, dtype=np.uint64)
-    at = word[first].astype(np.int64)
-    words[at] += np.add.reduceat(lo, first)
-    words[at + 1] += np.add.reduceat(hi, first)
-    return words.view(np.uint8)[: (n * width + 7) // 8].copy()
+    if 8 % width == 0:
+        per = 8 // width
+        v = np.zeros(-(-n // per) * per, np.uint8)
+        np.bitwise_and(values, (1 << width) - 1, out=v[:n], casting="unsafe")
+        rows = v.reshape(-1, per)
+        out = rows[:, 0].copy()
+        for i in range(1, per):
+            out |= rows[:, i] << np.uint8(i * width)
+        return out
+    u32 = np.uint32
+    bits = ((values.astype(u32, copy=False)[:, None] >> np.arange(width, dtype=u32)) & u32(1)).astype(np.uint8)
+    return np.packbits(bits.reshape(-1), bitorder="little")
 
 
 def unpack_fields_np(data: np.ndarray, count: int, width: int) -> np.ndarray:
@@ -82,7 +75,8 @@ def encode_chunk_np(s: np.ndarray) -> tuple[tuple[int, int, int, int, int, int],
 def encode_positions(length: int, positions: np.ndarray,
                      negative: np.ndarray) -> tuple[tuple[int, int, int, int, int, int], list[np.ndarray]]:
     """One chunk from its non-zero entries (``positions`` increasing, ``negative`` their sign bits): (table entry
-    fields, four planes), as encode_chunk_np of the int8 chunk they describe."""
+    fields, four planes), as encode_chunk_np of the int8 chunk they describe. Gaps, quotients and remainders are
+    uint32 (a chunk has at most 2^20 entries): numpy divides them by the scalar M without a hardware division."""
     nnz = positions.size
     mode = 0 if 2 * nnz <= length else 1
     if mode == 0:
@@ -93,24 +87,29 @@ def encode_positions(length: int, positions: np.ndarray,
         coded = np.flatnonzero(zero)
     count = coded.size
     m = golomb_parameter(count, length)
-    gaps = np.diff(coded, prepend=-1) - 1
+    u32 = np.uint32
+    gaps = np.diff(coded.astype(np.int32, copy=False), prepend=np.int32(-1)).view(u32)
+    gaps -= u32(1)
     if m == 1:
         q, low, extra, extra_bits = gaps, np.zeros(0, np.uint8), np.zeros(0, np.uint8), 0
     else:
-        q, r = np.divmod(gaps, m)
+        q = gaps // u32(m)
+        r = gaps - q * u32(m)
         b = (m - 1).bit_length()
         u = (1 << b) - m
-        has_extra = r >= u
-        high = np.where(has_extra, (r + u) >> 1, r)
+        has_extra = r >= u32(u)
+        e = has_extra.view(np.uint8)
+        high = (r + e * u32(u)) >> e  # (r + u) >> 1 where the code has an extra bit, else r
         width = b - 1
         low = pack_fields_np(high, width) if width and count else np.zeros(0, np.uint8)
-        extra_values = ((r + u) & 1)[has_extra].astype(bool)
+        extra_values = np.compress(has_extra, ((r + u32(u)) & u32(1)).astype(np.uint8))
         extra_bits = int(extra_values.size)
         extra = _pack(extra_values)
     if count:
-        ends = np.cumsum(q + 1) - 1
-        unary_bits = np.zeros(int(ends[-1]) + 1, dtype=bool)
-        unary_bits[ends] = True
+        ends = np.cumsum(q, dtype=np.int64)
+        ends += np.arange(count)  # each code is q zero bits and a one bit
+        unary_bits = np.zeros(int(ends[-1]) + 1, dtype=np.uint8)
+        unary_bits[ends] = 1
         unary = _pack(unary_bits)
     else:
         unary = np.zeros(0, np.uint8)
