@@ -65,6 +65,8 @@ class ResidentResidual:
             raise InputError(f"{self.artifact.path}: not a full fine-tune residual (kind {document.kind!r}); "
                              "adapters are loaded with compeft.load")
         self.device, self.scale = torch.device(device), document.scale
+        if self.device.type == "cuda" and self.device.index is None:  # as the model's tensors name it: cuda:N
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.values = reconstruct(ternary_values(), document.scale, 0.0, torch.float32)  # (−s, 0, s): s·t, exact
         self.codec = get_codec(document.codec)
         self.payload = self.artifact.container.payload
