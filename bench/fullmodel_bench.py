@@ -101,8 +101,47 @@ def exactness(weights: dict, resident, art: Path, base: Path, device: str) -> tu
     return same, back
 
 
-def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = True) -> dict:
-    """Median ms of apply_residual / revert_residual with a resident residual on a resident base, and exactness."""
+def median_ms(fn, device: str, repeats: int) -> float:
+    """Median wall ms of ``fn()`` until the device is idle."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def against_dense(weights: dict, resident, art: Path, base: Path, device: str) -> tuple[bool, bool]:
+    """(in-place apply equals the dense path's apply, in-place revert with the pristine copy equals the base), bit
+    for bit: the dense path (decode s·t, one add per weight) is checked against decompress by the tests."""
+    import torch
+
+    from compeft.checkpoint import Checkpoint
+    from compeft.serving import ResidentResidual, apply_residual, revert_residual
+
+    def bits(t):
+        return t.reshape(-1).view(torch.uint8)
+
+    ref = {n: w.clone() for n, w in weights.items()}
+    applied = apply_residual(weights, resident)
+    dense = apply_residual(ref, ResidentResidual(art, device, in_place=False))
+    same = all(torch.equal(bits(weights[n]), bits(ref[n])) for n in weights)
+    revert_residual(weights, applied)
+    del ref, dense
+    c = Checkpoint(base)
+    back = all(torch.equal(bits(weights[n]).cpu(), bits(c.get(n))) for n in c.names())
+    return same, back
+
+
+def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = True, exact_dense: bool = False,
+                dense_anchor: bool = False) -> dict:
+    """Median ms of apply_residual / revert_residual with a resident residual on a resident base, and exactness;
+    on CUDA also the in-place path's parts alone (the −0.0 pass; the decode without writes) and, with
+    ``dense_anchor``, the dense path (decode s·t into a scratch, one add per weight) in the same run."""
+    import torch
+
     from compeft.checkpoint import Checkpoint
     from compeft.serving import ResidentResidual, apply_residual, revert_residual
 
@@ -110,24 +149,55 @@ def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = 
     weights = {n: c.get(n).to(device) for n in c.names()}
     t = time.perf_counter()
     resident = ResidentResidual(art, device)
-    out: dict = {"resident_prepare_ms": (time.perf_counter() - t) * 1e3, "apply_bit_exact": None, "revert_bit_exact": None}
+    sync(device)
+    out: dict = {"resident_prepare_ms": (time.perf_counter() - t) * 1e3, "apply_bit_exact": None, "revert_bit_exact": None,
+                 "in_place": resident.inplace is not None}
     if exact:
         out["apply_bit_exact"], out["revert_bit_exact"] = exactness(weights, resident, art, base, device)
-    for pristine in (True, False):  # without a pristine copy revert drifts: last
-        times_a, times_r = [], []
-        for _ in range(repeats):
-            sync(device)
-            t = time.perf_counter()
-            applied = apply_residual(weights, resident, pristine=pristine)
-            sync(device)
-            times_a.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            revert_residual(weights, applied)
-            sync(device)
-            times_r.append((time.perf_counter() - t) * 1e3)
-        tag = "_pristine" if pristine else ""
-        out[f"apply_ms{tag}"] = sorted(times_a)[len(times_a) // 2]
-        out[f"revert_ms{tag}"] = sorted(times_r)[len(times_r) // 2]
+    elif exact_dense:
+        out["apply_equals_dense"], out["revert_bit_exact"] = against_dense(weights, resident, art, base, device)
+    variants = [("", resident)]
+    if dense_anchor:
+        variants.append(("_dense", ResidentResidual(art, device, in_place=False)))
+    for tag0, res in variants:
+        for pristine in (True, False):  # without a pristine copy revert drifts: last
+            times_a, times_r = [], []
+            for _ in range(repeats):
+                sync(device)
+                t = time.perf_counter()
+                applied = apply_residual(weights, res, pristine=pristine)
+                sync(device)
+                times_a.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                revert_residual(weights, applied)
+                sync(device)
+                times_r.append((time.perf_counter() - t) * 1e3)
+            tag = tag0 + ("_pristine" if pristine else "")
+            out[f"apply_ms{tag}"] = sorted(times_a)[len(times_a) // 2]
+            out[f"revert_ms{tag}"] = sorted(times_r)[len(times_r) // 2]
+    if resident.inplace is not None:
+        from compeft.codecs.golomb.triton_apply import CHECK
+
+        fast = [weights[r.name] for r in resident.fast]
+        found = torch.empty(1 << 20, dtype=torch.int64, device=device)
+        counter = torch.zeros(1, dtype=torch.int64, device=device)
+        out["negzero_pass_ms"] = median_ms(lambda: resident.negzeros.find(fast, found, counter), device, repeats)
+        out["decode_no_writes_ms"] = median_ms(lambda: resident.inplace.run(fast, CHECK), device, repeats)
+        for block, warps, hint in ((4096, 4, False), (2048, 4, True), (4096, 8, True), (8192, 8, True),
+                                   (16384, 16, True)):  # the −0.0 pass's alternatives
+            out[f"negzero_pass_ms_{block}x{warps}{'' if hint else '_nohint'}"] = median_ms(
+                lambda b=block, w=warps, h=hint: resident.negzeros.find(fast, found, counter, b, w, h), device, repeats)
+        from compeft.codecs.golomb.triton_apply import ADD, SUBTRACT
+
+        for warps in (4, 8, 2):  # the last pass's warps: an add and a subtract (the weights come back close)
+            resident.inplace.warps = warps
+            out[f"add_then_subtract_ms_warps{warps}"] = median_ms(
+                lambda: (resident.inplace.run(fast, ADD), resident.inplace.run(fast, SUBTRACT)), device, repeats)
+        resident.inplace.warps = 4
+        out["kept_entries"] = int(resident.inplace.cols.n)
+        out["pristine_bytes"] = resident.inplace.saved_bytes
+        if device.startswith("cuda"):
+            out["gpu_peak_GB"] = torch.cuda.max_memory_allocated() / 1e9
     return out
 
 
@@ -144,6 +214,9 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the made pairs")
     p.add_argument("--no-decompress", action="store_true", help="skip decompress (its CPU decode takes minutes at 7B)")
     p.add_argument("--no-exact", action="store_true", help="skip the apply/revert exactness check (needs a decompress)")
+    p.add_argument("--exact-dense", action="store_true", help="with --no-exact: check the in-place apply against the "
+                   "dense path on the device and its revert against the base (no decompress)")
+    p.add_argument("--dense-anchor", action="store_true", help="also time the dense apply path in the same run")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from bench.fullpair import MODEL_SHAPES, write_pair
@@ -178,7 +251,8 @@ def main() -> None:
         row["decompress_anon_over_base_MB"] = (dec["anon_peak"] - dec["anon_base"]) / 1e6
         shutil.rmtree(out, ignore_errors=True)
         if args.apply:
-            row |= apply_bench(base, art / "compeft.safetensors", args.device, args.repeats, not args.no_exact)
+            row |= apply_bench(base, art / "compeft.safetensors", args.device, args.repeats, not args.no_exact,
+                               args.exact_dense, args.dense_anchor)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if not args.keep:

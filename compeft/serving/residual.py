@@ -1,17 +1,24 @@
 """Full fine-tune residuals applied in place to a resident base model: one base serves many full fine-tunes.
 
-``apply_residual(model, artifact)`` adds s·t to the base's weights where they live (CPU or GPU), a group of
-tensors at a time: the chunks covering the group are decoded as s·t in float32 (the value table −s, 0, s; on the
-GPU with the device decoder) into one scratch buffer of at most GROUP entries, never a dense τ of the whole
-model, and each weight is updated by one ``add_`` of that float32 view, which computes float32(θ) + s·t and
-rounds once to the weight's dtype: the value artifact.reconstruct gives (an int8 t with ``alpha=s`` would not:
-the CPU kernel rounds s·t to bf16 first), so the model equals the decompressed fine-tune bit for bit (untouched −0.0 becomes
-+0.0 there too). ``revert_residual`` undoes the last application. Subtracting s·t again is exact only where the
-first rounding lost nothing, which bf16, fp16 and float32 weights do not promise, so by default apply keeps a
-pristine copy of the touched entries (k·d values, not the tensors; and where the untouched −0.0s were) and revert
-writes them back; with
-``pristine=False`` revert subtracts instead (exact only for entries whose sum was exact; said in the result).
-``ResidentResidual`` checks an artifact once and keeps its payload on the model's device for repeated applies.
+``apply_residual(model, artifact)`` adds s·t to the base's weights where they live, so that the model equals the
+decompressed fine-tune bit for bit: each entry becomes dtype(float32(θ) + s·t), rounded once (artifact.reconstruct's
+arithmetic; an int8 t with ``alpha=s`` would not do: the CPU kernel rounds s·t to bf16 first), and an untouched
+−0.0 becomes +0.0 as it does there. Two ways, same bits:
+
+- in place (CUDA, golomb; bf16, fp16 and float32 weights): the Triton decoder's last pass reads each kept entry's
+  weight, adds ±s and writes it back (codecs/golomb/triton_apply.py): O(k·d) work, no dense τ, one set of
+  launches for the whole residual and one host sync at the end (error flags, −0.0 count). Beforehand one pass over
+  those weights sets their −0.0s to +0.0 and records where they were (serving/negzero.py), on a side stream beside
+  the first decode passes; past its capacity the rest are found with the dense decode below (rare).
+- dense (the CPU, other dtypes, codecs without spans): a group of tensors at a time, the chunks covering the group
+  decoded as s·t in float32 into one scratch buffer of at most GROUP entries, then one add per weight.
+
+``revert_residual`` undoes the last application. Subtracting s·t again is exact only where the first rounding lost
+nothing, which bf16, fp16 and float32 weights do not promise, so by default apply keeps a pristine copy of the
+touched entries (k·d values, not the tensors) and revert writes them back; with ``pristine=False`` revert subtracts
+instead (exact only for entries whose sum was exact). Either way the −0.0s are put back where they were.
+``ResidentResidual`` checks an artifact once (checksums, and one decode without writes on the in-place path) and
+keeps its payload on the model's device for repeated applies.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from compeft.container import named_payload_errors
 from compeft.dtypes import DTYPES_BY_NAME
 from compeft.errors import InputError
 
-GROUP = 1 << 27  # τ entries decoded at once (float32 scratch: 512 MiB)
+GROUP = 1 << 27  # τ entries decoded at once on the dense path (float32 scratch: 512 MiB)
 FUSED = (torch.bfloat16, torch.float16, torch.float32)  # add_ of float32 s·t rounds float32(θ) + s·t once
+NEGZERO_CAPACITY = 1 << 20  # −0.0 positions the in-place path records per apply before its dense fallback
 
 
 @dataclass
@@ -45,39 +53,72 @@ class _Group:
 
 
 class ResidentResidual:
-    """A full residual checked once (every checksum), its payload split by group and held on ``device``."""
+    """A full residual checked once (every checksum), its payload held on ``device``: on CUDA (or with
+    ``in_place=True``, e.g. under Triton's interpreter) its bf16/fp16/float32 weights go the in-place way when the
+    codec has one, the rest by groups."""
 
-    def __init__(self, artifact: str | Path | Artifact, device: str | torch.device = "cpu") -> None:
+    def __init__(self, artifact: str | Path | Artifact, device: str | torch.device = "cpu", *,
+                 in_place: bool | None = None) -> None:
         self.artifact = artifact if isinstance(artifact, Artifact) else open_artifact(artifact, mapped=True)
         document = self.artifact.document
         if document.kind != "full":
             raise InputError(f"{self.artifact.path}: not a full fine-tune residual (kind {document.kind!r}); "
                              "adapters are loaded with compeft.load")
         self.device, self.scale = torch.device(device), document.scale
+        if self.device.type == "cuda" and self.device.index is None:  # as the model's tensors name it: cuda:N
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.values = reconstruct(ternary_values(), document.scale, 0.0, torch.float32)  # (−s, 0, s): s·t, exact
         self.codec = get_codec(document.codec)
-        payload = self.artifact.container.payload
+        self.payload = self.artifact.container.payload
         with named_payload_errors(self.artifact.path):
-            plan = self.codec.prepare(payload, document.d)
-        self.groups: list[_Group] = []
-        for rec in self.artifact.records.records():
-            if rec.numel == 0:
-                continue
-            if not self.groups or self.groups[-1].stop - self.groups[-1].start + rec.numel > GROUP:
-                self.groups.append(_Group([], rec.offset, rec.offset))
-            self.groups[-1].records.append(rec)
-            self.groups[-1].stop = rec.offset + rec.numel
-        span_plan = getattr(self.codec, "span_plan", None)
-        for g in self.groups:
-            if span_plan is not None:
-                g.plan, a, b = span_plan(plan, g.start, g.stop)
-                g.payload = payload[a:b].to(self.device) if self.device.type != "cpu" else payload[a:b]
-            else:  # a codec without spans: s·t of the group decoded on the host once, kept in float32
-                with named_payload_errors(self.artifact.path):
-                    t = self.codec.decode_span(plan, payload, g.start, g.stop)
-                g.payload = (t.to(torch.float32) * self.values[2]).to(self.device)
+            self.plan = self.codec.prepare(self.payload, document.d)
+        records = [rec for rec in self.artifact.records.records() if rec.numel]
+        if in_place is None:
+            in_place = self.device.type == "cuda"
+        self.fast = [r for r in records if DTYPES_BY_NAME[r.dtype] in FUSED] if in_place else []
+        self.inplace = None
+        if self.fast and hasattr(self.codec, "in_place"):
+            spans = [(r.offset, r.numel, DTYPES_BY_NAME[r.dtype]) for r in self.fast]
+            with named_payload_errors(self.artifact.path):
+                self.inplace = self.codec.in_place(self.plan, self.payload, spans, self.values, self.device)
+                if self.inplace is not None:
+                    self.inplace.check()  # decodes once without writing: the flags of every later apply
+        if self.inplace is None:
+            self.fast = []
+        else:
+            from compeft.serving.negzero import NegZeros
+
+            self.negzeros = NegZeros([(r.numel, DTYPES_BY_NAME[r.dtype].itemsize) for r in self.fast], self.device)
+        fast = {r.name for r in self.fast}
+        self.groups = self._groups([r for r in records if r.name not in fast])
+        self._fast_groups: list[_Group] | None = None  # made when the −0.0 fallback needs them
         self.carried = dict(self.artifact.container.carried)
         self._scratch: torch.Tensor | None = None
+
+    def _groups(self, records: list) -> list[_Group]:
+        """Records in groups of at most GROUP consecutive τ entries, each with its plan and payload on the device."""
+        groups: list[_Group] = []
+        for rec in records:
+            if not groups or groups[-1].stop != rec.offset or groups[-1].stop - groups[-1].start + rec.numel > GROUP:
+                groups.append(_Group([], rec.offset, rec.offset))
+            groups[-1].records.append(rec)
+            groups[-1].stop = rec.offset + rec.numel
+        span_plan = getattr(self.codec, "span_plan", None)
+        for g in groups:
+            if span_plan is not None:
+                g.plan, a, b = span_plan(self.plan, g.start, g.stop)
+                g.payload = self.payload[a:b].to(self.device) if self.device.type != "cpu" else self.payload[a:b]
+            else:  # a codec without spans: s·t of the group decoded on the host once, kept in float32
+                with named_payload_errors(self.artifact.path):
+                    t = self.codec.decode_span(self.plan, self.payload, g.start, g.stop)
+                g.payload = (t.to(torch.float32) * self.values[2]).to(self.device)
+        return groups
+
+    def fast_groups(self) -> list[_Group]:
+        """The in-place weights' records in groups, for the dense decode (made on first use)."""
+        if self._fast_groups is None:
+            self._fast_groups = self._groups(self.fast)
+        return self._fast_groups
 
     def scaled(self, group: _Group) -> torch.Tensor:
         """s·t of one group in float32 on the device (a view of a scratch buffer reused by the next call)."""
@@ -85,8 +126,7 @@ class ResidentResidual:
         if group.plan is None:
             return group.payload
         if self._scratch is None or self._scratch.numel() < n:
-            self._scratch = torch.empty(min(GROUP, max(g.stop - g.start for g in self.groups)), dtype=torch.float32,
-                                        device=self.device)
+            self._scratch = torch.empty(min(GROUP, n), dtype=torch.float32, device=self.device)
         out = self._scratch[:n]
         with named_payload_errors(self.artifact.path):
             self.codec.decode_into(group.plan, group.payload, out, self.values)()
@@ -94,12 +134,26 @@ class ResidentResidual:
 
 
 @dataclass
+class _Pristine:
+    """The touched entries' previous values: by weight name (dense path), the in-place path's buffer and its mode-1
+    chunks' values."""
+
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    buffer: torch.Tensor | None = None
+    chunks: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
 class AppliedResidual:
-    """What apply_residual did: the residual, the pristine values of the touched entries (None: not kept), and
+    """What apply_residual did: the residual, the pristine values of the touched entries (None: not kept), where
+    the −0.0s were (flat positions by weight name; the in-place path's recorded positions and their number) and
     the carried tensors' previous values."""
 
     residual: ResidentResidual
-    pristine: dict[str, torch.Tensor] | None
+    pristine: _Pristine | None
+    negzero: dict[str, torch.Tensor] = field(default_factory=dict)
+    found: torch.Tensor | None = None
+    found_count: int = 0
     carried: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -116,10 +170,12 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 
 def _targets(weights: dict[str, torch.Tensor], residual: ResidentResidual) -> None:
-    """Check every record and carried tensor against the model: present, same shape and dtype, one storage each."""
+    """Check every record and carried tensor against the model: present, same shape and dtype, one storage each,
+    contiguous and on the residual's device where it is updated in place."""
     where = residual.artifact.path
     seen: dict[int, str] = {}
-    names = [(r.name, tuple(r.shape), DTYPES_BY_NAME[r.dtype]) for g in residual.groups for r in g.records]
+    records = [r for g in residual.groups for r in g.records] + residual.fast
+    names = [(r.name, tuple(r.shape), DTYPES_BY_NAME[r.dtype]) for r in records]
     names += [(n, tuple(t.shape), t.dtype) for n, t in residual.carried.items()]
     for name, shape, dtype in names:
         w = weights.get(name)
@@ -130,6 +186,15 @@ def _targets(weights: dict[str, torch.Tensor], residual: ResidentResidual) -> No
         if w.data_ptr() in seen:
             raise InputError(f"{where}: tensors {seen[w.data_ptr()]} and {name} share storage in the model (tied weights)")
         seen[w.data_ptr()] = name
+    for rec in residual.fast:
+        w = weights[rec.name]
+        if w.device != residual.device or not w.is_contiguous():
+            raise InputError(f"{where}: tensor {rec.name} is not a contiguous tensor on {residual.device} in the model")
+
+
+def _negzero(w: torch.Tensor) -> torch.Tensor:
+    """Flat positions of the −0.0 entries of ``w``."""
+    return torch.nonzero(((w == 0) & w.signbit()).reshape(-1)).reshape(-1)
 
 
 def apply_residual(model, artifact: str | Path | Artifact | ResidentResidual, *, pristine: bool = True) -> AppliedResidual:
@@ -140,25 +205,93 @@ def apply_residual(model, artifact: str | Path | Artifact | ResidentResidual, *,
     residual = artifact if isinstance(artifact, ResidentResidual) else \
         ResidentResidual(artifact, next(iter(weights.values())).device if weights else "cpu")
     _targets(weights, residual)
-    saved: dict[str, torch.Tensor] | None = {} if pristine else None
+    applied = AppliedResidual(residual, _Pristine() if pristine else None)
     with torch.no_grad():
+        if residual.inplace is not None:
+            flags = _apply_in_place(weights, residual, applied)
         for group in residual.groups:
             tau = residual.scaled(group)
             for rec in group.records:
                 w = weights[rec.name]
                 t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
-                if saved is not None:  # the touched entries, and the untouched −0.0s (θ + 0 makes them +0.0)
-                    saved[rec.name] = w[t != 0]
-                    saved[rec.name + "\0negzero"] = torch.nonzero(((w == 0) & w.signbit() & (t == 0)).reshape(-1))
+                applied.negzero[rec.name] = _negzero(w)  # θ + 0 makes them +0.0
+                if applied.pristine is not None:
+                    applied.pristine.values[rec.name] = w[t != 0]
                 _add(w, t)
-        carried = {}
         for name, value in residual.carried.items():
-            carried[name] = weights[name].clone()
+            applied.carried[name] = weights[name].clone()
             weights[name].copy_(value)
-    applied = AppliedResidual(residual, saved, carried)
+        if residual.inplace is not None:
+            _in_place_done(weights, residual, applied, *flags)
     if isinstance(model, torch.nn.Module):
         _APPLIED.setdefault(model, []).append(applied)
     return applied
+
+
+def _apply_in_place(weights: dict[str, torch.Tensor], residual: ResidentResidual,
+                    applied: AppliedResidual) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queue the in-place path: the −0.0 pass (on a side stream on CUDA), then the decode adding s·t. Returns the
+    device's (error flags, −0.0 count) for _in_place_done."""
+    from compeft.codecs.golomb.triton_apply import ADD, ADD_SAVE
+
+    fast = [weights[r.name] for r in residual.fast]
+    device, inplace = residual.device, residual.inplace
+    applied.found = torch.empty(NEGZERO_CAPACITY, dtype=torch.int64, device=device)
+    counter = torch.zeros(1, dtype=torch.int64, device=device)
+    flipped = None
+    if device.type == "cuda":
+        from compeft.codecs.staging import side_stream
+
+        main, side = torch.cuda.current_stream(device), side_stream(device, "negzero")
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            residual.negzeros.find(fast, applied.found, counter)
+        applied.found.record_stream(side)
+        counter.record_stream(side)
+        flipped = torch.cuda.Event()
+        flipped.record(side)
+    else:
+        residual.negzeros.find(fast, applied.found, counter)
+    saved = applied.pristine
+    if saved is not None:
+        saved.buffer = torch.empty(inplace.saved_bytes, dtype=torch.uint8, device=device)
+    errors = inplace.run(fast, ADD_SAVE if saved is not None else ADD, saved.buffer if saved is not None else None,
+                         flipped)
+    if inplace.dense and flipped is not None:
+        torch.cuda.current_stream(device).wait_event(flipped)
+    for s, a, st in inplace.dense:  # mode-1 chunks (rare), at their kept entries only, as the decoder does
+        kept = a + torch.nonzero(st).reshape(-1)
+        w = fast[s].view(-1)
+        if saved is not None:
+            saved.chunks.append(w[kept])
+        w[kept] = _sum(w[kept], st[kept - a])
+    return errors, counter
+
+
+def _in_place_done(weights: dict[str, torch.Tensor], residual: ResidentResidual, applied: AppliedResidual,
+                   errors: torch.Tensor, counter: torch.Tensor) -> None:
+    """The one host sync: raise on the decode's error flags; past the −0.0 capacity, find the rest densely."""
+    flags = torch.cat([errors, counter]).cpu().numpy()
+    with named_payload_errors(residual.artifact.path):
+        residual.inplace.raise_flags(flags[:-1])
+    found = int(flags[-1])
+    applied.found_count = min(found, NEGZERO_CAPACITY)
+    if found > NEGZERO_CAPACITY:  # untouched −0.0s left: t = 0 there (the kept entries' sums may be −0.0 rightly)
+        for group in residual.fast_groups():
+            tau = residual.scaled(group)
+            for rec in group.records:
+                w = weights[rec.name]
+                t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
+                where = torch.nonzero(((w == 0) & w.signbit() & (t == 0)).reshape(-1)).reshape(-1)
+                w.view(-1)[where] = 0.0
+                applied.negzero[rec.name] = where
+
+
+def _sum(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+    """dtype(float32(w) ± s·t) as a new tensor (``_add``'s arithmetic)."""
+    w = w.clone()
+    _add(w, st, sign)
+    return w
 
 
 def _add(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> None:
@@ -174,8 +307,8 @@ def _add(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> None:
 
 def revert_residual(model, artifact: str | Path | Artifact | ResidentResidual | AppliedResidual) -> None:
     """Undo the last apply_residual of this artifact on ``model``: the pristine values written back (exact), or
-    s·t subtracted when none were kept. Only the most recent application can be reverted (later ones touched
-    the same weights)."""
+    s·t subtracted when none were kept, then the −0.0s put back. Only the most recent application can be reverted
+    (later ones touched the same weights)."""
     weights = _weights(model)
     stack = _APPLIED.get(model, []) if isinstance(model, torch.nn.Module) else []
     if isinstance(artifact, AppliedResidual):
@@ -188,20 +321,31 @@ def revert_residual(model, artifact: str | Path | Artifact | ResidentResidual | 
     if _path_of(artifact) != _path_of(applied) or (stack and stack[-1] is not applied):
         raise InputError(f"{_path_of(artifact)}: not the residual applied last to this model "
                          f"({_path_of(stack[-1]) if stack else 'none'} is); revert the later ones first")
-    residual = applied.residual
+    residual, saved = applied.residual, applied.pristine
     with torch.no_grad():
         for name, value in applied.carried.items():
             weights[name].copy_(value)
+        if residual.inplace is not None:
+            from compeft.codecs.golomb.triton_apply import RESTORE, SUBTRACT
+
+            fast = [weights[r.name] for r in residual.fast]
+            residual.inplace.run(fast, RESTORE if saved is not None else SUBTRACT, saved.buffer if saved is not None else None)
+            for i, (s, a, st) in enumerate(residual.inplace.dense):
+                kept = a + torch.nonzero(st).reshape(-1)
+                w = fast[s].view(-1)
+                w[kept] = saved.chunks[i] if saved is not None else _sum(w[kept], st[kept - a], -1.0)
+            residual.negzeros.restore(fast, applied.found, applied.found_count)
         for group in residual.groups:
             tau = residual.scaled(group)
             for rec in group.records:
                 w = weights[rec.name]
                 t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
-                if applied.pristine is not None:
-                    w[t != 0] = applied.pristine[rec.name]
-                    w.view(-1)[applied.pristine[rec.name + "\0negzero"].reshape(-1)] = -0.0
+                if saved is not None:
+                    w[t != 0] = saved.values[rec.name]
                 else:
                     _add(w, t, -1.0)
+        for name, where in applied.negzero.items():
+            weights[name].view(-1)[where] = -0.0
     if stack:
         stack.pop()
 

@@ -3,6 +3,9 @@ the decompressed fine-tune bit for bit, and revert restores the base bit for bit
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import compeft
 from compeft.errors import InputError
 from compeft.serving import ResidentResidual, apply_residual, revert_residual
 
+ROOT = Path(__file__).resolve().parents[2]
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                                  reason="needs CUDA")])]
 
@@ -87,7 +91,8 @@ def test_a_resident_residual_applies_many_times(residual_case):
 
 
 def test_revert_without_a_pristine_copy_subtracts(residual_case):
-    """pristine=False keeps nothing; revert subtracts s·t (exact only where the sum was: close to the base)."""
+    """pristine=False keeps no values; revert subtracts s·t (exact only where the sum was: close to the base) and
+    puts the −0.0s back."""
     art, base, _ = residual_case
     model = Holder(base)
     applied = apply_residual(model, art, pristine=False)
@@ -95,6 +100,34 @@ def test_revert_without_a_pristine_copy_subtracts(residual_case):
     revert_residual(model, art)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach().float(), base[name].float(), rtol=0, atol=1e-2)
+        negative_zero = (base[name] == 0) & base[name].signbit()
+        assert bool(((p == 0) & p.signbit())[negative_zero].all()), name
+
+
+def run_inplace_check(tmp_path: Path, device: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests" / "core"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    else:
+        env.pop("TRITON_INTERPRET", None)
+    run = subprocess.run([sys.executable, "-m", "tests.core.residual_inplace_check", str(tmp_path), device], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout[-2000:] + run.stderr[-4000:]
+
+
+def test_in_place_path_under_the_triton_interpreter(tmp_path):
+    """The CUDA path (the decoder adding s·t into the weights, the −0.0 pass) run by Triton's CPU interpreter: apply
+    equals the decompressed fine-tune and revert the base bit for bit (pristine kept or not, past the −0.0 capacity,
+    mode-1 chunks), and pristine=False gives the dense path's bits."""
+    pytest.importorskip("triton")
+    run_inplace_check(tmp_path, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_in_place_path_on_cuda(tmp_path):
+    run_inplace_check(tmp_path, "cuda")
 
 
 def test_wrong_model_and_wrong_order_are_refused(residual_case, tmp_path):

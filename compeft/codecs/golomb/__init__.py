@@ -169,6 +169,18 @@ class GolombCodec(Codec):
         a = int(t.unary_off[i])
         return GolombPlan(sub, np.flatnonzero(sub.mode == 0), np.flatnonzero(sub.mode == 1)), a, a + sub.end
 
+    def in_place(self, plan: GolombPlan, payload: torch.Tensor, spans: Sequence[tuple[int, int, torch.dtype]],
+                 values: torch.Tensor, device: torch.device):
+        """A triton_apply.InPlace adding s·t (``values``: −s, 0, s in float32) straight into the weights of
+        ``spans`` (τ offset, entries, dtype) at the decoded positions, or None without Triton."""
+        if not triton_available():
+            return None
+        from compeft.codecs.golomb.triton_apply import KINDS, InPlace
+
+        if any(dtype not in KINDS for _, _, dtype in spans):
+            raise ValueError(f"in-place apply handles {sorted(map(str, KINDS))} weights only")
+        return InPlace(plan, payload, list(spans), values, device)
+
     def prepare(self, payload: torch.Tensor, d: int) -> GolombPlan:
         """Parse and check the header and chunk table against the payload size and d (no decoding)."""
         table = read_table(payload, d)

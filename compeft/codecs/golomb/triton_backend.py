@@ -231,10 +231,10 @@ def _bit(buf, bit, valid):
     return (tl.load(buf + (bit >> 3), mask=valid, other=0).to(tl.int32) >> (bit & 7).to(tl.int32)) & 1
 
 
-@triton.jit(do_not_specialize=["K", "base"])
-def _code_pass(buf, words, plan, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
-               FINAL: tl.constexpr, BLOCK: tl.constexpr):
-    t = base + tl.program_id(0)
+@triton.jit
+def _code_head(words, plan, K, code_chunk, t, BLOCK: tl.constexpr):
+    """The code tile ``t``: its chunk, code indices, and each code's low field split into the remainder without
+    its extra bit (h, or 2h − u when an extra bit follows: r = that + e)."""
     k = tl.load(code_chunk + t)
     j = (t - tl.load(plan + _TILE0 * K + k)) * BLOCK + tl.arange(0, BLOCK)
     valid = j < tl.load(plan + _CNT * K + k)
@@ -243,23 +243,37 @@ def _code_pass(buf, words, plan, K, code_chunk, tile_x, tile_xoff, tile_h, tile_
     u = tl.load(plan + _U * K + k)
     h = _field(words, tl.load(plan + _LOW * K + k) + jj * w, w, valid)
     has_extra = valid & (h >= u)
-    hx = has_extra.to(tl.int32)
-    # the remainder without its extra bit: h, or 2h - u when an extra bit follows (r = that + e)
     r0 = tl.where(has_extra, 2 * h - u, h).to(tl.int32)
+    return k, j, jj, valid, has_extra, r0
+
+
+@triton.jit
+def _code_tail(buf, plan, K, k, t, j, jj, valid, has_extra, r0, tile_xoff, tile_roff, err, stops):
+    """The tile's decoded codes: (position p inside the chunk, in range, sign bit); flags out-of-range codes."""
+    hx = has_extra.to(tl.int32)
+    ex = tl.load(tile_xoff + t) + (tl.cumsum(hx, 0) - hx)
+    e = _bit(buf, tl.load(plan + _EXTRA * K + k) + ex, has_extra)
+    r = tl.where(has_extra, r0 + e, r0)
+    s = tl.load(stops + tl.load(plan + _FIRST * K + k) + j, mask=valid, other=0).to(tl.int64)
+    p = tl.load(plan + _M * K + k) * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
+    length = tl.load(plan + _LEN * K + k)
+    ok = valid & (p < length) & (s >= jj)
+    bad = valid & ((p >= length) | (s < jj))
+    _flag(err, _ERR_RANGE, tl.max(bad.to(tl.int32), 0) > 0)
+    neg = _bit(buf, tl.load(plan + _SIGN * K + k) + jj, valid)
+    return p, ok, neg
+
+
+@triton.jit(do_not_specialize=["K", "base"])
+def _code_pass(buf, words, plan, K, code_chunk, tile_x, tile_xoff, tile_h, tile_roff, err, stops, values, out, base,
+               FINAL: tl.constexpr, BLOCK: tl.constexpr):
+    t = base + tl.program_id(0)
+    k, j, jj, valid, has_extra, r0 = _code_head(words, plan, K, code_chunk, t, BLOCK)
     if not FINAL:
-        tl.store(tile_x + t, tl.sum(hx, 0).to(tl.int64))
+        tl.store(tile_x + t, tl.sum(has_extra.to(tl.int32), 0).to(tl.int64))
         tl.store(tile_h + t, tl.sum(r0, 0).to(tl.int64))
     else:
-        ex = tl.load(tile_xoff + t) + (tl.cumsum(hx, 0) - hx)
-        e = _bit(buf, tl.load(plan + _EXTRA * K + k) + ex, has_extra)
-        r = tl.where(has_extra, r0 + e, r0)
-        s = tl.load(stops + tl.load(plan + _FIRST * K + k) + j, mask=valid, other=0).to(tl.int64)
-        p = tl.load(plan + _M * K + k) * (s - jj) + tl.load(tile_roff + t) + tl.cumsum(r, 0) + jj
-        length = tl.load(plan + _LEN * K + k)
-        ok = valid & (p < length) & (s >= jj)
-        bad = valid & ((p >= length) | (s < jj))
-        _flag(err, _ERR_RANGE, tl.max(bad.to(tl.int32), 0) > 0)
-        neg = _bit(buf, tl.load(plan + _SIGN * K + k) + jj, valid)
+        p, ok, neg = _code_tail(buf, plan, K, k, t, j, jj, valid, has_extra, r0, tile_xoff, tile_roff, err, stops)
         v = tl.where(neg == 1, tl.load(values), tl.load(values + 2))
         tl.store(out + tl.load(plan + _START * K + k) + p, v, mask=ok)
 
@@ -336,11 +350,13 @@ def chunk_groups(cols: PlanColumns, ends: list[int], first_pending: int = 0) -> 
     return [(a, b, int(piece[a])) for a, b in zip(starts, [*cuts.tolist(), cols.K])]
 
 
-def decode_mode0(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, filled=None) -> None:
+def decode_mode0(plan: Plan, buf: torch.Tensor, out: torch.Tensor | None, staged=None, filled=None, last=None) -> None:
     """Decode the planned chunks from the padded device buffer into ``out``, which holds θ_init already or
     will once the CUDA event ``filled`` has passed (no host sync; the error flags are in ``plan.errors``, see
     raise_errors). With ``staged`` (staging.StagedPayload), each group of chunks waits only for the piece
-    of the copy its bodies end in."""
+    of the copy its bodies end in. ``last`` replaces the last pass (``out`` unused): it is called with the
+    decoded state, ``last(buf, words, plan, K, code_chunk, tile_xoff, tile_roff, err, stops, values, t0, tiles)``
+    (triton_apply launches its read-modify-write of the weights there)."""
     cols, device = plan.cols, buf.device
     K, n, n_tiles, nb_tiles = cols.K, cols.n, cols.n_tiles, cols.nb_tiles
     # scratch columns start at multiples of 8 entries: Triton specializes on pointer alignment (no recompiles)
@@ -374,7 +390,9 @@ def decode_mode0(plan: Plan, buf: torch.Tensor, out: torch.Tensor, staged=None, 
         if filled is not None:
             torch.cuda.current_stream(device).wait_event(filled)
             filled = None
-        if t1 > t0:
+        if t1 > t0 and last is not None:
+            last(buf, words, p, K, code_chunk, tile_xoff, tile_roff, err, stops, plan.values, t0, t1 - t0)
+        elif t1 > t0:
             _code_pass[(t1 - t0,)](*args, FINAL=True, BLOCK=CODE_BLOCK, num_warps=CODE_WARPS)
 
 

@@ -1,0 +1,108 @@
+"""The −0.0 entries of weights, found, set to +0.0 and put back (issue 17, in-place apply on CUDA).
+
+The decompressed fine-tune is θ + s·t in float32 everywhere, so an untouched −0.0 weight becomes +0.0 there, while
+an update of the kept entries alone would leave it. ``NegZeros.find`` flips every −0.0 of the weights to +0.0 and
+records where it was (weight index << 40 | entry), at most ``capacity`` of them (the rest are left and counted);
+``restore`` writes −0.0 back there. Bits are compared, so this is exact for bf16, fp16 (0x8000) and float32
+(0x80000000); one read of the weights, writes only at the −0.0s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+SPAN = 1 << 16  # entries per program
+BLOCK = 4096
+INDEX_BITS = 40  # an entry's index in its weight: the low bits of a recorded position
+_INDEX_BITS = tl.constexpr(INDEX_BITS)
+_INDEX_MASK = tl.constexpr((1 << INDEX_BITS) - 1)
+_ITYPES = {2: (tl.int16, -(1 << 15)), 4: (tl.int32, -(1 << 31))}
+
+
+@triton.jit(do_not_specialize=["S", "capacity"])
+def _find(spans, S, addrs, found, counter, capacity, ITYPE: tl.constexpr, WIDTH: tl.constexpr, NEG: tl.constexpr,
+          ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per span (weight, start, stop) of one width: −0.0s set to +0.0, recorded while room lasts.
+    ALIGNED: every weight starts on 16 bytes (spans start on multiples of BLOCK), so loads can be vectorized."""
+    s = tl.program_id(0)
+    w = tl.load(spans + s)
+    stop = tl.load(spans + 2 * S + s)
+    first = tl.load(addrs + w)
+    for i in range(tl.load(spans + S + s), stop, BLOCK):
+        start = first + i * WIDTH
+        if ALIGNED:
+            start = tl.multiple_of(start, 16)
+        at = start.to(tl.pointer_type(ITYPE)) + tl.arange(0, BLOCK)
+        idx = i + tl.arange(0, BLOCK).to(tl.int64)
+        inside = idx < stop
+        hit = inside & (tl.load(at, mask=inside, other=0) == NEG)
+        n = tl.sum(hit.to(tl.int64), 0)
+        if n > 0:  # rare
+            h = hit.to(tl.int64)
+            slot = tl.atomic_add(counter, n) + tl.cumsum(h, 0) - h
+            keep = hit & (slot < capacity)
+            tl.store(at, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
+            tl.store(found + slot, (w.to(tl.int64) << _INDEX_BITS) | idx, mask=keep)
+
+
+@triton.jit(do_not_specialize=["n"])
+def _restore(found, n, addrs, widths, WIDTH: tl.constexpr, ITYPE: tl.constexpr, NEG: tl.constexpr,
+             BLOCK: tl.constexpr):
+    """−0.0 written back at the recorded positions of the weights of one width."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    code = tl.load(found + i, mask=i < n, other=0)
+    w = code >> _INDEX_BITS
+    mine = (i < n) & (tl.load(widths + w, mask=i < n, other=0) == WIDTH)
+    at = tl.load(addrs + w, mask=mine, other=0).to(tl.pointer_type(ITYPE)) + (code & _INDEX_MASK)
+    tl.store(at, tl.full([BLOCK], NEG, ITYPE), mask=mine)
+
+
+class NegZeros:
+    """The spans of weights of the given (numel, element size) list, planned once on ``device``."""
+
+    def __init__(self, shapes: list[tuple[int, int]], device: torch.device) -> None:
+        self.device = device
+        widths = np.array([w for _, w in shapes], dtype=np.int64)
+        self.widths = torch.from_numpy(widths).to(device)
+        self.spans = {}
+        for width in sorted(set(widths.tolist())):
+            rows = [(i, a, min(a + SPAN, n)) for i, (n, w) in enumerate(shapes) if w == width for a in range(0, n, SPAN)]
+            if rows:
+                table = np.array(rows, dtype=np.int64).T.reshape(-1)
+                self.spans[width] = (torch.from_numpy(table.copy()).to(device), len(rows))
+        self._addrs: tuple | None = None
+        self.addrs = torch.zeros(max(len(shapes), 1), dtype=torch.int64, device=device)
+
+    def _point(self, weights: list[torch.Tensor]) -> torch.Tensor:
+        ptrs = tuple(w.data_ptr() for w in weights)
+        if ptrs != self._addrs and ptrs:
+            host = torch.tensor(ptrs, dtype=torch.int64)
+            self.addrs[: len(ptrs)].copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
+            self._addrs = ptrs
+        return self.addrs
+
+    def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor, block: int = BLOCK,
+             warps: int = 4, hint: bool = True) -> None:
+        """Every −0.0 of ``weights`` set to +0.0, the first ``found.numel()`` of them recorded in ``found`` and all
+        counted in ``counter`` (int64, zeroed; queued on the current stream: past the capacity the rest stay −0.0).
+        ``block``, ``warps``, ``hint`` (alignment hints where the weights allow): the kernel's variants
+        (bench.fullmodel_bench compares them)."""
+        addrs = self._point(weights)
+        aligned = hint and all(p % 16 == 0 for p in self._addrs or ())
+        for width, (spans, n) in self.spans.items():
+            itype, neg = _ITYPES[width]
+            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, WIDTH=width, NEG=neg,
+                        ALIGNED=aligned and SPAN % block == 0, BLOCK=block, num_warps=warps)
+
+    def restore(self, weights: list[torch.Tensor], found: torch.Tensor, n: int) -> None:
+        """−0.0 written back at the first ``n`` recorded positions (queued)."""
+        if n <= 0:
+            return
+        addrs = self._point(weights)
+        for width in self.spans:
+            itype, neg = _ITYPES[width]
+            _restore[(triton.cdiv(n, BLOCK),)](found, n, addrs, self.widths, WIDTH=width, ITYPE=itype, NEG=neg,
+                                                BLOCK=BLOCK)

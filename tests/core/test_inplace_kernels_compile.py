@@ -1,0 +1,48 @@
+"""The in-place apply's Triton kernels (issue 17) compile for an H100 (sm_90) on a machine without a GPU: Triton's
+CPU interpreter runs them (test_residual_serving) but does not check what only the GPU compiler refuses
+(pointer casts, 64-bit atomics, scalar alignment hints)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+
+def compile_for_h100(fn, signature: dict, constexprs: dict) -> str:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="kernels defined for the interpreter")
+def test_in_place_kernels_compile_for_sm90():
+    try:
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except ImportError:
+        pytest.skip("Triton without its NVIDIA backend")
+    from compeft.codecs.golomb import triton_apply as ta
+    from compeft.serving import negzero as nz
+
+    p64 = "*i64"
+    apply_sig = {"buf": "*u8", "words": "*i32", "plan": p64, "K": "i64", "code_chunk": "*i32", "tile_xoff": p64,
+                 "tile_roff": p64, "err": p64, "stops": "*i32", "values": "*fp32", "dest": p64, "saved": "i64",
+                 "base": "i64", "ITYPE": "constexpr", "KIND": "constexpr", "MODE": "constexpr", "BLOCK": "constexpr"}
+    for kind, mode in ((0, ta.ADD_SAVE), (1, ta.SUBTRACT), (2, ta.RESTORE), (0, ta.CHECK)):
+        ptx = compile_for_h100(ta._apply_pass, apply_sig, {"ITYPE": ta._ITYPES[kind], "KIND": kind, "MODE": mode,
+                                                           "BLOCK": 1024})
+        assert ".entry" in ptx
+    find_sig = {"spans": p64, "S": "i64", "addrs": p64, "found": p64, "counter": p64, "capacity": "i64",
+                "ITYPE": "constexpr", "WIDTH": "constexpr", "NEG": "constexpr", "ALIGNED": "constexpr", "BLOCK": "constexpr"}
+    restore_sig = {"found": p64, "n": "i64", "addrs": p64, "widths": p64, "WIDTH": "constexpr", "ITYPE": "constexpr",
+                   "NEG": "constexpr", "BLOCK": "constexpr"}
+    for width, (itype, neg) in nz._ITYPES.items():
+        ptx = compile_for_h100(nz._find, find_sig, {"ITYPE": itype, "WIDTH": width, "NEG": neg, "ALIGNED": True,
+                                                    "BLOCK": nz.BLOCK})
+        assert "atom.global" in ptx
+        ptx = compile_for_h100(nz._restore, restore_sig, {"WIDTH": width, "ITYPE": itype, "NEG": neg, "BLOCK": nz.BLOCK})
+        assert ".entry" in ptx
