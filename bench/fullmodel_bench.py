@@ -33,18 +33,28 @@ from bench.fullpair import rss_anon
 print(json.dumps({{"anon_base": rss_anon()}}), flush=True)
 sys.stdin.readline()  # the parent samples this process's RssAnon from now on
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+if {profile!r}:
+    import cProfile, io, pstats
+    prof = cProfile.Profile()
+    prof.enable()
 {call}
+if {profile!r}:
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+    open({profile!r}, "w").write(text.getvalue())
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"wall": time.perf_counter() - t0, "cpu": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime}}))
 """
 
 
-def child(call: str) -> dict:
+def child(call: str, profile: str = "") -> dict:
     """Run ``call`` in a fresh interpreter after its imports: wall and CPU time (its own, every thread), and its
-    RssAnon after the imports and at peak, sampled from this process (no sampler thread inside the child)."""
+    RssAnon after the imports and at peak, sampled from this process (no sampler thread inside the child).
+    ``profile``: a file for the main thread's cProfile summary (the 25 functions with most own time)."""
     from bench.fullpair import AnonPeak
 
-    code = CHILD.format(root=str(ROOT), call=call)
+    code = CHILD.format(root=str(ROOT), call=call, profile=profile)
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
@@ -217,6 +227,8 @@ def main() -> None:
     p.add_argument("--exact-dense", action="store_true", help="with --no-exact: check the in-place apply against the "
                    "dense path on the device and its revert against the base (no decompress)")
     p.add_argument("--dense-anchor", action="store_true", help="also time the dense apply path in the same run")
+    p.add_argument("--profile", default="", help="write the compress child's main-thread cProfile summary here "
+                   "(SIZE is replaced by the size)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from bench.fullpair import MODEL_SHAPES, write_pair
@@ -234,7 +246,7 @@ def main() -> None:
         shutil.rmtree(art, ignore_errors=True)
         threads = f"torch.set_num_threads({args.threads}); " if args.threads else ""
         comp = child(f"{threads}compeft.compress({str(ft)!r}, {str(art)!r}, base={str(base)!r}, density={args.density}, "
-                     f"device={args.device!r})")
+                     f"device={args.device!r})", args.profile.replace("SIZE", size))
         rate = read_rate([ft, base])
         shutil.rmtree(out, ignore_errors=True)
         skipped = {"wall": 0.0, "cpu": 0.0, "anon_base": 0, "anon_peak": 0}

@@ -18,34 +18,53 @@ SPAN = 1 << 16  # entries per program
 BLOCK = 4096
 INDEX_BITS = 40  # an entry's index in its weight: the low bits of a recorded position
 _INDEX_BITS = tl.constexpr(INDEX_BITS)
+_SPAN = tl.constexpr(SPAN)
 _INDEX_MASK = tl.constexpr((1 << INDEX_BITS) - 1)
 _ITYPES = {2: (tl.int16, -(1 << 15)), 4: (tl.int32, -(1 << 31))}
+_TORCH_ITYPES = {2: torch.int16, 4: torch.int32}
 
 
-@triton.jit(do_not_specialize=["S", "capacity"])
-def _find(spans, S, addrs, found, counter, capacity, ITYPE: tl.constexpr, WIDTH: tl.constexpr, NEG: tl.constexpr,
-          ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit
+def _flip(at, x, idx, w, found, counter, capacity, ITYPE: tl.constexpr, NEG: tl.constexpr, BLOCK: tl.constexpr):
+    """The −0.0s among the loaded ``x`` (entries ``idx`` of weight ``w``, at ``at``) set to +0.0 and recorded while
+    room lasts."""
+    hit = x == NEG
+    n = tl.sum(hit.to(tl.int64), 0)
+    if n > 0:  # rare
+        h = hit.to(tl.int64)
+        slot = tl.atomic_add(counter, n) + tl.cumsum(h, 0) - h
+        keep = hit & (slot < capacity)
+        tl.store(at, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
+        tl.store(found + slot, (w.to(tl.int64) << _INDEX_BITS) | idx, mask=keep)
+
+
+@triton.jit(do_not_specialize=["S", "capacity", "ref_addr"])
+def _find(spans, S, addrs, ref, ref_addr, found, counter, capacity, ITYPE: tl.constexpr, WIDTH: tl.constexpr,
+          NEG: tl.constexpr, ALIGNED: tl.constexpr, FULL: tl.constexpr, BLOCK: tl.constexpr):
     """One program per span (weight, start, stop) of one width: −0.0s set to +0.0, recorded while room lasts.
-    ALIGNED: every weight starts on 16 bytes (spans start on multiples of BLOCK), so loads can be vectorized."""
+    Weights are addressed from ``ref`` (one of them, at address ``ref_addr``), not through integer-to-pointer casts,
+    which lose the alignment. FULL: every span holds SPAN entries, read in unmasked blocks; ALIGNED: every weight
+    starts on 16 bytes. Both together let the loads be vectorized."""
     s = tl.program_id(0)
     w = tl.load(spans + s)
-    stop = tl.load(spans + 2 * S + s)
-    first = tl.load(addrs + w)
-    for i in range(tl.load(spans + S + s), stop, BLOCK):
-        start = first + i * WIDTH
-        if ALIGNED:
-            start = tl.multiple_of(start, 16)
-        at = start.to(tl.pointer_type(ITYPE)) + tl.arange(0, BLOCK)
-        idx = i + tl.arange(0, BLOCK).to(tl.int64)
-        inside = idx < stop
-        hit = inside & (tl.load(at, mask=inside, other=0) == NEG)
-        n = tl.sum(hit.to(tl.int64), 0)
-        if n > 0:  # rare
-            h = hit.to(tl.int64)
-            slot = tl.atomic_add(counter, n) + tl.cumsum(h, 0) - h
-            keep = hit & (slot < capacity)
-            tl.store(at, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
-            tl.store(found + slot, (w.to(tl.int64) << _INDEX_BITS) | idx, mask=keep)
+    lo = tl.load(spans + S + s)
+    first = (tl.load(addrs + w) - ref_addr) // WIDTH  # the weight's first entry, counted from ref
+    if FULL:
+        for q in range(0, _SPAN // BLOCK):
+            i = lo + q * BLOCK
+            at = first + i
+            if ALIGNED:
+                at = tl.multiple_of(at, 16 // WIDTH)
+            at = ref + at + tl.arange(0, BLOCK)
+            _flip(at, tl.load(at), i + tl.arange(0, BLOCK).to(tl.int64), w, found, counter, capacity, ITYPE, NEG, BLOCK)
+    else:
+        stop = tl.load(spans + 2 * S + s)
+        for i in range(lo, stop, BLOCK):
+            at = ref + first + i + tl.arange(0, BLOCK)
+            idx = i + tl.arange(0, BLOCK).to(tl.int64)
+            inside = idx < stop
+            x = tl.load(at, mask=inside, other=0)
+            _flip(at, tl.where(inside, x, 0), idx, w, found, counter, capacity, ITYPE, NEG, BLOCK)
 
 
 @triton.jit(do_not_specialize=["n"])
@@ -68,11 +87,13 @@ class NegZeros:
         widths = np.array([w for _, w in shapes], dtype=np.int64)
         self.widths = torch.from_numpy(widths).to(device)
         self.spans = {}
-        for width in sorted(set(widths.tolist())):
+        for width in sorted(set(widths.tolist())):  # full spans (unmasked loads) and the weights' last partial ones
             rows = [(i, a, min(a + SPAN, n)) for i, (n, w) in enumerate(shapes) if w == width for a in range(0, n, SPAN)]
-            if rows:
-                table = np.array(rows, dtype=np.int64).T.reshape(-1)
-                self.spans[width] = (torch.from_numpy(table.copy()).to(device), len(rows))
+            for full in (True, False):
+                mine = [r for r in rows if (r[2] - r[1] == SPAN) == full]
+                if mine:
+                    table = np.array(mine, dtype=np.int64).T.reshape(-1)
+                    self.spans[width, full] = (torch.from_numpy(table.copy()).to(device), len(mine))
         self._addrs: tuple | None = None
         self.addrs = torch.zeros(max(len(shapes), 1), dtype=torch.int64, device=device)
 
@@ -92,17 +113,19 @@ class NegZeros:
         (bench.fullmodel_bench compares them)."""
         addrs = self._point(weights)
         aligned = hint and all(p % 16 == 0 for p in self._addrs or ())
-        for width, (spans, n) in self.spans.items():
+        for (width, full), (spans, n) in self.spans.items():
             itype, neg = _ITYPES[width]
-            _find[(n,)](spans, n, addrs, found, counter, found.numel(), ITYPE=itype, WIDTH=width, NEG=neg,
-                        ALIGNED=aligned and SPAN % block == 0, BLOCK=block, num_warps=warps)
+            ref = next(w for w in weights if w.element_size() == width).view(_TORCH_ITYPES[width])
+            _find[(n,)](spans, n, addrs, ref, ref.data_ptr(), found, counter, found.numel(), ITYPE=itype, WIDTH=width, NEG=neg,
+                        ALIGNED=aligned and SPAN % block == 0, FULL=full and SPAN % block == 0, BLOCK=block,
+                        num_warps=warps)
 
     def restore(self, weights: list[torch.Tensor], found: torch.Tensor, n: int) -> None:
         """−0.0 written back at the first ``n`` recorded positions (queued)."""
         if n <= 0:
             return
         addrs = self._point(weights)
-        for width in self.spans:
+        for width in sorted({width for width, _ in self.spans}):
             itype, neg = _ITYPES[width]
             _restore[(triton.cdiv(n, BLOCK),)](found, n, addrs, self.widths, WIDTH=width, ITYPE=itype, NEG=neg,
                                                 BLOCK=BLOCK)

@@ -12,10 +12,12 @@ triton = pytest.importorskip("triton")
 
 
 def compile_for_h100(fn, signature: dict, constexprs: dict) -> str:
+    """PTX of ``fn`` with every pointer argument 16-byte aligned (as Triton specializes a launch on aligned tensors)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    aligned = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in signature.items() if t.startswith("*")}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]
 
 
@@ -36,13 +38,18 @@ def test_in_place_kernels_compile_for_sm90():
         ptx = compile_for_h100(ta._apply_pass, apply_sig, {"ITYPE": ta._ITYPES[kind], "KIND": kind, "MODE": mode,
                                                            "BLOCK": 1024})
         assert ".entry" in ptx
-    find_sig = {"spans": p64, "S": "i64", "addrs": p64, "found": p64, "counter": p64, "capacity": "i64",
-                "ITYPE": "constexpr", "WIDTH": "constexpr", "NEG": "constexpr", "ALIGNED": "constexpr", "BLOCK": "constexpr"}
+    find_sig = {"spans": p64, "S": "i64", "addrs": p64, "ref": "*i16", "ref_addr": "i64", "found": p64, "counter": p64,
+                "capacity": "i64", "ITYPE": "constexpr", "WIDTH": "constexpr", "NEG": "constexpr", "ALIGNED": "constexpr",
+                "FULL": "constexpr", "BLOCK": "constexpr"}
     restore_sig = {"found": p64, "n": "i64", "addrs": p64, "widths": p64, "WIDTH": "constexpr", "ITYPE": "constexpr",
                    "NEG": "constexpr", "BLOCK": "constexpr"}
     for width, (itype, neg) in nz._ITYPES.items():
-        ptx = compile_for_h100(nz._find, find_sig, {"ITYPE": itype, "WIDTH": width, "NEG": neg, "ALIGNED": True,
-                                                    "BLOCK": nz.BLOCK})
-        assert "atom.global" in ptx
+        sig = find_sig | {"ref": f"*i{8 * width}"}
+        for full in (True, False):
+            ptx = compile_for_h100(nz._find, sig, {"ITYPE": itype, "WIDTH": width, "NEG": neg, "ALIGNED": True,
+                                                   "FULL": full, "BLOCK": nz.BLOCK})
+            assert "atom.global" in ptx
+            if full:  # whole spans of aligned weights are read with 16-byte vector loads, not one entry at a time
+                assert "ld.global.v4.b32" in ptx and f"ld.global.b{8 * width} " not in ptx, "the −0.0 pass's loads are scalar"
         ptx = compile_for_h100(nz._restore, restore_sig, {"WIDTH": width, "ITYPE": itype, "NEG": neg, "BLOCK": nz.BLOCK})
         assert ".entry" in ptx
