@@ -99,43 +99,82 @@ def file_states(*checkpoints: Checkpoint) -> dict[Path, tuple[int, int, int]]:
     return {f: (s.st_size, s.st_mtime_ns, s.st_ino) for c in checkpoints for f in c.files() for s in [f.stat()]}
 
 
+def _on_device(device: torch.device) -> bool:
+    """Whether compress takes the device's ways: blocks of DEVICE_BLOCK read ahead into page-locked slots,
+    candidates kept in device memory (while they fit) and coded there (tests force them on the CPU)."""
+    return device.type != "cpu"
+
+
+def resident_budget(device: torch.device) -> int:
+    """Bytes of device memory the candidates may take: half of what is free (none on the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return 0
+
+
 class Residual:
     """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
-    are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is read): fresh ones
-    would cost a page-fault storm per block."""
+    are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is
+    read): fresh ones would cost a page-fault storm per block. On a device the ranges are read ahead by threads
+    into page-locked slots and copied asynchronously (readahead.ReadAhead)."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
-        self.block = DEVICE_BLOCK if device.type != "cpu" else MAX_CHUNK
-        self.buffers = [torch.empty(self.block, dtype=torch.float32) for _ in range(2)] if device.type == "cpu" else None
+        self.ahead = _on_device(device)
+        self.block = DEVICE_BLOCK if self.ahead else MAX_CHUNK
+        self.buffers = None if self.ahead else [torch.empty(self.block, dtype=torch.float32) for _ in range(2)]
 
-    def _values(self, ckpt: Checkpoint, name: str, a: int, b: int, out: torch.Tensor | None, step: int = 1) -> torch.Tensor:
-        """Entries a, a + step, … below b of a tensor as float32 (into ``out`` on the CPU)."""
+    def _typed(self, ckpt: Checkpoint, name: str, a: int, b: int) -> tuple[np.ndarray, torch.dtype]:
+        """Entries a..b of a tensor as an integer view of its mapping, and the tensor's dtype."""
         dtype, _ = ckpt.meta(name)
         size = dtype.itemsize
-        typed = ckpt.raw(name)[a * size : b * size].view(INT_OF_SIZE[size])[::step]
-        raw = torch.from_numpy(typed).view(dtype)
-        if out is None:
-            return raw.contiguous().to(self.device).to(torch.float32)
-        return out[: typed.size].copy_(raw)
+        return ckpt.raw(name)[a * size : b * size].view(INT_OF_SIZE[size]), dtype
 
     def _tau(self, name: str, a: int, b: int, step: int = 1) -> torch.Tensor:
-        ft32, base32 = self.buffers or (None, None)
-        x, y = self._values(self.ft, name, a, b, ft32, step), self._values(self.base, name, a, b, base32, step)
-        return x - y if ft32 is None else torch.sub(x, y, out=x)
+        """τ at entries a, a + step, … below b, into the reused buffers (the CPU's way)."""
+        out = []
+        for ckpt, buf in zip((self.ft, self.base), self.buffers, strict=True):
+            typed, dtype = self._typed(ckpt, name, a, b)
+            typed = typed[::step]
+            out.append(buf[: typed.size].copy_(torch.from_numpy(typed).view(dtype)))
+        return torch.sub(out[0], out[1], out=out[0])
 
-    def blocks(self, rec: DeltaRecord):
-        """(start, τ block) over the record, blocks aligned to golomb chunks."""
-        for a in range(0, rec.numel, self.block):
-            yield a, self._tau(rec.name, a, min(rec.numel, a + self.block))
+    def _read(self, records: list[DeltaRecord], span: int, step: int):
+        """(record, entries covered, τ at every step-th entry) over ``span``-entry ranges of every record."""
+        ranges = [(rec, a, min(rec.numel, a + span)) for rec in records for a in range(0, rec.numel, span)]
+        if not self.ahead:
+            for rec, a, b in ranges:
+                yield rec, b - a, self._tau(rec.name, a, b, step)
+            return
+        from compeft.readahead import ReadAhead
 
-    def samples(self, rec: DeltaRecord):
-        """(entries covered, τ at every SAMPLE-th entry of the record) in pieces of MAX_CHUNK sampled entries: pass 1
-        reads 1/SAMPLE of the entries (the same sample on every device)."""
-        span = SAMPLE * MAX_CHUNK
-        for a in range(0, rec.numel, span):
-            b = min(rec.numel, a + span)
-            yield b - a, self._tau(rec.name, a, b, SAMPLE)
+        sizes = [max((-(-(b - a) // step) * c.meta(rec.name)[0].itemsize for rec, a, b in ranges), default=1)
+                 for c in (self.ft, self.base)]
+        reader = ReadAhead(self.device, tuple(sizes))
+        try:
+            jobs = (((self._typed(self.ft, rec.name, a, b)[0], self._typed(self.base, rec.name, a, b)[0]), step)
+                    for rec, a, b in ranges)
+            for (rec, a, b), (x, y) in zip(ranges, reader.run(jobs), strict=True):
+                ft_dtype, base_dtype = self.ft.meta(rec.name)[0], self.base.meta(rec.name)[0]
+                yield rec, b - a, x.view(ft_dtype).to(torch.float32) - y.view(base_dtype).to(torch.float32)
+        finally:
+            reader.close()
+
+    def blocks(self, records: list[DeltaRecord]):
+        """(record, τ block) over the records, blocks aligned to golomb chunks."""
+        for rec, _, tau in self._read(records, self.block, 1):
+            yield rec, tau
+
+    def samples(self, records: list[DeltaRecord]):
+        """(entries covered, τ at every SAMPLE-th entry) in pieces of MAX_CHUNK sampled entries: pass 1 reads
+        1/SAMPLE of the entries (the same sample on every device)."""
+        for _, n, tau in self._read(records, SAMPLE * MAX_CHUNK, SAMPLE):
+            yield n, tau
+
+    def count(self, records: list[DeltaRecord], sampled: bool = False) -> int:
+        """How many blocks (or sample pieces) the records make: the progress bars' totals."""
+        span = SAMPLE * MAX_CHUNK if sampled else self.block
+        return sum(-(-rec.numel // span) for rec in records)
 
 
 class Spill:
@@ -196,6 +235,78 @@ class Spill:
             pos |= low
             yield pos, signed
 
+    def encode(self, encoder, lengths: list[int], t_bits: int, bar: Progress) -> int:
+        """Each chunk's kept entries (|τ| ≥ t) through the stream encoder; returns how many were kept."""
+        if len(lengths) != len(self.counts):
+            raise AssertionError(f"spill has {len(self.counts)} chunks, the chunking {len(lengths)}")  # a bug, not input
+        kept, floor = 0, np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
+        for length, (pos, signed) in zip(lengths, self.chunks(), strict=True):
+            keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
+            positions = np.compress(keep, pos)
+            kept += positions.size
+            encoder.add(length, positions, np.compress(keep, signed) < 0)
+            bar.step()
+        return kept
+
+
+class ResidentOverflow(Exception):
+    """The candidates outgrew the device memory set aside for them (compress spills them to files instead)."""
+
+
+class DeviceSpill:
+    """Each block's candidates kept in device memory (positions in the block as int32, τ's bit patterns: 8 bytes
+    a candidate, at most ``budget`` bytes in all): no spill files and no copies to the host. The kept entries are
+    coded block by block on the device when the codec's stream encoder can (DeviceStreamEncoder.add_signs), else
+    copied to the host a block at a time and given chunk by chunk."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.bytes = budget, 0
+        self.blocks: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def add(self, length: int, pos: torch.Tensor, signed: torch.Tensor) -> None:
+        self.bytes += 8 * pos.numel()
+        if self.bytes > self.budget:
+            self.blocks.clear()
+            raise ResidentOverflow
+        self.blocks.append((length, pos.to(torch.int32), signed))
+
+    def close(self) -> None:
+        """Nothing to flush (Spill's interface)."""
+
+    def patterns(self):
+        """The candidates' bit patterns, a block at a time, on the device."""
+        for _, _, signed in self.blocks:
+            yield signed
+
+    def encode(self, encoder, lengths: list[int], t_bits: int, bar: Progress) -> int:
+        """Each block's kept entries (|τ| ≥ t) through the stream encoder; returns how many were kept."""
+        kept, first, on_device = 0, 0, hasattr(encoder, "add_signs")
+        for length, pos, signed in self.blocks:
+            last = first
+            while last < len(lengths) and sum(lengths[first:last]) < length:
+                last += 1
+            chunks = lengths[first:last]
+            if sum(chunks) != length:
+                raise AssertionError(f"block of {length} entries does not end on a chunk boundary")  # a bug, not input
+            keep = (signed & 0x7FFFFFFF) >= max(t_bits, 1)  # zeros are never kept, even when t = 0
+            where, negative = pos[keep], signed[keep] < 0
+            kept += where.numel()
+            if on_device:
+                signs = torch.zeros(length, dtype=torch.int8, device=pos.device)
+                signs[where.long()] = 1 - 2 * negative.to(torch.int8)
+                encoder.add_signs(signs, chunks)
+            else:
+                where, negative = where.cpu().numpy(), negative.cpu().numpy()
+                edges = np.searchsorted(where, np.cumsum([0, *chunks]))
+                starts = np.cumsum([0, *chunks[:-1]])
+                for length_c, a, b, start in zip(chunks, edges[:-1], edges[1:], starts, strict=True):
+                    encoder.add(length_c, where[a:b] - start, negative[a:b])
+            bar.step(len(chunks))
+            first = last
+        if first != len(lengths):
+            raise AssertionError(f"candidates cover {first} chunks, the chunking {len(lengths)}")  # a bug, not input
+        return kept
+
 
 def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfig, device: torch.device, *,
                   overwrite: bool, progress: bool) -> ArtifactInfo:
@@ -210,29 +321,32 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
     d = records[-1].offset + records[-1].numel
     states = file_states(ft, base)
     residual = Residual(ft, base, device)
-    hashing = ThreadPoolExecutor(2)
+    hashing = ThreadPoolExecutor(max(2, min(8, (os.cpu_count() or 1) // 2)))  # sha256 at ~2 GB/s a thread
     try:
         base_hashes = {r.name: hashing.submit(tensor_sha256, base.raw(r.name)) for r in records}
         file_hashes = {CONFIG: hashing.submit(sha256_file, src / CONFIG)}
         file_hashes |= {p.name: hashing.submit(tensor_sha256, ft.mapped_file(p)) for p in ft.files()}  # no read copies
         sample = Pass1()
-        bar = Progress("pass 1/2 (sampled histogram)", len(records), progress)
-        for rec in records:
-            for n, tau in residual.samples(rec):
-                sample.add(tau, n)
+        bar = Progress("pass 1/2 (sampled histogram)", residual.count(records, sampled=True), progress)
+        for n, tau in residual.samples(records):
+            sample.add(tau, n)
             bar.step()
         m = kept_count(density, d)
         with tempfile.TemporaryDirectory(prefix=f".{dst.name}.spill-", dir=_spill_parent(dst)) as tmp:
             moments, select = Moments(), Pass2(sample.floor(m), m)
+            resident = _on_device(device) and 10 * sample.above(select.floor) < resident_budget(device)
             while True:
-                spill = Spill(Path(tmp))
-                bar = Progress("pass 2/2 (σ, candidates)", len(records), progress)
-                for rec in records:
-                    for _, tau in residual.blocks(rec):
+                spill = DeviceSpill(resident_budget(device)) if resident else Spill(Path(tmp))
+                bar = Progress("pass 2/2 (σ, candidates)", residual.count(records), progress)
+                try:
+                    for rec, tau in residual.blocks(records):
                         if moments is not None and not moments.add(tau):
                             raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
                         spill.add(tau.numel(), *select.block(tau))
-                    bar.step()
+                        bar.step()
+                except ResidentOverflow:  # more candidates than the sample promised: again, spilling to files
+                    moments, select, resident = Moments(), Pass2(select.floor, m), False
+                    continue
                 spill.close()
                 if moments is not None:
                     sigma = moments.sigma()
@@ -272,24 +386,14 @@ def _spill_parent(dst: Path) -> Path:
     return parent
 
 
-def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill, select: Pass2, directory: Path,
+def _encode(codec, d: int, records: list[DeltaRecord], spill: Spill | DeviceSpill, select: Pass2, directory: Path,
             progress: bool) -> tuple[StreamedTensor, int, int]:
     """Each chunk's kept entries (|τ| ≥ t) through the codec's stream encoder: (payload, kept, t's bit pattern)."""
     t_bits = select.threshold_bits(spill.patterns())
     lengths = chunk_lengths(d, [r.numel for r in records])
-    if len(lengths) != len(spill.counts):
-        raise AssertionError(f"spill has {len(spill.counts)} chunks, the chunking {len(lengths)}")  # a bug, not input
     encoder = codec.stream_encoder(d, [r.numel for r in records], directory)
-    kept = 0
-    floor = np.uint32(2 * max(t_bits, 1))  # zeros are never kept, even when t = 0
-    bar = Progress("encoding", len(lengths), progress)
     try:
-        for length, (pos, signed) in zip(lengths, spill.chunks(), strict=True):
-            keep = (signed.view(np.uint32) << np.uint32(1)) >= floor  # |τ| ≥ t on the bit patterns, sign shifted out
-            positions = np.compress(keep, pos)
-            kept += positions.size
-            encoder.add(length, positions, np.compress(keep, signed) < 0)
-            bar.step()
+        kept = spill.encode(encoder, lengths, t_bits, Progress("encoding", len(lengths), progress))
     except BaseException:
         encoder.close()
         raise

@@ -45,6 +45,10 @@ class Pass1:
         self.n += n
         self.sampled += sample.numel()
 
+    def above(self, floor: int) -> int:
+        """About how many entries of τ have a |τ| bit pattern at or above ``floor`` (the sample's count, scaled)."""
+        return int(self.hist[floor >> HIGH_SHIFT :].sum()) * self.n // max(self.sampled, 1)
+
     def floor(self, m: int) -> int:
         """A |τ| bit pattern that about 1.25·m + a few standard deviations of the sample's count lie above: the
         candidates' floor (at least 1: zeros are never kept)."""
@@ -124,14 +128,18 @@ class Pass2:
         """True when the candidates hold the m-th largest |τ| (always with floor 1: fewer non-zeros than m make t = 0)."""
         return self.count >= self.m or self.floor <= 1
 
-    def threshold_bits(self, patterns: Iterable[np.ndarray]) -> int:
-        """t's float32 bit pattern, the exact m-th largest |τ|, from the spilled candidates' bit ``patterns``
-        (int32, sign bit included; read in pieces)."""
+    def threshold_bits(self, patterns: Iterable[np.ndarray | torch.Tensor]) -> int:
+        """t's float32 bit pattern, the exact m-th largest |τ|, from the candidates' bit ``patterns`` (int32, sign
+        bit included; read in pieces from the spill files, or tensors on the device)."""
         if self.count < self.m:
             return 0
         bin_index, rank = rank_in_histogram(self.hist, self.m)
         low = np.zeros(LOW_MASK + 1, dtype=np.int64)
         for k in patterns:
+            if isinstance(k, torch.Tensor):  # candidates kept on a device
+                mine = k[((k & 0x7FFFFFFF) >> HIGH_SHIFT) == bin_index] & LOW_MASK
+                low += torch.bincount(mine, minlength=LOW_MASK + 1).cpu().numpy()
+                continue
             high = (k.view(np.uint32) << np.uint32(1)) >> np.uint32(HIGH_SHIFT + 1)  # the sign bit shifted out
             low += np.bincount(k[high == bin_index] & LOW_MASK, minlength=LOW_MASK + 1)
         cut, _ = rank_in_histogram(low, rank)

@@ -39,6 +39,14 @@ class StreamEncoder(Protocol):
         """Release files and threads without finishing (after an error; finish releases them itself)."""
 
 
+class DeviceStreamEncoder(StreamEncoder, Protocol):
+    """A stream encoder that also codes several consecutive chunks on the device they live on (full fine-tunes
+    compressed on a GPU: the kept entries never go to the host)."""
+
+    def add_signs(self, signs: torch.Tensor, lengths: Sequence[int]) -> None:
+        """The next chunks of τ, ``lengths`` entries each, as one flat int8 tensor of −1, 0, 1 on any device."""
+
+
 class Codec(ABC):
     """A bitstream for the ternary τ; its ``id`` names that bitstream forever."""
 

@@ -91,6 +91,57 @@ def test_a_floor_above_the_threshold_is_retried_with_every_nonzero_entry(pair, t
     assert (tmp_path / "streamed/compeft.safetensors").read_bytes() == expected
 
 
+@pytest.fixture
+def device_ways(monkeypatch):
+    """The GPU's ways taken on the CPU: blocks of 2^21 entries read ahead into slots by threads, candidates kept
+    "in device memory" (budget: the returned dict's ``budget``) and coded by the vectorized torch encoder."""
+    from compeft import fullmodel
+
+    limits = {"budget": 1 << 40}
+    monkeypatch.setattr(fullmodel, "_on_device", lambda device: True)
+    monkeypatch.setattr(fullmodel, "resident_budget", lambda device: limits["budget"])
+    monkeypatch.setattr(fullmodel, "DEVICE_BLOCK", 1 << 21)
+    return limits
+
+
+@pytest.mark.parametrize("options", [
+    {"density": 0.1}, {"density": 0.01, "alpha": 2.0}, {"density": 0.7}, {"density": 1.0}, {"density": 0.1, "codec": "bitmask"},
+], ids=["k0.1", "k0.01", "k0.7-mode1", "k1-zeros", "bitmask"])
+@pytest.mark.parametrize("block", [1 << 20, 1 << 21], ids=["blocks-of-one-chunk", "blocks-of-two-chunks"])
+def test_the_device_ways_write_the_same_bytes(pair, tmp_path, device_ways, monkeypatch, options, block):
+    """Read-ahead blocks, candidates kept on the device and coded there (golomb) or chunk by chunk on the host
+    (bitmask, which has no device encoder): the previous writer's bytes, with the 1.1 M-entry tensor read as two
+    blocks or as one block of two chunks."""
+    from compeft import fullmodel
+    from compeft.codecs.golomb import GolombStreamEncoder
+
+    monkeypatch.setattr(fullmodel, "DEVICE_BLOCK", block)
+    coded, add_signs = [], GolombStreamEncoder.add_signs
+    monkeypatch.setattr(GolombStreamEncoder, "add_signs", lambda self, signs, lengths: coded.append(len(lengths)) or
+                        add_signs(self, signs, lengths))
+    ft, base = pair
+    expected = previous_bytes(ft, base, tmp_path / "previous", **options)
+    compeft.compress(ft, tmp_path / "device", base=base, device="cpu", **options)
+    assert (tmp_path / "device/compeft.safetensors").read_bytes() == expected
+    assert (max(coded) == (2 if block > 1 << 20 else 1)) if options.get("codec") != "bitmask" else not coded
+
+
+def test_candidates_outgrowing_device_memory_are_spilled_to_files(pair, tmp_path, device_ways, monkeypatch):
+    """More candidates than the device memory set aside: pass 2 runs again spilling to files, same bytes; a floor
+    above the threshold then still falls back to every non-zero entry."""
+    from compeft import fullmodel
+
+    ft, base = pair
+    expected = previous_bytes(ft, base, tmp_path / "previous", density=0.2)
+    device_ways["budget"] = 1 << 20  # the sample's estimate fits; the real count does not
+    monkeypatch.setattr(Pass1, "above", lambda self, floor: 0)
+    spills, spill_class = [], fullmodel.Spill
+    monkeypatch.setattr(fullmodel, "Spill", lambda directory: spills.append(directory) or spill_class(directory))
+    compeft.compress(ft, tmp_path / "device", base=base, device="cpu", density=0.2)
+    assert (tmp_path / "device/compeft.safetensors").read_bytes() == expected
+    assert spills, "the overflow did not fall back to spill files"
+
+
 def test_streamed_decompress_rebuilds_the_fine_tune(pair, tmp_path):
     """decompress --base writes every tensor as base + s·t (the reference), the carried ones as they were, in the
     fine-tune's own shards."""

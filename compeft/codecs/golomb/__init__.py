@@ -98,6 +98,21 @@ class GolombStreamEncoder:
         while len(self.pending) > self.window:
             self._write(self.pending.popleft().result())
 
+    def add_signs(self, signs: torch.Tensor, lengths: Sequence[int]) -> None:
+        """The next chunks as dense int8 signs, coded where they live (torch_backend: vectorized over the chunks;
+        the same bytes as ``add``), the bodies copied back once."""
+        from compeft.codecs.golomb import torch_backend
+
+        expected = self.lengths[self.added : self.added + len(lengths)]
+        if list(lengths) != list(expected) or sum(expected) != signs.numel():
+            raise ValueError(f"golomb stream: chunks {self.added}.. of lengths {list(lengths)[:4]}… do not follow the chunking")
+        rows, body = torch_backend.encode_chunks(signs.reshape(-1), np.asarray(lengths, dtype=np.int64))
+        while self.pending:
+            self._write(self.pending.popleft().result())
+        self.added += len(lengths)
+        self.entries.extend(tuple(int(row[c]) for c in TABLE_COLUMNS) for row in rows)
+        self.file.write(memoryview(body.cpu().numpy()))
+
     def _write(self, encoded: tuple[tuple[int, ...], list[np.ndarray]]) -> None:
         entry, planes = encoded
         self.entries.append(entry)

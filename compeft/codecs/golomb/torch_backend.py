@@ -196,9 +196,21 @@ def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
     """The payload of int8 signs on their device, every chunk (mode 0 and mode 1) coded in one vectorized pass;
     the same bytes, returned on the CPU."""
     signs = signs.reshape(-1)
-    device = signs.device
     d = signs.numel()
-    lengths = np.asarray(chunk_lengths(d, segments), dtype=np.int64)
+    entries, data = encode_chunks(signs, np.asarray(chunk_lengths(d, segments), dtype=np.int64))
+    head = header_bytes(d, entries)
+    payload = torch.empty(len(head) + data.numel(), dtype=torch.uint8, pin_memory=signs.device.type == "cuda")
+    payload[: len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+    payload[len(head) :].copy_(data, non_blocking=True)  # straight into place: a pageable copy runs at a few GB/s
+    if signs.device.type == "cuda":
+        torch.cuda.current_stream(signs.device).synchronize()
+    return payload
+
+
+def encode_chunks(signs: torch.Tensor, lengths: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """The chunks of flat int8 ``signs`` cut at ``lengths``, coded in one vectorized pass on their device: (their
+    chunk table rows, their bodies one after another as uint8 on the device)."""
+    device = signs.device
     starts = np.cumsum(lengths) - lengths
     K = len(lengths)
     nz = torch.nonzero(signs).reshape(-1)  # the non-zeros, whose signs every chunk's sign plane holds
@@ -291,14 +303,7 @@ def encode(signs: torch.Tensor, segments: Sequence[int] = ()) -> torch.Tensor:
     if nz.numel():
         scid, sj = (cid, j) if pos is nz else _ranks(nnz, device)
         _add_fields(words, sbase_k[scid] + sj, (signs[nz] < 0).to(torch.int64))
-    data = words.to(torch.int32).view(torch.uint8)[:total]
-    head = header_bytes(d, entries)
-    payload = torch.empty(len(head) + total, dtype=torch.uint8, pin_memory=device.type == "cuda")
-    payload[: len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
-    payload[len(head) :].copy_(data, non_blocking=True)  # straight into place: a pageable copy runs at a few GB/s
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-    return payload
+    return entries, words.to(torch.int32).view(torch.uint8)[:total]
 
 
 def _add_fields(words: torch.Tensor, bit: torch.Tensor, value: torch.Tensor | None) -> None:
