@@ -78,6 +78,23 @@ def test_full_residual_cuda_matches_cpu(tmp_path):
     assert_tensors_identical(read_model_dir(tmp_path / "m-cuda"), read_model_dir(tmp_path / "m-cpu"), "full cuda")
 
 
+@pytest.mark.parametrize("options", [{"density": 0.1}, {"density": 0.7}, {"density": 1.0}, {"density": 0.1, "codec": "bitmask"}],
+                         ids=["k0.1", "k0.7-mode1", "k1-zeros", "bitmask"])
+@pytest.mark.parametrize("block", [1 << 20, 1 << 26], ids=["blocks-of-one-chunk", "device-blocks"])
+def test_full_residual_device_ways_give_the_cpu_bytes(tmp_path, monkeypatch, options, block):
+    """CUDA compress of a full pair (read-ahead into page-locked slots, candidates in device memory, golomb coded
+    on the device) writes the CPU's bytes, with a tensor cut into several blocks or not."""
+    from test_fullmodel_stream import synthetic_pair
+
+    from compeft import fullmodel
+
+    monkeypatch.setattr(fullmodel, "DEVICE_BLOCK", block)
+    ft, base = synthetic_pair(tmp_path / "pair")
+    compeft.compress(ft, tmp_path / "cpu", base=base, device="cpu", **options)
+    compeft.compress(ft, tmp_path / "cuda", base=base, device="cuda", **options)
+    assert (tmp_path / "cpu/compeft.safetensors").read_bytes() == (tmp_path / "cuda/compeft.safetensors").read_bytes()
+
+
 def test_auto_device_picks_cuda(workshop, tmp_path):
     """device='auto' with CUDA present compresses (same bytes as CPU) and load(device='cuda:0') works."""
     src = workshop.adapter("lora-all-linear").path
