@@ -51,7 +51,7 @@ CONFIG = "config.json"
 FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SIDE_FILE_CAP = 64 << 20
 SHARD_BYTES = 2 << 30
-DEVICE_BLOCK = 1 << 24  # entries of τ per block on a GPU (a multiple of MAX_CHUNK; its read-ahead slots stay small); on the CPU a block is one chunk
+DEVICE_BLOCK = 1 << 24  # τ entries per block on a GPU (a multiple of MAX_CHUNK; small read-ahead slots); on the CPU: one chunk
 PIECE_BITS = 16  # the spill keeps positions' low 16 bits and the candidate count of each 2^16-entry piece
 PIECES = MAX_CHUNK >> PIECE_BITS
 
