@@ -249,7 +249,7 @@ class Spill:
         return kept
 
 
-class ResidentOverflow(Exception):
+class _ResidentOverflow(Exception):  # a signal inside compress, never raised out of it
     """The candidates outgrew the device memory set aside for them (compress spills them to files instead)."""
 
 
@@ -267,7 +267,7 @@ class DeviceSpill:
         self.bytes += 8 * pos.numel()
         if self.bytes > self.budget:
             self.blocks.clear()
-            raise ResidentOverflow
+            raise _ResidentOverflow
         self.blocks.append((length, pos.to(torch.int32), signed))
 
     def close(self) -> None:
@@ -344,7 +344,7 @@ def compress_full(src: Path, dst: Path, base_dir: Path, config: CompressionConfi
                             raise AdapterFormatError(f"{ft.directory}: tensor {rec.name} gives a NaN or Inf residual")
                         spill.add(tau.numel(), *select.block(tau))
                         bar.step()
-                except ResidentOverflow:  # more candidates than the sample promised: again, spilling to files
+                except _ResidentOverflow:  # more candidates than the sample promised: again, spilling to files
                     moments, select, resident = Moments(), Pass2(select.floor, m), False
                     continue
                 spill.close()
