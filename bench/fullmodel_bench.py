@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -65,7 +66,8 @@ def child(call: str, profile: str = "") -> dict:
         out, err = proc.communicate("go\n")
     if proc.returncode:
         raise RuntimeError(err[-3000:])
-    return {**json.loads(first), **json.loads(out.strip().splitlines()[-1]), "anon_peak": peak.peak}
+    phases = {label.strip(): float(t) for label, t in re.findall(r"([^\r\n:]+): \d+/\d+ \(([\d.]+) s\)", err)}
+    return {**json.loads(first), **json.loads(out.strip().splitlines()[-1]), "anon_peak": peak.peak, "phases_s": phases}
 
 
 def read_rate(dirs: list[Path]) -> float:
@@ -193,10 +195,15 @@ def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = 
         counter = torch.zeros(1, dtype=torch.int64, device=device)
         out["negzero_pass_ms"] = median_ms(lambda: resident.negzeros.find(fast, found, counter), device, repeats)
         out["decode_no_writes_ms"] = median_ms(lambda: resident.inplace.run(fast, CHECK), device, repeats)
-        for block, warps, hint in ((4096, 4, False), (2048, 4, True), (4096, 8, True), (8192, 8, True),
-                                   (16384, 16, True)):  # the −0.0 pass's alternatives
-            out[f"negzero_pass_ms_{block}x{warps}{'' if hint else '_nohint'}"] = median_ms(
-                lambda b=block, w=warps, h=hint: resident.negzeros.find(fast, found, counter, b, w, h), device, repeats)
+        from compeft.serving.negzero import NegZeros
+
+        shapes = [(w.numel(), w.element_size()) for w in fast]
+        for span, block, warps, hint in ((1 << 16, 4096, 4, True), (8192, 8192, 4, False), (8192, 8192, 8, True),
+                                         (4096, 4096, 4, True), (16384, 16384, 8, True), (16384, 8192, 4, True),
+                                         (32768, 8192, 4, True)):  # the −0.0 pass's alternatives
+            variant = NegZeros(shapes, resident.device, span, block, warps)
+            out[f"negzero_pass_ms_{span}/{block}x{warps}{'' if hint else '_nohint'}"] = median_ms(
+                lambda v=variant, h=hint: v.find(fast, found, counter, h), device, repeats)
         from compeft.codecs.golomb.triton_apply import ADD, SUBTRACT
 
         for warps in (4, 8, 2):  # the last pass's warps: an add and a subtract (the weights come back close)
@@ -246,7 +253,7 @@ def main() -> None:
         shutil.rmtree(art, ignore_errors=True)
         threads = f"torch.set_num_threads({args.threads}); " if args.threads else ""
         comp = child(f"{threads}compeft.compress({str(ft)!r}, {str(art)!r}, base={str(base)!r}, density={args.density}, "
-                     f"device={args.device!r})", args.profile.replace("SIZE", size))
+                     f"device={args.device!r}, progress=True)", args.profile.replace("SIZE", size))
         rate = read_rate([ft, base])
         shutil.rmtree(out, ignore_errors=True)
         skipped = {"wall": 0.0, "cpu": 0.0, "anon_base": 0, "anon_peak": 0}

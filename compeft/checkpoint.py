@@ -94,6 +94,16 @@ class Checkpoint:
         _, _, a, b = tensors[name]
         return data[a:b]
 
+    def location(self, name: str) -> tuple[Path, int, int]:
+        """The shard holding the tensor, its bytes' offset in that file and their count (for reads that bypass
+        the mapping)."""
+        file = self.weight_map[name]
+        data, tensors, whole = self._map(file)
+        if name not in tensors:
+            raise AdapterFormatError(f"{file}: has no tensor {name}")
+        _, _, a, b = tensors[name]
+        return file, whole.size - data.size + a if whole is not None else a, b - a
+
     def _map(self, file: Path) -> tuple[np.ndarray, dict, np.ndarray | None]:
         """A shard's tensor bytes (a uint8 view of its mapping, header skipped), its tensor layout, and the whole
         mapped file (None for a shard without tensor bytes, which is not mapped)."""

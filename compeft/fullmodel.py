@@ -52,6 +52,8 @@ FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SIDE_FILE_CAP = 64 << 20
 SHARD_BYTES = 2 << 30
 DEVICE_BLOCK = 1 << 24  # τ entries per block on a GPU (a multiple of MAX_CHUNK; small read-ahead slots); on the CPU: one chunk
+ENCODE_GROUP = 1 << 26  # τ entries coded at once on a device
+READ_THREADS = max(2, min(6, (os.cpu_count() or 1) // 2))  # reads ahead (and slots) on a device
 PIECE_BITS = 16  # the spill keeps positions' low 16 bits and the candidate count of each 2^16-entry piece
 PIECES = MAX_CHUNK >> PIECE_BITS
 
@@ -115,8 +117,9 @@ def resident_budget(device: torch.device) -> int:
 class Residual:
     """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
     are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is
-    read): fresh ones would cost a page-fault storm per block. On a device the ranges are read ahead by threads
-    into page-locked slots and copied asynchronously (readahead.ReadAhead)."""
+    read): fresh ones would cost a page-fault storm per block. On a device whole ranges are read ahead from the
+    files by threads into page-locked slots and copied asynchronously (readahead.ReadAhead); pass 1's sample is
+    taken there."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
@@ -148,15 +151,16 @@ class Residual:
             return
         from compeft.readahead import ReadAhead
 
-        sizes = [max((-(-(b - a) // step) * c.meta(rec.name)[0].itemsize for rec, a, b in ranges), default=1)
-                 for c in (self.ft, self.base)]
-        reader = ReadAhead(self.device, tuple(sizes))
+        models = (self.ft, self.base)
+        sizes = [max(((b - a) * c.meta(rec.name)[0].itemsize for rec, a, b in ranges), default=1) for c in models]
+        reader = ReadAhead(self.device, tuple(sizes), READ_THREADS)
         try:
-            jobs = (((self._typed(self.ft, rec.name, a, b)[0], self._typed(self.base, rec.name, a, b)[0]), step)
-                    for rec, a, b in ranges)
+            jobs = (tuple((f, at + a * c.meta(rec.name)[0].itemsize, (b - a) * c.meta(rec.name)[0].itemsize)
+                          for c in models for f, at, _ in [c.location(rec.name)]) for rec, a, b in ranges)
             for (rec, a, b), (x, y) in zip(ranges, reader.run(jobs), strict=True):
                 ft_dtype, base_dtype = self.ft.meta(rec.name)[0], self.base.meta(rec.name)[0]
-                yield rec, b - a, x.view(ft_dtype).to(torch.float32) - y.view(base_dtype).to(torch.float32)
+                x, y = x.view(ft_dtype)[::step], y.view(base_dtype)[::step]  # the sample is taken on the device
+                yield rec, b - a, x.to(torch.float32) - y.to(torch.float32)
         finally:
             reader.close()
 
@@ -279,30 +283,47 @@ class DeviceSpill:
             yield signed
 
     def encode(self, encoder, lengths: list[int], t_bits: int, bar: Progress) -> int:
-        """Each block's kept entries (|τ| ≥ t) through the stream encoder; returns how many were kept."""
+        """Each block's kept entries (|τ| ≥ t) through the stream encoder (consecutive blocks of up to ENCODE_GROUP
+        entries at once on the device); returns how many were kept."""
         kept, first, on_device = 0, 0, hasattr(encoder, "add_signs")
+        group: list[tuple[int, list[int], torch.Tensor, torch.Tensor]] = []  # blocks coded together
+
+        def flush() -> None:
+            signs = torch.zeros(sum(g[0] for g in group), dtype=torch.int8, device=group[0][2].device)
+            at = 0
+            for length, _, where, negative in group:
+                signs[at + where.long()] = 1 - 2 * negative.to(torch.int8)
+                at += length
+            chunks = [c for g in group for c in g[1]]
+            encoder.add_signs(signs, chunks)
+            bar.step(len(chunks))
+            group.clear()
+
         for length, pos, signed in self.blocks:
-            last = first
-            while last < len(lengths) and sum(lengths[first:last]) < length:
+            last, covered = first, 0
+            while last < len(lengths) and covered < length:
+                covered += lengths[last]
                 last += 1
-            chunks = lengths[first:last]
-            if sum(chunks) != length:
+            if covered != length:
                 raise AssertionError(f"block of {length} entries does not end on a chunk boundary")  # a bug, not input
+            chunks = lengths[first:last]
             keep = (signed & 0x7FFFFFFF) >= max(t_bits, 1)  # zeros are never kept, even when t = 0
             where, negative = pos[keep], signed[keep] < 0
             kept += where.numel()
             if on_device:
-                signs = torch.zeros(length, dtype=torch.int8, device=pos.device)
-                signs[where.long()] = 1 - 2 * negative.to(torch.int8)
-                encoder.add_signs(signs, chunks)
+                if group and sum(g[0] for g in group) + length > ENCODE_GROUP:
+                    flush()
+                group.append((length, chunks, where, negative))
             else:
                 where, negative = where.cpu().numpy(), negative.cpu().numpy()
                 edges = np.searchsorted(where, np.cumsum([0, *chunks]))
                 starts = np.cumsum([0, *chunks[:-1]])
                 for length_c, a, b, start in zip(chunks, edges[:-1], edges[1:], starts, strict=True):
                     encoder.add(length_c, where[a:b] - start, negative[a:b])
-            bar.step(len(chunks))
+                bar.step(len(chunks))
             first = last
+        if group:
+            flush()
         if first != len(lengths):
             raise AssertionError(f"candidates cover {first} chunks, the chunking {len(lengths)}")  # a bug, not input
         return kept

@@ -1,56 +1,77 @@
-"""Byte ranges of memory-mapped tensors read ahead by worker threads into a ring of page-locked slots and copied
-to a GPU asynchronously: the full-model passes on a GPU (fullmodel.Residual) wait neither for page faults nor for
-pageable host-to-device copies, and several threads fault the mapped pages in at once (numpy's copies release
-the GIL). Slots are reused only once the copy that read them has finished (a CUDA event per slot).
+"""Byte ranges of files read ahead by worker threads into a ring of page-locked slots and copied to a GPU
+asynchronously: the full-model passes on a GPU (fullmodel.Residual) wait neither for the reads nor for pageable
+host-to-device copies. ``pread`` copies straight from the page cache (no page faults of a mapping), several
+threads at once; a slot is refilled only once the copy that read it has finished (a CUDA event per slot).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import numpy as np
 import torch
 
-DEPTH = 3  # reads in flight (slots in the ring)
+from compeft.errors import AdapterFormatError
+
+FileRange = tuple[Path, int, int]  # (file, byte offset, bytes)
+
+
+def read_range(fd: int, out: memoryview, offset: int, where: Path) -> None:
+    """Fill ``out`` from the file at ``offset`` (a file that ends early is an error naming it)."""
+    done = 0
+    while done < len(out):
+        got = os.preadv(fd, [out[done:]], offset + done)
+        if got <= 0:
+            raise AdapterFormatError(f"{where}: ends before byte {offset + len(out)} (changed while being read?)")
+        done += got
 
 
 class ReadAhead:
-    """Reads of ``(arrays, step)`` jobs, each a tuple of typed numpy views (a tensor's range in each model) and
-    the stride to gather them with, handed back in order as device tensors of the same dtypes (contiguous)."""
+    """Jobs of one FileRange per slot column (e.g. a tensor's range in each of two models), read ``depth`` jobs
+    ahead and handed back in order as uint8 tensors on ``device``."""
 
-    def __init__(self, device: torch.device, slot_bytes: tuple[int, ...], depth: int = DEPTH) -> None:
+    def __init__(self, device: torch.device, slot_bytes: tuple[int, ...], depth: int) -> None:
         self.device, self.depth = device, depth
         pinned = device.type == "cuda"
         self.slots = [[torch.empty(max(n, 1), dtype=torch.uint8, pin_memory=pinned) for n in slot_bytes]
                       for _ in range(depth)]
         self.events = [torch.cuda.Event() if pinned else None for _ in range(depth)]
         self.pool = ThreadPoolExecutor(depth)
+        self.fds: dict[Path, int] = {}
+        self.lock = threading.Lock()
 
-    def _fill(self, slot: int, arrays: tuple[np.ndarray, ...], step: int) -> list[torch.Tensor]:
-        """Copy (gather, for a step) each array into its slot once the slot's last copy to the device is done:
-        views of the slot's tensors (of the page-locked allocation itself, so copies from them are asynchronous)."""
+    def _fd(self, path: Path) -> int:
+        with self.lock:
+            if path not in self.fds:
+                self.fds[path] = os.open(path, os.O_RDONLY)
+            return self.fds[path]
+
+    def _fill(self, slot: int, ranges: tuple[FileRange, ...]) -> list[torch.Tensor]:
+        """Read each range into its column of the slot once the slot's last copy to the device is done: views of
+        the slot's tensors (of the page-locked allocation itself, so copies from them are asynchronous)."""
         if self.events[slot] is not None:
             self.events[slot].synchronize()
         out = []
-        for buf, a in zip(self.slots[slot], arrays, strict=True):
-            src = a[::step]
-            view = buf[: src.nbytes].view(torch.from_numpy(src[:0].copy()).dtype)
-            np.copyto(view.numpy(), src)
+        for buf, (path, offset, n) in zip(self.slots[slot], ranges, strict=True):
+            view = buf[:n]
+            read_range(self._fd(path), memoryview(view.numpy()), offset, path)
             out.append(view)
         return out
 
-    def run(self, jobs: Iterable[tuple[tuple[np.ndarray, ...], int]]) -> Iterator[list[torch.Tensor]]:
-        """The jobs' gathered arrays on the device, in order; each is valid until the caller asks for the next
-        one ``depth`` later (the device copies are queued on the current stream before it is handed out)."""
+    def run(self, jobs: Iterable[tuple[FileRange, ...]]) -> Iterator[list[torch.Tensor]]:
+        """Each job's bytes on the device, in order; valid until the caller asks for the next one (on a GPU: the
+        copies are queued on the current stream before they are handed out)."""
         jobs = iter(jobs)
         pending: deque = deque()
 
         def submit(slot: int) -> None:
             job = next(jobs, None)
             if job is not None:
-                pending.append((slot, self.pool.submit(self._fill, slot, *job)))
+                pending.append((slot, self.pool.submit(self._fill, slot, job)))
 
         for slot in range(self.depth):
             submit(slot)
@@ -62,7 +83,7 @@ class ReadAhead:
                     out = [h.to(self.device, non_blocking=True) for h in out]
                     self.events[slot].record()
                 yield out
-                submit(slot)  # on the CPU the caller is done with this slot's arrays once it asks for more
+                submit(slot)  # on the CPU the caller is done with this slot's tensors once it asks for more
         finally:
             for _, future in pending:
                 future.cancel()
@@ -72,3 +93,6 @@ class ReadAhead:
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()

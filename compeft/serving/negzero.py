@@ -14,11 +14,11 @@ import torch
 import triton
 import triton.language as tl
 
-SPAN = 1 << 16  # entries per program
-BLOCK = 4096
+SPAN = 1 << 13  # entries per program: one unmasked block each, no loop-carried reduction (many loads in flight)
+BLOCK = 1 << 13  # entries per load (SPAN is a multiple)
+WARPS = 4
 INDEX_BITS = 40  # an entry's index in its weight: the low bits of a recorded position
 _INDEX_BITS = tl.constexpr(INDEX_BITS)
-_SPAN = tl.constexpr(SPAN)
 _INDEX_MASK = tl.constexpr((1 << INDEX_BITS) - 1)
 _ITYPES = {2: (tl.int16, -(1 << 15)), 4: (tl.int32, -(1 << 31))}
 _TORCH_ITYPES = {2: torch.int16, 4: torch.int32}
@@ -40,7 +40,7 @@ def _flip(at, x, idx, w, found, counter, capacity, ITYPE: tl.constexpr, NEG: tl.
 
 @triton.jit(do_not_specialize=["S", "capacity", "ref_addr"])
 def _find(spans, S, addrs, ref, ref_addr, found, counter, capacity, ITYPE: tl.constexpr, WIDTH: tl.constexpr,
-          NEG: tl.constexpr, ALIGNED: tl.constexpr, FULL: tl.constexpr, BLOCK: tl.constexpr):
+          NEG: tl.constexpr, ALIGNED: tl.constexpr, FULL: tl.constexpr, SPAN: tl.constexpr, BLOCK: tl.constexpr):
     """One program per span (weight, start, stop) of one width: −0.0s set to +0.0, recorded while room lasts.
     Weights are addressed from ``ref`` (one of them, at address ``ref_addr``), not through integer-to-pointer casts,
     which lose the alignment. FULL: every span holds SPAN entries, read in unmasked blocks; ALIGNED: every weight
@@ -50,7 +50,7 @@ def _find(spans, S, addrs, ref, ref_addr, found, counter, capacity, ITYPE: tl.co
     lo = tl.load(spans + S + s)
     first = (tl.load(addrs + w) - ref_addr) // WIDTH  # the weight's first entry, counted from ref
     if FULL:
-        for q in range(0, _SPAN // BLOCK):
+        for q in range(0, SPAN // BLOCK):
             i = lo + q * BLOCK
             at = first + i
             if ALIGNED:
@@ -82,15 +82,16 @@ def _restore(found, n, addrs, widths, WIDTH: tl.constexpr, ITYPE: tl.constexpr, 
 class NegZeros:
     """The spans of weights of the given (numel, element size) list, planned once on ``device``."""
 
-    def __init__(self, shapes: list[tuple[int, int]], device: torch.device) -> None:
-        self.device = device
+    def __init__(self, shapes: list[tuple[int, int]], device: torch.device, span: int = SPAN, block: int = BLOCK,
+                 warps: int = WARPS) -> None:
+        self.device, self.span, self.block, self.warps = device, span, block, warps
         widths = np.array([w for _, w in shapes], dtype=np.int64)
         self.widths = torch.from_numpy(widths).to(device)
         self.spans = {}
         for width in sorted(set(widths.tolist())):  # full spans (unmasked loads) and the weights' last partial ones
-            rows = [(i, a, min(a + SPAN, n)) for i, (n, w) in enumerate(shapes) if w == width for a in range(0, n, SPAN)]
+            rows = [(i, a, min(a + span, n)) for i, (n, w) in enumerate(shapes) if w == width for a in range(0, n, span)]
             for full in (True, False):
-                mine = [r for r in rows if (r[2] - r[1] == SPAN) == full]
+                mine = [r for r in rows if (r[2] - r[1] == span) == full]
                 if mine:
                     table = np.array(mine, dtype=np.int64).T.reshape(-1)
                     self.spans[width, full] = (torch.from_numpy(table.copy()).to(device), len(mine))
@@ -105,20 +106,20 @@ class NegZeros:
             self._addrs = ptrs
         return self.addrs
 
-    def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor, block: int = BLOCK,
-             warps: int = 4, hint: bool = True) -> None:
+    def find(self, weights: list[torch.Tensor], found: torch.Tensor, counter: torch.Tensor, hint: bool = True) -> None:
         """Every −0.0 of ``weights`` set to +0.0, the first ``found.numel()`` of them recorded in ``found`` and all
         counted in ``counter`` (int64, zeroed; queued on the current stream: past the capacity the rest stay −0.0).
-        ``block``, ``warps``, ``hint`` (alignment hints where the weights allow): the kernel's variants
-        (bench.fullmodel_bench compares them)."""
+        ``hint``: alignment hints where the weights allow (bench.fullmodel_bench compares the variants, with the
+        span, block and warps of the constructor)."""
         addrs = self._point(weights)
         aligned = hint and all(p % 16 == 0 for p in self._addrs or ())
+        whole = self.span % self.block == 0
         for (width, full), (spans, n) in self.spans.items():
             itype, neg = _ITYPES[width]
             ref = next(w for w in weights if w.element_size() == width).view(_TORCH_ITYPES[width])
-            _find[(n,)](spans, n, addrs, ref, ref.data_ptr(), found, counter, found.numel(), ITYPE=itype, WIDTH=width, NEG=neg,
-                        ALIGNED=aligned and SPAN % block == 0, FULL=full and SPAN % block == 0, BLOCK=block,
-                        num_warps=warps)
+            _find[(n,)](spans, n, addrs, ref, ref.data_ptr(), found, counter, found.numel(), ITYPE=itype, WIDTH=width,
+                        NEG=neg, ALIGNED=aligned and whole, FULL=full and whole, SPAN=self.span, BLOCK=self.block,
+                        num_warps=self.warps)
 
     def restore(self, weights: list[torch.Tensor], found: torch.Tensor, n: int) -> None:
         """−0.0 written back at the first ``n`` recorded positions (queued)."""

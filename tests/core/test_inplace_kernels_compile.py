@@ -40,14 +40,14 @@ def test_in_place_kernels_compile_for_sm90():
         assert ".entry" in ptx
     find_sig = {"spans": p64, "S": "i64", "addrs": p64, "ref": "*i16", "ref_addr": "i64", "found": p64, "counter": p64,
                 "capacity": "i64", "ITYPE": "constexpr", "WIDTH": "constexpr", "NEG": "constexpr", "ALIGNED": "constexpr",
-                "FULL": "constexpr", "BLOCK": "constexpr"}
+                "FULL": "constexpr", "SPAN": "constexpr", "BLOCK": "constexpr"}
     restore_sig = {"found": p64, "n": "i64", "addrs": p64, "widths": p64, "WIDTH": "constexpr", "ITYPE": "constexpr",
                    "NEG": "constexpr", "BLOCK": "constexpr"}
     for width, (itype, neg) in nz._ITYPES.items():
         sig = find_sig | {"ref": f"*i{8 * width}"}
         for full in (True, False):
             ptx = compile_for_h100(nz._find, sig, {"ITYPE": itype, "WIDTH": width, "NEG": neg, "ALIGNED": True,
-                                                   "FULL": full, "BLOCK": nz.BLOCK})
+                                                   "FULL": full, "SPAN": nz.SPAN, "BLOCK": nz.BLOCK})
             assert "atom.global" in ptx
             if full:  # whole spans of aligned weights are read with 16-byte vector loads, not one entry at a time
                 assert "ld.global.v4.b32" in ptx and f"ld.global.b{8 * width} " not in ptx, "the −0.0 pass's loads are scalar"
