@@ -29,10 +29,9 @@ def _flip(at, x, idx, w, found, counter, capacity, ITYPE: tl.constexpr, NEG: tl.
     """The −0.0s among the loaded ``x`` (entries ``idx`` of weight ``w``, at ``at``) set to +0.0 and recorded while
     room lasts."""
     hit = x == NEG
-    n = tl.sum(hit.to(tl.int64), 0)
-    if n > 0:  # rare
+    if tl.max(hit.to(tl.int32), 0) > 0:  # rare
         h = hit.to(tl.int64)
-        slot = tl.atomic_add(counter, n) + tl.cumsum(h, 0) - h
+        slot = tl.atomic_add(counter, tl.sum(h, 0)) + tl.cumsum(h, 0) - h
         keep = hit & (slot < capacity)
         tl.store(at, tl.zeros([BLOCK], dtype=ITYPE), mask=keep)
         tl.store(found + slot, (w.to(tl.int64) << _INDEX_BITS) | idx, mask=keep)
