@@ -170,8 +170,8 @@ class Residual:
             yield rec, tau
 
     def samples(self, records: list[DeltaRecord]):
-        """(entries covered, τ at every SAMPLE-th entry) in pieces of MAX_CHUNK sampled entries: pass 1 reads
-        1/SAMPLE of the entries (the same sample on every device)."""
+        """(entries covered, τ at every SAMPLE-th entry) in pieces of MAX_CHUNK sampled entries, the same sample on
+        every device (the CPU gathers only those entries; a device reads whole ranges and gathers there)."""
         for _, n, tau in self._read(records, SAMPLE * MAX_CHUNK, SAMPLE):
             yield n, tau
 
