@@ -230,7 +230,7 @@ def file_identity(st: os.stat_result) -> tuple[int, ...]:
 READ_PIECE = 2 << 20  # read_file's pieces when it reads with several threads
 
 
-def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+def pread_into(fd: int, view: memoryview, offset: int) -> int:
     """Read len(view) bytes at ``offset`` into ``view``; the count read (short only at the end of the file)."""
     done = 0
     while done < len(view):
@@ -257,7 +257,7 @@ def read_file(path: Path, *, pin: bool = False, executor: Executor | None = None
             piece = READ_PIECE if executor is not None else size
             jobs = [(f.fileno(), view[a : a + piece], a) for a in range(0, size, piece)]
             reader = executor.map if executor is not None and len(jobs) > 1 else map
-            if sum(reader(_pread_into, *zip(*jobs))) != size:
+            if sum(reader(pread_into, *zip(*jobs))) != size:
                 raise ContainerError(f"{path}: changed while being read")
     except FileNotFoundError:
         raise ContainerError(f"{path}: missing") from None

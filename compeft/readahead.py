@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from compeft.container import pread_into
 from compeft.errors import AdapterFormatError
 
 FileRange = tuple[Path, int, int]  # (file, byte offset, bytes)
@@ -22,12 +23,8 @@ FileRange = tuple[Path, int, int]  # (file, byte offset, bytes)
 
 def read_range(fd: int, out: memoryview, offset: int, where: Path) -> None:
     """Fill ``out`` from the file at ``offset`` (a file that ends early is an error naming it)."""
-    done = 0
-    while done < len(out):
-        got = os.preadv(fd, [out[done:]], offset + done)
-        if got <= 0:
-            raise AdapterFormatError(f"{where}: ends before byte {offset + len(out)} (changed while being read?)")
-        done += got
+    if pread_into(fd, out, offset) != len(out):
+        raise AdapterFormatError(f"{where}: ends before byte {offset + len(out)} (changed while being read?)")
 
 
 class ReadAhead:
