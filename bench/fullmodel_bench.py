@@ -188,23 +188,10 @@ def apply_bench(base: Path, art: Path, device: str, repeats: int, exact: bool = 
             out[f"apply_ms{tag}"] = sorted(times_a)[len(times_a) // 2]
             out[f"revert_ms{tag}"] = sorted(times_r)[len(times_r) // 2]
     if resident.inplace is not None:
-        from compeft.codecs.golomb.triton_apply import CHECK
+        from compeft.codecs.golomb.triton_apply import ADD, CHECK, SUBTRACT
 
         fast = [weights[r.name] for r in resident.fast]
-        found = torch.empty(1 << 20, dtype=torch.int64, device=device)
-        counter = torch.zeros(1, dtype=torch.int64, device=device)
-        out["negzero_pass_ms"] = median_ms(lambda: resident.negzeros.find(fast, found, counter), device, repeats)
         out["decode_no_writes_ms"] = median_ms(lambda: resident.inplace.run(fast, CHECK), device, repeats)
-        from compeft.serving.negzero import NegZeros
-
-        shapes = [(w.numel(), w.element_size()) for w in fast]
-        for span, block, warps, hint in ((1 << 16, 4096, 4, True), (8192, 8192, 4, False), (8192, 8192, 8, True),
-                                         (4096, 4096, 4, True), (16384, 16384, 8, True), (16384, 8192, 4, True),
-                                         (32768, 8192, 4, True)):  # the −0.0 pass's alternatives
-            variant = NegZeros(shapes, resident.device, span, block, warps)
-            out[f"negzero_pass_ms_{span}/{block}x{warps}{'' if hint else '_nohint'}"] = median_ms(
-                lambda v=variant, h=hint: v.find(fast, found, counter, h), device, repeats)
-        from compeft.codecs.golomb.triton_apply import ADD, SUBTRACT
 
         for warps in (4, 8, 2):  # the last pass's warps: an add and a subtract (the weights come back close)
             resident.inplace.warps = warps

@@ -1,7 +1,7 @@
 """The artifact: write and finish one, open and check one, describe one, and rebuild its tensors.
 
 ``reconstruct`` is the one reconstruction, θ = θ_init + s·t computed in float32 and rounded once to the
-record's dtype, and every decode path goes through it: as a value table (``value_table``: what the codecs
+record's dtype (θ_init's own bits where t = 0), and every decode path goes through it: as a value table (``value_table``: what the codecs
 write for t = −1, 0, +1) for records that share a scalar θ_init (file, fast and resident loads, decompress),
 per tensor with the base tensor as θ_init (full fine-tune residuals), and as its fused many-tensor form
 ``reconstruct_into`` for the calibration sweep's in-place updates.
@@ -205,12 +205,16 @@ def scale_of(alpha: float, sigma: float) -> tuple[float, float]:
 
 
 def reconstruct(ternary: torch.Tensor, scale: float, theta_init: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """θ_init + s·t in float32, rounded once to ``dtype``: the reconstruction of the format (docs/format.md)."""
+    """θ_init + s·t in float32, rounded once to ``dtype``, where t ≠ 0, and θ_init's own bits where t = 0: the
+    reconstruction of the format (docs/format.md). A dropped entry adds −0.0 (x + −0.0 is x for every x, −0.0
+    included, where + 0.0 would turn a −0.0 into +0.0), so an untouched weight keeps its bits and one applied in
+    place equals it without a pass over the untouched entries."""
     values = ternary.to(torch.float32) * torch.tensor(scale, dtype=torch.float32, device=ternary.device)
+    values.masked_fill_(ternary == 0, -0.0)
     if isinstance(theta_init, torch.Tensor):
         values += theta_init.to(device=values.device, dtype=torch.float32).reshape(values.shape)
-    elif theta_init:
-        values += theta_init
+    else:
+        values += float(theta_init)  # always: −0.0 + 0.0 is the +0.0 of θ_init = 0
     return values.to(dtype)
 
 
@@ -219,7 +223,8 @@ def reconstruct_into(targets: list[torch.Tensor], patterns: list[torch.Tensor], 
     """``reconstruct`` of many tensors in a few fused launches, written in place into ``targets`` (one dtype and
     device), values identical: without θ_init the patterns are t in the targets' dtype and ±s (exact in float32)
     is rounded to ``stored`` then to the targets' dtype, as reconstruct-then-copy rounds it; with θ_init (float32
-    tensors, patterns float32) the float32 θ_init + s·t (s·t is exact) is rounded to ``stored``, then copied."""
+    tensors, patterns float32 holding −0.0 where t = 0) the float32 θ_init + s·t (s·t is exact) is rounded to
+    ``stored``, then copied."""
     target_dtype = targets[0].dtype
     if theta_inits is None:
         s = float(torch.tensor(scale, dtype=torch.float32).to(stored).to(target_dtype))

@@ -5,11 +5,12 @@ pattern is exactly what ``decompress`` will reconstruct); for each α the update
 θ = θ_init + s·t with s = float32(α·σ) into the model through ``artifact.reconstruct_into`` (one fused
 multi-tensor write per group of tensors, a handful of launches for hundreds of tensors), so the values and
 scores are the artifact's. Patterns are kept on the model's device in the target dtype (t ∈ {-1, 0, 1} is
-exact there), or in float32 beside a float32 θ_init where θ_init ≠ 0.
+exact there), or in float32 (−0.0 where t = 0) beside a float32 θ_init where θ_init is not +0.0.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -121,12 +122,15 @@ def bind_pattern(
             if rec.name not in init_cache:
                 init_cache[rec.name] = base_tensor(rec.name).to(device=target.device, dtype=torch.float32).reshape(target.shape)
             init = init_cache[rec.name]
-        elif rec.theta_init:
+        elif rec.theta_init or math.copysign(1.0, rec.theta_init) < 0:  # −0.0 too: its t = 0 entries stay −0.0
             key = f"{rec.name}@{rec.theta_init}"
             if key not in init_cache:
                 init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
             init = init_cache[key]
-        pattern = pattern.to(torch.float32 if init is not None else target.dtype)  # t is exact in either
+        if init is None:
+            pattern = pattern.to(target.dtype)  # t is exact there
+        else:  # −0.0 where t = 0: θ_init + s·(−0.0) is θ_init's own bits, as reconstruct keeps them
+            pattern = pattern.to(torch.float32).masked_fill_(pattern == 0, -0.0)
         slots.append(Slot(rec.name, target, pattern, init, DTYPES_BY_NAME[rec.dtype]))
     return DensityPattern(
         density=density,

@@ -1,22 +1,21 @@
 """Full fine-tune residuals applied in place to a resident base model: one base serves many full fine-tunes.
 
 ``apply_residual(model, artifact)`` adds s·t to the base's weights where they live, so that the model equals the
-decompressed fine-tune bit for bit: each entry becomes dtype(float32(θ) + s·t), rounded once (artifact.reconstruct's
-arithmetic; an int8 t with ``alpha=s`` would not do: the CPU kernel rounds s·t to bf16 first), and an untouched
-−0.0 becomes +0.0 as it does there. Two ways, same bits:
+decompressed fine-tune bit for bit: each kept entry becomes dtype(float32(θ) + s·t), rounded once, and every other
+entry keeps its bits (artifact.reconstruct's arithmetic; an int8 t with ``alpha=s`` would not do: the CPU kernel
+rounds s·t to bf16 first). Two ways, same bits:
 
 - in place (CUDA, golomb; bf16, fp16 and float32 weights): the Triton decoder's last pass reads each kept entry's
-  weight, adds ±s and writes it back (codecs/golomb/triton_apply.py): O(k·d) work, no dense τ, one set of
-  launches for the whole residual and one host sync at the end (error flags, −0.0 count). Beforehand one pass over
-  those weights sets their −0.0s to +0.0 and records where they were (serving/negzero.py), on a side stream beside
-  the first decode passes; past its capacity the rest are found with the dense decode below (rare).
+  weight, adds ±s and writes it back (codecs/golomb/triton_apply.py): O(k·d) work, no dense τ and no pass over
+  the untouched entries, one set of launches for the whole residual and one host sync at the end (error flags).
 - dense (the CPU, other dtypes, codecs without spans): a group of tensors at a time, the chunks covering the group
-  decoded as s·t in float32 into one scratch buffer of at most GROUP entries, then one add per weight.
+  decoded as s·t in float32 (−0.0 where t = 0, which adds nothing) into one scratch buffer of at most GROUP
+  entries, then one add per weight.
 
 ``revert_residual`` undoes the last application. Subtracting s·t again is exact only where the first rounding lost
 nothing, which bf16, fp16 and float32 weights do not promise, so by default apply keeps a pristine copy of the
 touched entries (k·d values, not the tensors) and revert writes them back; with ``pristine=False`` revert subtracts
-instead (exact only for entries whose sum was exact). Either way the −0.0s are put back where they were.
+instead (exact only for entries whose sum was exact; a kept −0.0 comes back as +0.0).
 ``ResidentResidual`` checks an artifact once (checksums, and one decode without writes on the in-place path) and
 keeps its payload on the model's device for repeated applies.
 """
@@ -38,7 +37,6 @@ from compeft.errors import InputError
 
 GROUP = 1 << 27  # τ entries decoded at once on the dense path (float32 scratch: 512 MiB)
 FUSED = (torch.bfloat16, torch.float16, torch.float32)  # add_ of float32 s·t rounds float32(θ) + s·t once
-NEGZERO_CAPACITY = 1 << 20  # −0.0 positions the in-place path records per apply before its dense fallback
 
 
 @dataclass
@@ -67,7 +65,9 @@ class ResidentResidual:
         self.device, self.scale = torch.device(device), document.scale
         if self.device.type == "cuda" and self.device.index is None:  # as the model's tensors name it: cuda:N
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.values = reconstruct(ternary_values(), document.scale, 0.0, torch.float32)  # (−s, 0, s): s·t, exact
+        # s·t and −s·t in float32 (exact), −0.0 where t = 0: θ + −0.0 is θ's own bits
+        self.values = reconstruct(ternary_values(), document.scale, -0.0, torch.float32)
+        self.negated = reconstruct(-ternary_values(), document.scale, -0.0, torch.float32)
         self.codec = get_codec(document.codec)
         self.payload = self.artifact.container.payload
         with named_payload_errors(self.artifact.path):
@@ -85,13 +85,8 @@ class ResidentResidual:
                     self.inplace.check()  # decodes once without writing: the flags of every later apply
         if self.inplace is None:
             self.fast = []
-        else:
-            from compeft.serving.negzero import NegZeros
-
-            self.negzeros = NegZeros([(r.numel, DTYPES_BY_NAME[r.dtype].itemsize) for r in self.fast], self.device)
         fast = {r.name for r in self.fast}
         self.groups = self._groups([r for r in records if r.name not in fast])
-        self._fast_groups: list[_Group] | None = None  # made when the −0.0 fallback needs them
         self.carried = dict(self.artifact.container.carried)
         self._scratch: torch.Tensor | None = None
 
@@ -108,28 +103,24 @@ class ResidentResidual:
             if span_plan is not None:
                 g.plan, a, b = span_plan(self.plan, g.start, g.stop)
                 g.payload = self.payload[a:b].to(self.device) if self.device.type != "cpu" else self.payload[a:b]
-            else:  # a codec without spans: s·t of the group decoded on the host once, kept in float32
+            else:  # a codec without spans: t of the group decoded on the host once, kept as int8
                 with named_payload_errors(self.artifact.path):
                     t = self.codec.decode_span(self.plan, self.payload, g.start, g.stop)
-                g.payload = (t.to(torch.float32) * self.values[2]).to(self.device)
+                g.payload = t.to(self.device)
         return groups
 
-    def fast_groups(self) -> list[_Group]:
-        """The in-place weights' records in groups, for the dense decode (made on first use)."""
-        if self._fast_groups is None:
-            self._fast_groups = self._groups(self.fast)
-        return self._fast_groups
-
-    def scaled(self, group: _Group) -> torch.Tensor:
-        """s·t of one group in float32 on the device (a view of a scratch buffer reused by the next call)."""
+    def scaled(self, group: _Group, negated: bool = False) -> torch.Tensor:
+        """s·t (or −s·t) of one group in float32 on the device, −0.0 where t = 0 (a view of a scratch buffer reused
+        by the next call)."""
         n = group.stop - group.start
+        table = self.negated if negated else self.values
         if group.plan is None:
-            return group.payload
+            return table.to(self.device)[group.payload.to(torch.int64) + 1]
         if self._scratch is None or self._scratch.numel() < n:
             self._scratch = torch.empty(min(GROUP, n), dtype=torch.float32, device=self.device)
         out = self._scratch[:n]
         with named_payload_errors(self.artifact.path):
-            self.codec.decode_into(group.plan, group.payload, out, self.values)()
+            self.codec.decode_into(group.plan, group.payload, out, table)()
         return out
 
 
@@ -145,15 +136,11 @@ class _Pristine:
 
 @dataclass
 class AppliedResidual:
-    """What apply_residual did: the residual, the pristine values of the touched entries (None: not kept), where
-    the −0.0s were (flat positions by weight name; the in-place path's recorded positions and their number) and
-    the carried tensors' previous values."""
+    """What apply_residual did: the residual, the pristine values of the touched entries (None: not kept) and the
+    carried tensors' previous values."""
 
     residual: ResidentResidual
     pristine: _Pristine | None
-    negzero: dict[str, torch.Tensor] = field(default_factory=dict)
-    found: torch.Tensor | None = None
-    found_count: int = 0
     carried: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -192,11 +179,6 @@ def _targets(weights: dict[str, torch.Tensor], residual: ResidentResidual) -> No
             raise InputError(f"{where}: tensor {rec.name} is not a contiguous tensor on {residual.device} in the model")
 
 
-def _negzero(w: torch.Tensor) -> torch.Tensor:
-    """Flat positions of the −0.0 entries of ``w``."""
-    return torch.nonzero(((w == 0) & w.signbit()).reshape(-1)).reshape(-1)
-
-
 def apply_residual(model, artifact: str | Path | Artifact | ResidentResidual, *, pristine: bool = True) -> AppliedResidual:
     """Add s·t in place to ``model``'s weights (a torch module or a name → tensor mapping), turning the resident
     base into the fine-tune bit for bit; carried tensors of the same shape are copied in. ``pristine`` keeps the
@@ -207,84 +189,43 @@ def apply_residual(model, artifact: str | Path | Artifact | ResidentResidual, *,
     _targets(weights, residual)
     applied = AppliedResidual(residual, _Pristine() if pristine else None)
     with torch.no_grad():
-        if residual.inplace is not None:
-            flags = _apply_in_place(weights, residual, applied)
+        errors = _apply_in_place(weights, residual, applied) if residual.inplace is not None else None
         for group in residual.groups:
             tau = residual.scaled(group)
             for rec in group.records:
                 w = weights[rec.name]
                 t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
-                applied.negzero[rec.name] = _negzero(w)  # θ + 0 makes them +0.0
                 if applied.pristine is not None:
                     applied.pristine.values[rec.name] = w[t != 0]
                 _add(w, t)
         for name, value in residual.carried.items():
             applied.carried[name] = weights[name].clone()
             weights[name].copy_(value)
-        if residual.inplace is not None:
-            _in_place_done(weights, residual, applied, *flags)
+        if errors is not None:  # the one host sync
+            with named_payload_errors(residual.artifact.path):
+                residual.inplace.raise_flags(errors.cpu().numpy())
     if isinstance(model, torch.nn.Module):
         _APPLIED.setdefault(model, []).append(applied)
     return applied
 
 
 def _apply_in_place(weights: dict[str, torch.Tensor], residual: ResidentResidual,
-                    applied: AppliedResidual) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queue the in-place path: the −0.0 pass (on a side stream on CUDA), then the decode adding s·t. Returns the
-    device's (error flags, −0.0 count) for _in_place_done."""
+                    applied: AppliedResidual) -> torch.Tensor:
+    """Queue the in-place path, the decode adding s·t at the kept entries; returns the device's error flags."""
     from compeft.codecs.golomb.triton_apply import ADD, ADD_SAVE
 
     fast = [weights[r.name] for r in residual.fast]
-    device, inplace = residual.device, residual.inplace
-    applied.found = torch.empty(NEGZERO_CAPACITY, dtype=torch.int64, device=device)
-    counter = torch.zeros(1, dtype=torch.int64, device=device)
-    flipped = None
-    if device.type == "cuda":
-        from compeft.codecs.staging import side_stream
-
-        main, side = torch.cuda.current_stream(device), side_stream(device, "negzero")
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            residual.negzeros.find(fast, applied.found, counter)
-        applied.found.record_stream(side)
-        counter.record_stream(side)
-        flipped = torch.cuda.Event()
-        flipped.record(side)
-    else:
-        residual.negzeros.find(fast, applied.found, counter)
-    saved = applied.pristine
+    inplace, saved = residual.inplace, applied.pristine
     if saved is not None:
-        saved.buffer = torch.empty(inplace.saved_bytes, dtype=torch.uint8, device=device)
-    errors = inplace.run(fast, ADD_SAVE if saved is not None else ADD, saved.buffer if saved is not None else None,
-                         flipped)
-    if inplace.dense and flipped is not None:
-        torch.cuda.current_stream(device).wait_event(flipped)
+        saved.buffer = torch.empty(inplace.saved_bytes, dtype=torch.uint8, device=residual.device)
+    errors = inplace.run(fast, ADD_SAVE if saved is not None else ADD, saved.buffer if saved is not None else None)
     for s, a, st in inplace.dense:  # mode-1 chunks (rare), at their kept entries only, as the decoder does
         kept = a + torch.nonzero(st).reshape(-1)
         w = fast[s].view(-1)
         if saved is not None:
             saved.chunks.append(w[kept])
         w[kept] = _sum(w[kept], st[kept - a])
-    return errors, counter
-
-
-def _in_place_done(weights: dict[str, torch.Tensor], residual: ResidentResidual, applied: AppliedResidual,
-                   errors: torch.Tensor, counter: torch.Tensor) -> None:
-    """The one host sync: raise on the decode's error flags; past the −0.0 capacity, find the rest densely."""
-    flags = torch.cat([errors, counter]).cpu().numpy()
-    with named_payload_errors(residual.artifact.path):
-        residual.inplace.raise_flags(flags[:-1])
-    found = int(flags[-1])
-    applied.found_count = min(found, NEGZERO_CAPACITY)
-    if found > NEGZERO_CAPACITY:  # untouched −0.0s left: t = 0 there (the kept entries' sums may be −0.0 rightly)
-        for group in residual.fast_groups():
-            tau = residual.scaled(group)
-            for rec in group.records:
-                w = weights[rec.name]
-                t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
-                where = torch.nonzero(((w == 0) & w.signbit() & (t == 0)).reshape(-1)).reshape(-1)
-                w.view(-1)[where] = 0.0
-                applied.negzero[rec.name] = where
+    return errors
 
 
 def _sum(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
@@ -295,8 +236,9 @@ def _sum(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
 
 
 def _add(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> None:
-    """w ← dtype(float32(w) ± s·t), in place (``st``: s·t in float32): for bf16, fp16 and float32 the sum is formed
-    in float32 and rounded once (one kernel on CUDA), reconstruct's own arithmetic for other dtypes."""
+    """w ← dtype(float32(w) ± s·t), in place (``st``: s·t in float32; where it is −0.0 and sign is +1, w keeps its
+    bits): for bf16, fp16 and float32 the sum is formed in float32 and rounded once (one kernel on CUDA),
+    reconstruct's own arithmetic for other dtypes."""
     if w.dtype in FUSED and w.device.type == "cuda":
         w.add_(st, alpha=sign)
     elif w.dtype in FUSED:  # the CPU's mixed-dtype add_ is a slow scalar loop: widen, add, round back instead
@@ -307,8 +249,8 @@ def _add(w: torch.Tensor, st: torch.Tensor, sign: float = 1.0) -> None:
 
 def revert_residual(model, artifact: str | Path | Artifact | ResidentResidual | AppliedResidual) -> None:
     """Undo the last apply_residual of this artifact on ``model``: the pristine values written back (exact), or
-    s·t subtracted when none were kept, then the −0.0s put back. Only the most recent application can be reverted
-    (later ones touched the same weights)."""
+    s·t subtracted when none were kept. Only the most recent application can be reverted (later ones touched the
+    same weights)."""
     weights = _weights(model)
     stack = _APPLIED.get(model, []) if isinstance(model, torch.nn.Module) else []
     if isinstance(artifact, AppliedResidual):
@@ -334,18 +276,15 @@ def revert_residual(model, artifact: str | Path | Artifact | ResidentResidual | 
                 kept = a + torch.nonzero(st).reshape(-1)
                 w = fast[s].view(-1)
                 w[kept] = saved.chunks[i] if saved is not None else _sum(w[kept], st[kept - a], -1.0)
-            residual.negzeros.restore(fast, applied.found, applied.found_count)
         for group in residual.groups:
-            tau = residual.scaled(group)
+            tau = residual.scaled(group, negated=saved is None)
             for rec in group.records:
                 w = weights[rec.name]
                 t = tau[rec.offset - group.start : rec.offset - group.start + rec.numel].view(w.shape)
                 if saved is not None:
                     w[t != 0] = saved.values[rec.name]
                 else:
-                    _add(w, t, -1.0)
-        for name, where in applied.negzero.items():
-            weights[name].view(-1)[where] = -0.0
+                    _add(w, t)
     if stack:
         stack.pop()
 

@@ -71,8 +71,13 @@ def test_apply_equals_the_decompressed_fine_tune_and_revert_restores_the_base(re
     state = dict(model.named_parameters())
     for name, expected in finetuned.items():
         assert bitwise(state[name].detach().cpu(), expected), name
-    assert any(bool((base[n].view(-1)[:16].view(torch.int16 if base[n].itemsize == 2 else torch.int32) != 0).any())
-               for n in base), "the fixture has no −0.0"
+    untouched_negative_zeros = 0
+    for name, b in base.items():  # a −0.0 of the base is ±s where kept, else still −0.0 (θ + s·0 keeps θ's bits)
+        negative_zero = (b == 0) & b.signbit()
+        got = finetuned[name][negative_zero]
+        assert bool(((got != 0) | got.signbit()).all()), name
+        untouched_negative_zeros += int((got == 0).sum())
+    assert untouched_negative_zeros > 0, "the fixture has no untouched −0.0"
     revert_residual(model, art)
     for name, expected in base.items():
         assert bitwise(state[name].detach().cpu(), expected), name
@@ -91,17 +96,17 @@ def test_a_resident_residual_applies_many_times(residual_case):
 
 
 def test_revert_without_a_pristine_copy_subtracts(residual_case):
-    """pristine=False keeps no values; revert subtracts s·t (exact only where the sum was: close to the base) and
-    puts the −0.0s back."""
-    art, base, _ = residual_case
+    """pristine=False keeps no values; revert subtracts s·t (exact only where the sum was: close to the base; a
+    kept −0.0 comes back as +0.0) and leaves the untouched −0.0s as they were."""
+    art, base, finetuned = residual_case
     model = Holder(base)
     applied = apply_residual(model, art, pristine=False)
     assert applied.pristine is None
     revert_residual(model, art)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach().float(), base[name].float(), rtol=0, atol=1e-2)
-        negative_zero = (base[name] == 0) & base[name].signbit()
-        assert bool(((p == 0) & p.signbit())[negative_zero].all()), name
+        untouched = (base[name] == 0) & base[name].signbit() & (finetuned[name] == 0)
+        assert bool(untouched.any()) and bool(((p == 0) & p.signbit())[untouched].all()), name
 
 
 def run_inplace_check(tmp_path: Path, device: str) -> None:
@@ -117,9 +122,9 @@ def run_inplace_check(tmp_path: Path, device: str) -> None:
 
 
 def test_in_place_path_under_the_triton_interpreter(tmp_path):
-    """The CUDA path (the decoder adding s·t into the weights, the −0.0 pass) run by Triton's CPU interpreter: apply
-    equals the decompressed fine-tune and revert the base bit for bit (pristine kept or not, past the −0.0 capacity,
-    mode-1 chunks), and pristine=False gives the dense path's bits."""
+    """The CUDA path (the decoder adding s·t into the weights) run by Triton's CPU interpreter: apply equals the
+    decompressed fine-tune and revert the base bit for bit (pristine kept or not, mode-1 chunks, −0.0s), and
+    pristine=False gives the dense path's bits."""
     pytest.importorskip("triton")
     run_inplace_check(tmp_path, "cpu")
 

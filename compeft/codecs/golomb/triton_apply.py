@@ -134,10 +134,10 @@ class InPlace:
             self.dest[: len(self.ids)].copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
         self._addresses = ptrs
 
-    def run(self, weights: list[torch.Tensor], mode: int, saved: torch.Tensor | None = None, filled=None) -> torch.Tensor:
-        """The last pass in ``mode`` over the weights' mode-0 chunks, queued (it waits for the CUDA event ``filled``);
-        ``saved``: the pristine buffer (ADD_SAVE writes it, RESTORE reads it). Returns the error flags (a device
-        tensor, read once by the caller; see ``check``)."""
+    def run(self, weights: list[torch.Tensor], mode: int, saved: torch.Tensor | None = None) -> torch.Tensor:
+        """The last pass in ``mode`` over the weights' mode-0 chunks, queued; ``saved``: the pristine buffer
+        (ADD_SAVE writes it, RESTORE reads it). Returns the error flags (a device tensor, read once by the caller;
+        see ``check``)."""
         if mode != CHECK:
             self._point(weights)
         self.plan.errors.zero_()
@@ -150,7 +150,7 @@ class InPlace:
                                       num_warps=self.warps)
 
         if self.cols.K:
-            decode_mode0(self.plan, self.buf, None, filled=filled, last=last)
+            decode_mode0(self.plan, self.buf, None, last=last)
         return self.plan.errors
 
     @staticmethod
