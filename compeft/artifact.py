@@ -237,6 +237,14 @@ def reconstruct_into(targets: list[torch.Tensor], patterns: list[torch.Tensor], 
     torch._foreach_copy_(targets, values)
 
 
+def fused_pattern(ternary: torch.Tensor, dtype: torch.dtype, with_init: bool) -> torch.Tensor:
+    """t as ``reconstruct_into`` takes it: in ``dtype`` without θ_init, else float32 with −0.0 where t = 0 (so that
+    θ_init + s·t keeps θ_init's bits there, as ``reconstruct`` does)."""
+    if not with_init:
+        return ternary.to(dtype)
+    return ternary.to(torch.float32).masked_fill_(ternary == 0, -0.0)
+
+
 def value_table(scale: float, theta_init: float, dtype: torch.dtype) -> torch.Tensor:
     """(θ_init − s, θ_init, θ_init + s) in ``dtype``: what a codec writes for t = −1, 0, +1."""
     return reconstruct(ternary_values(), scale, theta_init, dtype)

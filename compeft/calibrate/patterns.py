@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from compeft.artifact import open_artifact, reconstruct_into, scale_of
+from compeft.artifact import fused_pattern, open_artifact, reconstruct_into, scale_of
 from compeft.calibrate.model import LoadedModel
 from compeft.codecs import get_codec
 from compeft.container import named_payload_errors
@@ -127,10 +127,7 @@ def bind_pattern(
             if key not in init_cache:
                 init_cache[key] = torch.full(target.shape, rec.theta_init, dtype=torch.float32, device=target.device)
             init = init_cache[key]
-        if init is None:
-            pattern = pattern.to(target.dtype)  # t is exact there
-        else:  # −0.0 where t = 0: θ_init + s·(−0.0) is θ_init's own bits, as reconstruct keeps them
-            pattern = pattern.to(torch.float32).masked_fill_(pattern == 0, -0.0)
+        pattern = fused_pattern(pattern, target.dtype, init is not None)
         slots.append(Slot(rec.name, target, pattern, init, DTYPES_BY_NAME[rec.dtype]))
     return DensityPattern(
         density=density,
