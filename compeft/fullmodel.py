@@ -1,7 +1,7 @@
 """Full fine-tune residuals: τ = θ_ft − θ_base, streamed in blocks, in memory that does not grow with the model.
 
 Both models are read through memory maps (file pages, not anonymous memory), a block of τ at a time, on the
-CPU or a GPU. Pass 1 histograms a 1/16 sample of |τ| (sparsify_stream) while the base tensors and the fine-tune's
+CPU or a GPU. Pass 1 histograms a 1/16 sample of |τ| read in runs (sparsify_stream.sample_ranges) while the base tensors and the fine-tune's
 shards are hashed through the same maps; pass 2 accumulates σ and writes each golomb chunk's candidates (about
 1.3·k·d entries: position's low 16 bits, τ's signed bit pattern) to spill files; once the exact threshold is
 known, each chunk's kept entries go to the codec's stream encoder, whose spill files become the payload, and the
@@ -43,7 +43,7 @@ from compeft.hashing import sha256_file
 from compeft.progress import Progress
 from compeft.safetensors_header import encode_header
 from compeft.sparsify import bits_to_float, kept_count
-from compeft.sparsify_stream import SAMPLE, Moments, Pass1, Pass2
+from compeft.sparsify_stream import SAMPLE, Moments, Pass1, Pass2, sample_ranges
 from compeft.taskvector import DeltaRecord
 from compeft.version import __version__
 
@@ -117,9 +117,8 @@ def resident_budget(device: torch.device) -> int:
 class Residual:
     """Blocks of τ = θ_ft − θ_base (float32, on ``device``) read from the two mapped models. On the CPU the blocks
     are written into the same two buffers every time (τ over the fine-tune's) (a block is used before the next is
-    read): fresh ones would cost a page-fault storm per block. On a device whole ranges are read ahead from the
-    files by threads into page-locked slots and copied asynchronously (readahead.ReadAhead); pass 1's sample is
-    taken there."""
+    read): fresh ones would cost a page-fault storm per block. On a device the ranges are read ahead from the files
+    by threads into page-locked slots and copied asynchronously (readahead.ReadAhead)."""
 
     def __init__(self, ft: Checkpoint, base: Checkpoint, device: torch.device) -> None:
         self.ft, self.base, self.device = ft, base, device
@@ -133,46 +132,61 @@ class Residual:
         size = dtype.itemsize
         return ckpt.raw(name)[a * size : b * size].view(INT_OF_SIZE[size]), dtype
 
-    def _tau(self, name: str, a: int, b: int, step: int = 1) -> torch.Tensor:
-        """τ at entries a, a + step, … below b, into the reused buffers (the CPU's way)."""
+    def _tau(self, name: str, ranges: list[tuple[int, int]]) -> torch.Tensor:
+        """τ over the entry ranges, back to back, into the reused buffers (the CPU's way)."""
         out = []
         for ckpt, buf in zip((self.ft, self.base), self.buffers, strict=True):
-            typed, dtype = self._typed(ckpt, name, a, b)
-            typed = typed[::step]
-            out.append(buf[: typed.size].copy_(torch.from_numpy(typed).view(dtype)))
+            at = 0
+            for a, b in ranges:
+                typed, dtype = self._typed(ckpt, name, a, b)
+                buf[at : at + b - a].copy_(torch.from_numpy(typed).view(dtype))
+                at += b - a
+            out.append(buf[:at])
         return torch.sub(out[0], out[1], out=out[0])
 
-    def _read(self, records: list[DeltaRecord], span: int, step: int):
-        """(record, entries covered, τ at every step-th entry) over ``span``-entry ranges of every record."""
-        ranges = [(rec, a, min(rec.numel, a + span)) for rec in records for a in range(0, rec.numel, span)]
+    def _read(self, jobs: list[tuple[DeltaRecord, int, list[tuple[int, int]]]]):
+        """(record, entries covered, τ over the entry ranges) of each (record, entries covered, ranges) job."""
         if not self.ahead:
-            for rec, a, b in ranges:
-                yield rec, b - a, self._tau(rec.name, a, b, step)
+            for rec, n, ranges in jobs:
+                yield rec, n, self._tau(rec.name, ranges)
             return
         from compeft.readahead import ReadAhead
 
         models = (self.ft, self.base)
-        sizes = [max(((b - a) * c.meta(rec.name)[0].itemsize for rec, a, b in ranges), default=1) for c in models]
+        sizes = [max((sum(b - a for a, b in ranges) * c.meta(rec.name)[0].itemsize for rec, _, ranges in jobs),
+                     default=1) for c in models]
         reader = ReadAhead(self.device, tuple(sizes), READ_THREADS)
         try:
-            jobs = (tuple((f, at + a * c.meta(rec.name)[0].itemsize, (b - a) * c.meta(rec.name)[0].itemsize)
-                          for c in models for f, at, _ in [c.location(rec.name)]) for rec, a, b in ranges)
-            for (rec, a, b), (x, y) in zip(ranges, reader.run(jobs), strict=True):
-                ft_dtype, base_dtype = self.ft.meta(rec.name)[0], self.base.meta(rec.name)[0]
-                x, y = x.view(ft_dtype)[::step], y.view(base_dtype)[::step]  # the sample is taken on the device
-                yield rec, b - a, x.to(torch.float32) - y.to(torch.float32)
+            def files(rec: DeltaRecord, ranges: list[tuple[int, int]]):
+                for c in models:
+                    f, at, _ = c.location(rec.name)
+                    size = c.meta(rec.name)[0].itemsize
+                    yield tuple((f, at + a * size, (b - a) * size) for a, b in ranges)
+
+            for (rec, n, _), (x, y) in zip(jobs, reader.run(tuple(files(r, g)) for r, _, g in jobs), strict=True):
+                x, y = x.view(self.ft.meta(rec.name)[0]), y.view(self.base.meta(rec.name)[0])
+                yield rec, n, x.to(torch.float32) - y.to(torch.float32)
         finally:
             reader.close()
 
+    def _jobs(self, records: list[DeltaRecord], sampled: bool) -> list[tuple[DeltaRecord, int, list[tuple[int, int]]]]:
+        """Blocks (one range each) or sample pieces (SAMPLE·MAX_CHUNK entries covered, MAX_CHUNK sampled)."""
+        span = SAMPLE * MAX_CHUNK if sampled else self.block
+        jobs = []
+        for rec in records:
+            for a in range(0, rec.numel, span):
+                b = min(rec.numel, a + span)
+                jobs.append((rec, b - a, sample_ranges(a, b) if sampled else [(a, b)]))
+        return jobs
+
     def blocks(self, records: list[DeltaRecord]):
         """(record, τ block) over the records, blocks aligned to golomb chunks."""
-        for rec, _, tau in self._read(records, self.block, 1):
+        for rec, _, tau in self._read(self._jobs(records, False)):
             yield rec, tau
 
     def samples(self, records: list[DeltaRecord]):
-        """(entries covered, τ at every SAMPLE-th entry) in pieces of MAX_CHUNK sampled entries, the same sample on
-        every device (the CPU gathers only those entries; a device reads whole ranges and gathers there)."""
-        for _, n, tau in self._read(records, SAMPLE * MAX_CHUNK, SAMPLE):
+        """(entries covered, τ over their sampled ranges): the same sample on every device."""
+        for _, n, tau in self._read(self._jobs(records, True)):
             yield n, tau
 
     def count(self, records: list[DeltaRecord], sampled: bool = False) -> int:

@@ -28,8 +28,8 @@ def read_range(fd: int, out: memoryview, offset: int, where: Path) -> None:
 
 
 class ReadAhead:
-    """Jobs of one FileRange per slot column (e.g. a tensor's range in each of two models), read ``depth`` jobs
-    ahead and handed back in order as uint8 tensors on ``device``."""
+    """Jobs of FileRanges per slot column (e.g. a tensor's ranges in each of two models, read back to back into
+    the column), read ``depth`` jobs ahead and handed back in order as uint8 tensors on ``device``."""
 
     def __init__(self, device: torch.device, slot_bytes: tuple[int, ...], depth: int) -> None:
         self.device, self.depth = device, depth
@@ -47,19 +47,21 @@ class ReadAhead:
                 self.fds[path] = os.open(path, os.O_RDONLY)
             return self.fds[path]
 
-    def _fill(self, slot: int, ranges: tuple[FileRange, ...]) -> list[torch.Tensor]:
-        """Read each range into its column of the slot once the slot's last copy to the device is done: views of
-        the slot's tensors (of the page-locked allocation itself, so copies from them are asynchronous)."""
+    def _fill(self, slot: int, columns: tuple[tuple[FileRange, ...], ...]) -> list[torch.Tensor]:
+        """Read each column's ranges into its column of the slot once the slot's last copy to the device is done:
+        views of the slot's tensors (of the page-locked allocation itself, so copies from them are asynchronous)."""
         if self.events[slot] is not None:
             self.events[slot].synchronize()
         out = []
-        for buf, (path, offset, n) in zip(self.slots[slot], ranges, strict=True):
-            view = buf[:n]
-            read_range(self._fd(path), memoryview(view.numpy()), offset, path)
-            out.append(view)
+        for buf, ranges in zip(self.slots[slot], columns, strict=True):
+            at = 0
+            for path, offset, n in ranges:
+                read_range(self._fd(path), memoryview(buf[at : at + n].numpy()), offset, path)
+                at += n
+            out.append(buf[:at])
         return out
 
-    def run(self, jobs: Iterable[tuple[FileRange, ...]]) -> Iterator[list[torch.Tensor]]:
+    def run(self, jobs: Iterable[tuple[tuple[FileRange, ...], ...]]) -> Iterator[list[torch.Tensor]]:
         """Each job's bytes on the device, in order; valid until the caller asks for the next one (on a GPU: the
         copies are queued on the current stream before they are handed out)."""
         jobs = iter(jobs)

@@ -1,7 +1,8 @@
 """Top-k threshold, σ and ternary pattern of a τ seen in blocks, twice (full fine-tunes larger than memory).
 
-Pass 1 (``Pass1.add``) reads only a sample, every SAMPLE-th entry of τ: a histogram of the top 16 bits of |τ|'s
-float32 pattern, and from it a *floor* below the m-th largest |τ| with a wide margin (``Pass1.floor``). Pass 2
+Pass 1 (``Pass1.add``) reads only a sample, 1/SAMPLE of τ in runs of SAMPLE_PIECE entries (``sample_ranges``: the
+reads skip 15/16 of the bytes, where every SAMPLE-th entry would touch every page): a histogram of the top 16
+bits of |τ|'s float32 pattern, and from it a *floor* below the m-th largest |τ| with a wide margin (``Pass1.floor``). Pass 2
 reads all of τ: Στ and Στ² in float64 (``Moments``; a NaN or Inf makes them non-finite), and each block's
 *candidates* (``Pass2.block``), the entries with |τ| ≥ floor (position, τ's signed bit pattern), about 1.3·k·d
 of them, which the caller spills; a histogram of their top 16 bits is kept. After pass 2 the exact threshold t,
@@ -24,7 +25,15 @@ from compeft.errors import OptionError
 from compeft.sparsify_cpu import HIGH_BINS, HIGH_SHIFT, LOW_MASK, rank_in_histogram
 
 NORMAL = 0x00800000  # the smallest normal float32's bit pattern
-SAMPLE = 16  # pass 1 histograms every SAMPLE-th entry of τ
+SAMPLE = 16  # pass 1 histograms 1/SAMPLE of τ
+SAMPLE_PIECE = 1 << 13  # entries read together: the first SAMPLE_PIECE of every SAMPLE·SAMPLE_PIECE
+
+
+def sample_ranges(a: int, b: int) -> list[tuple[int, int]]:
+    """The sampled entry ranges of entries a..b of a tensor (a on a stride): the first 1/SAMPLE of each
+    SAMPLE·SAMPLE_PIECE-entry stride, rounded up (so every tensor, however small, is sampled at about 1/SAMPLE)."""
+    stride = SAMPLE * SAMPLE_PIECE
+    return [(i, i + min(SAMPLE_PIECE, -(-(b - i) // SAMPLE))) for i in range(a, b, stride)]
 
 
 def magnitude(tau: torch.Tensor) -> torch.Tensor:
@@ -33,17 +42,26 @@ def magnitude(tau: torch.Tensor) -> torch.Tensor:
 
 
 class Pass1:
-    """The 16-bit magnitude histogram of a sample of τ (every SAMPLE-th entry), and the candidates' floor."""
+    """The 16-bit magnitude histogram of a sample of τ (``sample_ranges``), and the candidates' floor."""
 
     def __init__(self) -> None:
         self.n, self.sampled = 0, 0
-        self.hist = torch.zeros(HIGH_BINS, dtype=torch.int64)
+        self.counts = torch.zeros(HIGH_BINS, dtype=torch.int64)
 
     def add(self, sample: torch.Tensor, n: int) -> None:
-        """Count the float32 ``sample`` taken from ``n`` entries of τ."""
-        self.hist += torch.bincount(magnitude(sample) >> HIGH_SHIFT, minlength=HIGH_BINS).cpu()
+        """Count the float32 ``sample`` taken from ``n`` entries of τ (on the sample's device: no sync per piece)."""
+        if self.counts.device != sample.device:
+            self.counts = self.counts.to(sample.device)
+        self.counts += torch.bincount(magnitude(sample) >> HIGH_SHIFT, minlength=HIGH_BINS)
         self.n += n
         self.sampled += sample.numel()
+
+    @property
+    def hist(self) -> torch.Tensor:
+        """The histogram on the host."""
+        if self.counts.device.type != "cpu":
+            self.counts = self.counts.cpu()
+        return self.counts
 
     def above(self, floor: int) -> int:
         """About how many entries of τ have a |τ| bit pattern at or above ``floor`` (the sample's count, scaled)."""
