@@ -1,10 +1,10 @@
 """Full fine-tune residuals: τ = θ_ft − θ_base, streamed in blocks, in memory that does not grow with the model.
 
-Both models are read through memory maps (file pages, not anonymous memory), a block of τ at a time, on the
-CPU or a GPU. Pass 1 histograms a 1/16 sample of |τ| read in runs (sparsify_stream.sample_ranges) while the
-base tensors and the fine-tune's shards are hashed through the same maps; pass 2 accumulates σ and writes each golomb chunk's candidates (about
-1.3·k·d entries: position's low 16 bits, τ's signed bit pattern) to spill files; once the exact threshold is
-known, each chunk's kept entries go to the codec's stream encoder, whose spill files become the payload, and the
+Both models are read from the page cache (memory maps on the CPU, pread read-ahead on a GPU: file pages, not
+anonymous memory), a block of τ at a time. Pass 1 histograms a 1/16 sample of |τ| read in runs
+(sparsify_stream.sample_ranges) while the base tensors and the fine-tune's shards are hashed through the maps;
+pass 2 accumulates σ and keeps each golomb chunk's candidates (about 1.3·k·d entries: position, τ's signed bit
+pattern) in spill files or device memory; once the exact threshold is known, each chunk's kept entries go to the codec's stream encoder, whose spill files become the payload, and the
 container is written from pieces (container.write_container_streamed).
 The artifact's bytes are those of the in-memory writer. Decompress maps the artifact and writes each output
 shard tensor by tensor, a chunk at a time: base + s·t through artifact.reconstruct.
