@@ -4,8 +4,9 @@ Both models are read from the page cache (memory maps on the CPU, pread read-ahe
 anonymous memory), a block of τ at a time. Pass 1 histograms a 1/16 sample of |τ| read in runs
 (sparsify_stream.sample_ranges) while the base tensors and the fine-tune's shards are hashed through the maps;
 pass 2 accumulates σ and keeps each golomb chunk's candidates (about 1.3·k·d entries: position, τ's signed bit
-pattern) in spill files or device memory; once the exact threshold is known, each chunk's kept entries go to the codec's stream encoder, whose spill files become the payload, and the
-container is written from pieces (container.write_container_streamed).
+pattern) in spill files or device memory; once the exact threshold is known, each chunk's kept entries go to
+the codec's stream encoder, whose spill files become the payload, and the container is written from pieces
+(container.write_container_streamed).
 The artifact's bytes are those of the in-memory writer. Decompress maps the artifact and writes each output
 shard tensor by tensor, a chunk at a time: base + s·t through artifact.reconstruct.
 """
