@@ -54,9 +54,11 @@ class ReadAhead:
             self.events[slot].synchronize()
         out = []
         for buf, ranges in zip(self.slots[slot], columns, strict=True):
-            at = 0
-            for path, offset, n in ranges:
-                read_range(self._fd(path), memoryview(buf[at : at + n].numpy()), offset, path)
+            whole, at, path, fd = memoryview(buf.numpy()), 0, None, -1
+            for where, offset, n in ranges:  # a sample's runs: thousands per job, so little Python per range
+                if where is not path:
+                    path, fd = where, self._fd(where)
+                read_range(fd, whole[at : at + n], offset, path)
                 at += n
             out.append(buf[:at])
         return out

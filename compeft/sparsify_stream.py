@@ -26,7 +26,7 @@ from compeft.sparsify_cpu import HIGH_BINS, HIGH_SHIFT, LOW_MASK, rank_in_histog
 
 NORMAL = 0x00800000  # the smallest normal float32's bit pattern
 SAMPLE = 16  # pass 1 histograms 1/SAMPLE of τ
-SAMPLE_PIECE = 1 << 13  # entries read together: the first SAMPLE_PIECE of every SAMPLE·SAMPLE_PIECE
+SAMPLE_PIECE = 1 << 14  # entries read together: the first SAMPLE_PIECE of every SAMPLE·SAMPLE_PIECE
 
 
 def sample_ranges(a: int, b: int) -> list[tuple[int, int]]:

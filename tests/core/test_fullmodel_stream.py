@@ -254,9 +254,9 @@ def test_compress_leaves_no_spill_files(pair, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "art").iterdir()) == ["README.md", "compeft.safetensors", "config.json"]
 
 
-@pytest.mark.parametrize("numel", [1, 15, 17, 8191, 131_072, 131_073, 1_000_003, 5 * 131_072 + 40_000])
+@pytest.mark.parametrize("numel", [1, 15, 17, 16_383, 262_144, 262_145, 1_000_003, 5 * 262_144 + 40_000])
 def test_pass_one_samples_one_sixteenth_of_every_tensor_in_runs(numel):
-    """The sample is the first 1/16 of every 131,072-entry stride (rounded up), so every tensor, however small, is
+    """The sample is the first 1/16 of every 262,144-entry stride (rounded up), so every tensor, however small, is
     sampled at about 1/16, inside its own entries, and a 2^24-entry job gathers whole pieces."""
     from compeft.sparsify_stream import SAMPLE, SAMPLE_PIECE, sample_ranges
 
@@ -269,13 +269,15 @@ def test_pass_one_samples_one_sixteenth_of_every_tensor_in_runs(numel):
     assert sample_ranges(stride, numel) == [r for r in ranges if r[0] >= stride]  # jobs split on strides agree
 
 
-def test_the_sampled_floor_bounds_the_kept_count():
+@pytest.mark.parametrize("trend", [(0.1, 3.0), (3.0, 0.1)])
+def test_the_sampled_floor_bounds_the_kept_count(trend):
     """Pass 1's floor from the piece sample lies below the m-th largest |τ| with room to spare, on a τ whose scale
-    changes along its rows (the pieces are runs, not every 16th entry)."""
+    rises or falls along it (the pieces are runs, not every 16th entry, so such a trend biases them a little; a
+    floor above the m-th largest would only cost a second pass 2)."""
     from compeft.sparsify_stream import Pass1, sample_ranges
 
     gen = torch.Generator().manual_seed(7)
-    tau = (torch.randn(4_000_000, generator=gen) * torch.linspace(0.1, 3.0, 4_000_000)).to(torch.float32)
+    tau = (torch.randn(4_000_000, generator=gen) * torch.linspace(*trend, 4_000_000)).to(torch.float32)
     sample = Pass1()
     for a in range(0, tau.numel(), 1 << 20):
         b = min(tau.numel(), a + (1 << 20))
@@ -284,4 +286,4 @@ def test_the_sampled_floor_bounds_the_kept_count():
         m = int(k * tau.numel())
         floor = sample.floor(m)
         above = int((tau.abs().view(torch.int32) >= floor).sum())
-        assert m <= above <= 1.6 * m, (k, above / m)
+        assert m <= above <= 2 * m, (k, above / m)
