@@ -209,8 +209,7 @@ def reconstruct(ternary: torch.Tensor, scale: float, theta_init: float | torch.T
     reconstruction of the format (docs/format.md). A dropped entry adds −0.0 (x + −0.0 is x for every x, −0.0
     included, where + 0.0 would turn a −0.0 into +0.0), so an untouched weight keeps its bits and one applied in
     place equals it without a pass over the untouched entries."""
-    values = ternary.to(torch.float32) * torch.tensor(scale, dtype=torch.float32, device=ternary.device)
-    values.masked_fill_(ternary == 0, -0.0)
+    values = fused_pattern(ternary, torch.float32, True) * torch.tensor(scale, dtype=torch.float32, device=ternary.device)
     if isinstance(theta_init, torch.Tensor):
         values += theta_init.to(device=values.device, dtype=torch.float32).reshape(values.shape)
     else:
