@@ -78,6 +78,7 @@ def check(root: Path, density: float, device: str) -> None:
         if not bool(untouched.any()) or not bool(((got == 0) & got.signbit())[untouched].all()):
             fail(f"k={density}: revert without pristine lost an untouched −0.0 of {name}")
 
+
 if __name__ == "__main__":
     device = sys.argv[2] if len(sys.argv) > 2 else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
