@@ -227,6 +227,7 @@ def main() -> None:
     p.add_argument("--apply", action="store_true", help="also time apply/revert on a resident base")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep the made pairs")
+    p.add_argument("--reuse", action="store_true", help="use the pairs an earlier --keep run left under --root")
     p.add_argument("--no-decompress", action="store_true", help="skip decompress (its CPU decode takes minutes at 7B)")
     p.add_argument("--no-exact", action="store_true", help="skip the apply/revert exactness check (needs a decompress)")
     p.add_argument("--exact-dense", action="store_true", help="with --no-exact: check the in-place apply against the "
@@ -246,7 +247,9 @@ def main() -> None:
     for size in sizes:
         shape = MODEL_SHAPES[size]
         t = time.perf_counter()
-        ft, base = write_pair(shape, root, device="cuda" if args.device.startswith("cuda") else "cpu")
+        ft, base = root / f"{shape.name}-ft", root / f"{shape.name}-base"
+        if not (args.reuse and all((d / "model.safetensors.index.json").is_file() for d in (ft, base))):
+            ft, base = write_pair(shape, root, device="cuda" if args.device.startswith("cuda") else "cpu")
         made = time.perf_counter() - t
         os.sync()  # the just-written pair's writeback would otherwise run on these cores during the timed compress
         art, out = root / f"{size}-art", root / f"{size}-out"
