@@ -280,6 +280,7 @@ def main() -> None:
         row["decompress_anon_over_base_MB"] = (dec["anon_peak"] - dec["anon_base"]) / 1e6
         shutil.rmtree(out, ignore_errors=True)
         if args.apply:
+            print(json.dumps(row), flush=True)  # the compress figures, should the apply run out of time
             row |= apply_bench(base, art / "compeft.safetensors", args.device, args.repeats, not args.no_exact,
                                args.exact_dense, args.dense_anchor)
         rows.append(row)
