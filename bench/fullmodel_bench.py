@@ -239,7 +239,7 @@ def main() -> None:
                    "holds the fastest; a --profile run comes on top)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    from bench.fullpair import MODEL_SHAPES, write_pair
+    from bench.fullpair import MODEL_SHAPES, pair_dirs, write_pair
 
     sizes = ["tiny"] if args.tiny else args.sizes.split(",")
     root = Path(args.root)
@@ -247,7 +247,7 @@ def main() -> None:
     for size in sizes:
         shape = MODEL_SHAPES[size]
         t = time.perf_counter()
-        ft, base = root / f"{shape.name}-ft", root / f"{shape.name}-base"
+        ft, base = pair_dirs(shape, root)
         if not (args.reuse and all((d / "model.safetensors.index.json").is_file() for d in (ft, base))):
             ft, base = write_pair(shape, root, device="cuda" if args.device.startswith("cuda") else "cpu")
         made = time.perf_counter() - t
@@ -272,7 +272,8 @@ def main() -> None:
         shard = max(f.stat().st_size for f in ft.glob("*.safetensors"))
         row = {"size": size, "params": shape.params, "ft_bytes": ft_bytes, "largest_shard": shard, "make_s": made,
                "page_cache_read_GBps": rate, "page_cache_read_GBps_8_threads": rate_threads,
-               "compress_walls_s": [r["wall"] for r in runs], "artifact_bytes": (art / "compeft.safetensors").stat().st_size,
+               "compress_walls_s": [r["wall"] for r in runs[:args.compress_repeats]],
+               "artifact_bytes": (art / "compeft.safetensors").stat().st_size,
                **{f"compress_{k}": v for k, v in comp.items()}, **{f"decompress_{k}": v for k, v in dec.items()}}
         row["compress_MBps_per_core"] = ft_bytes / comp["cpu"] / 1e6
         row["compress_MBps_wall"] = ft_bytes / comp["wall"] / 1e6

@@ -53,13 +53,18 @@ MODEL_SHAPES = {s.name: s for s in (
 )}
 
 
+def pair_dirs(shape: ModelShape, root: Path) -> tuple[Path, Path]:
+    """(fine-tune dir, base dir) of the pair ``write_pair`` makes under ``root``."""
+    return root / f"{shape.name}-ft", root / f"{shape.name}-base"
+
+
 def write_pair(shape: ModelShape, root: Path, *, shard_bytes: int = 1 << 30, seed: int = 0, delta: float = 2e-3,
                device: str = "cpu") -> tuple[Path, Path]:
     """(fine-tune dir, base dir): base ~ N(0, 0.02²), fine-tune = base + N(0, delta²), both bf16, sharded at
     ``shard_bytes`` like save_pretrained; one shard at a time in memory."""
     from safetensors.torch import save_file
 
-    base_dir, ft_dir = root / f"{shape.name}-base", root / f"{shape.name}-ft"
+    ft_dir, base_dir = pair_dirs(shape, root)
     gen = torch.Generator(device=device).manual_seed(seed)
     shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
     used = 0
